@@ -1,0 +1,347 @@
+"""XMarket electronics data: find or download, verify, read, split, sample, export.
+
+`load_markets` gives one DataFrame per market; `build_dataset` turns them into the integer
+arrays of one (target market, seed): the random leave-one-out split, the static training
+negatives, the 1 + 99 evaluation candidates and the padded user histories (SPEC.md, section 3).
+
+    python data_loader.py                                   # per-market statistics
+    python data_loader.py --target_market=in --seed=0 --export=DIR   # that seed's candidates
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from config import MARKETS, Config, ConfigError, parse_overrides, target_markets
+
+COLUMNS = ["userId", "itemId", "rate", "date"]
+CHECKSUM_FILE = Path(__file__).resolve().parent / "data" / "SHA256SUMS"
+
+
+class DataError(RuntimeError):
+    """Missing, corrupt or malformed data; the message names the file (and line)."""
+
+
+# ---------------------------------------------------------------- files: find, download, verify
+
+def expected_checksums() -> dict[str, str]:
+    """market -> SHA-256 of its `<market>_5core.txt`, from data/SHA256SUMS (sha256sum format)."""
+    sums = {}
+    for line in CHECKSUM_FILE.read_text().splitlines():
+        digest, name = line.split()
+        sums[name.lstrip("*").removesuffix("_5core.txt")] = digest
+    return sums
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, market: str) -> None:
+    expected = expected_checksums()[market]
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DataError(f"{path}: SHA-256 mismatch (expected {expected}, got {actual}); the file is "
+                        f"corrupt or not the XMarket release: delete it to re-download it")
+
+
+def download(url: str, dest: Path, market: str) -> None:
+    """Download `url` to `dest` with a progress bar; verify it before it takes the final name."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        verify_file(partial, market)
+    except (OSError, DataError) as error:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"could not download {url} to {dest}: {error}; put the files in data_dir "
+                        f"or set XMREC_DIR to a folder holding them") from None
+    os.replace(partial, dest)
+
+
+def locate_data_file(market: str, config: Config) -> Path:
+    """The verified `<market>_5core.txt`: from data_dir, else $XMREC_DIR, else downloaded."""
+    if market not in MARKETS:
+        raise ConfigError(f"unknown market {market!r}; allowed: {', '.join(MARKETS)}")
+    name = f"{market}_5core.txt"
+    folders = [Path(config.data_dir)]
+    if os.environ.get("XMREC_DIR"):
+        folders.append(Path(os.environ["XMREC_DIR"]))
+    for folder in folders:
+        path = folder / name
+        if path.is_file():
+            verify_file(path, market)
+            return path
+    path = Path(config.data_dir) / name
+    download(config.data_url.format(market=market), path, market)
+    return path
+
+
+def read_market_file(path: Path) -> pd.DataFrame:
+    """Read and validate one `<market>_5core.txt`: columns userId, itemId (str), rate (float), date."""
+    with open(path) as f:
+        header = f.readline().split()
+    if header != COLUMNS:
+        raise DataError(f"{path}:1: header must be {' '.join(COLUMNS)!r}, got {' '.join(header)!r}")
+    try:
+        frame = pd.read_csv(path, sep=" ", skiprows=1, header=None, names=COLUMNS, dtype=str,
+                            keep_default_na=False, na_filter=False, engine="c")
+    except pd.errors.ParserError as error:
+        line = re.search(r"line (\d+)", str(error))
+        where = f":{line.group(1)}" if line else ""
+        raise DataError(f"{path}{where}: malformed line, expected 4 space-separated fields "
+                        f"({error})") from None
+    rate = pd.to_numeric(frame["rate"], errors="coerce")
+    date = pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")
+    problems = {
+        "expected 4 space-separated fields": (frame == "").any(axis=1).to_numpy(),
+        "rating must be a number in [1, 5]": ~rate.between(1.0, 5.0).to_numpy(),
+        "date must be YYYY-MM-DD": date.isna().to_numpy(),
+    }
+    for problem, bad in problems.items():
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}:{row + 2}: {problem}; line is {' '.join(frame.iloc[row])!r}")
+    frame["rate"] = rate
+    frame["date"] = date
+    return frame
+
+
+def load_markets(config: Config) -> dict[str, pd.DataFrame]:
+    """All seven markets, found or downloaded, verified and read."""
+    return {market: read_market_file(locate_data_file(market, config)) for market in MARKETS}
+
+
+def market_statistics(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Users / items / ratings per market, plus the union of all items."""
+    rows = {m: {"users": f["userId"].nunique(), "items": f["itemId"].nunique(), "ratings": len(f)}
+            for m, f in frames.items()}
+    union_items = pd.concat([f["itemId"] for f in frames.values()]).nunique()
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.loc["all"] = [sum(table["users"]), union_items, sum(table["ratings"])]
+    return table
+
+
+# ---------------------------------------------------------------- one (target, seed): arrays
+
+@dataclass
+class Dataset:
+    """Everything one (target market, seed) needs, as integer arrays. Item 0 is padding.
+
+    Users are (market, userId) pairs: a user's history is his training items in that market.
+    """
+    target_market: str
+    markets: tuple[str, ...]        # market id -> name
+    item_names: np.ndarray          # (num_items + 1,) raw item id; [0] = "" (padding)
+    user_names: np.ndarray          # (num_users,) raw user id
+    user_market: np.ndarray         # (num_users,) market id of each user
+    user_history: np.ndarray        # (num_users, max_history) training items, 0-padded at the end
+    history_length: np.ndarray      # (num_users,) number of real items in user_history
+    train_user: np.ndarray          # (num_rows,) training rows of all markets: user,
+    train_item: np.ndarray          # (num_rows,) candidate item,
+    train_label: np.ndarray         # (num_rows,) 1.0 positive / 0.0 sampled negative
+    target_users: np.ndarray        # (num_target_users,) the target market's users
+    valid_candidates: np.ndarray    # (num_target_users, 1 + negatives) column 0 = held-out item
+    test_candidates: np.ndarray     # (num_target_users, 1 + negatives) column 0 = held-out item
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_names) - 1
+
+    @property
+    def target_id(self) -> int:
+        return self.markets.index(self.target_market)
+
+    def target_rows(self) -> np.ndarray:
+        """Indices of the training rows of the target market (the fine-tuning data)."""
+        return np.flatnonzero(self.user_market[self.train_user] == self.target_id)
+
+
+@dataclass
+class DeviceData:
+    """The integer arrays of a Dataset that training and evaluation use, as torch tensors on
+    one device (moved there once per seed)."""
+    user_history: torch.Tensor      # (num_users, max_history) long
+    history_length: torch.Tensor    # (num_users,) long
+    user_market: torch.Tensor       # (num_users,) long
+    train_user: torch.Tensor        # (num_rows,) long
+    train_item: torch.Tensor        # (num_rows,) long
+    train_label: torch.Tensor       # (num_rows,) float
+    target_users: torch.Tensor      # (num_target_users,) long
+    valid_candidates: torch.Tensor  # (num_target_users, 1 + negatives) long
+    test_candidates: torch.Tensor   # (num_target_users, 1 + negatives) long
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, device: torch.device) -> DeviceData:
+        return cls(**{field: torch.as_tensor(getattr(dataset, field)).to(device)
+                      for field in cls.__dataclass_fields__})
+
+
+def sample_negatives(rng: np.random.Generator, counts: np.ndarray, pool: np.ndarray,
+                     excluded_user: np.ndarray, excluded_item: np.ndarray) -> np.ndarray:
+    """For each user u, counts[u] distinct items drawn uniformly from `pool` without the
+    items paired with u in (excluded_user, excluded_item). Returns (counts.sum(),) items,
+    user 0's first, then user 1's, ... Vectorised rejection sampling: a few rounds suffice.
+    """
+    num_users = len(counts)
+    stride = np.int64(max(pool.max(), excluded_item.max(initial=0)) + 1)
+    taken = np.unique(excluded_user.astype(np.int64) * stride + excluded_item)
+    excluded_in_pool = np.bincount((taken // stride)[np.isin(taken % stride, pool)],
+                                   minlength=num_users)
+    short = np.flatnonzero(counts > len(pool) - excluded_in_pool)
+    if len(short):
+        raise ValueError(f"user {short[0]} needs {counts[short[0]]} negatives but only "
+                         f"{len(pool) - excluded_in_pool[short[0]]} items of the pool are allowed")
+    need = counts.astype(np.int64).copy()
+    drawn_users, drawn_items = [], []
+    while need.sum() > 0:
+        users = np.repeat(np.arange(num_users), need + need // 4 + 1)  # sorted by user
+        items = pool[rng.integers(0, len(pool), size=len(users))]
+        keys = users * stride + items
+        first = np.zeros(len(keys), dtype=bool)
+        first[np.unique(keys, return_index=True)[1]] = True
+        ok = first & ~np.isin(keys, taken)
+        users, items, keys = users[ok], items[ok], keys[ok]
+        rank = np.arange(len(users)) - np.searchsorted(users, users)  # position within the user
+        keep = rank < need[users]
+        drawn_users.append(users[keep])
+        drawn_items.append(items[keep])
+        taken = np.union1d(taken, keys[keep])
+        need -= np.bincount(users[keep], minlength=num_users)
+    users = np.concatenate(drawn_users)
+    return np.concatenate(drawn_items)[np.argsort(users, kind="stable")]
+
+
+def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int,
+                  config: Config) -> Dataset:
+    """The seeded random leave-one-out split and samples of SPEC.md section 3, vectorised."""
+    if target_market not in frames:
+        raise ConfigError(f"unknown target market {target_market!r}; allowed: {', '.join(frames)}")
+    rng = np.random.default_rng(seed)
+    markets = tuple(sorted(frames))
+    target_id = markets.index(target_market)
+    item_names = np.concatenate([[""], np.unique(np.concatenate(
+        [f["itemId"].to_numpy(dtype=str) for f in frames.values()]))])
+
+    # all interactions, each market shuffled (seeded): row order is now the random order
+    data = pd.concat([f[["userId", "itemId"]].assign(market=m) for m, f in zip(markets,
+                      (frames[m] for m in markets))], ignore_index=True)
+    data["market"] = data["market"].map({m: i for i, m in enumerate(markets)}).astype(np.int64)
+    data = data.iloc[rng.permutation(len(data))].reset_index(drop=True)
+    data["item"] = np.searchsorted(item_names[1:], data["itemId"].to_numpy(dtype=str)) + 1
+    data["user"] = data.groupby(["market", "userId"], sort=True).ngroup()
+    users = data.drop_duplicates("user").sort_values("user")
+    user_market = users["market"].to_numpy()
+    user_names = users["userId"].to_numpy(dtype=str)
+    num_users = len(users)
+
+    # target: the last two interactions (in shuffled order) of each user are valid and test
+    from_end = data.groupby("user").cumcount(ascending=False).to_numpy()
+    in_target = data["market"].to_numpy() == target_id
+    valid_rows = data[in_target & (from_end == 1)].sort_values("user")
+    test_rows = data[in_target & (from_end == 0)].sort_values("user")
+    train = data[~(in_target & (from_end <= 1))]
+    target_users = test_rows["user"].to_numpy()
+    if not np.array_equal(target_users, valid_rows["user"].to_numpy()):
+        raise DataError(f"{target_market}: every user needs at least 2 interactions")
+    train_user_pos = train["user"].to_numpy()
+    train_item_pos = train["item"].to_numpy()
+
+    # histories: the distinct training items of each user, at most max_history, drawn at random
+    distinct = train[["user", "item"]].drop_duplicates()
+    distinct = distinct.iloc[rng.permutation(len(distinct))].sort_values("user", kind="stable")
+    slot = distinct.groupby("user").cumcount().to_numpy()
+    keep = slot < config.max_history
+    user_history = np.zeros((num_users, config.max_history), dtype=np.int64)
+    user_history[distinct["user"].to_numpy()[keep], slot[keep]] = distinct["item"].to_numpy()[keep]
+    history_length = np.bincount(distinct["user"].to_numpy()[keep], minlength=num_users)
+
+    # static training negatives: num_train_negatives per positive, from the global item pool
+    pool = np.arange(1, len(item_names))
+    positives_per_user = np.bincount(train_user_pos, minlength=num_users)
+    negative_items = sample_negatives(rng, config.num_train_negatives * positives_per_user, pool,
+                                      train_user_pos, train_item_pos)
+    negative_users = np.repeat(np.arange(num_users), config.num_train_negatives * positives_per_user)
+
+    def candidates(held_out: np.ndarray) -> np.ndarray:
+        """(target users, 1 + negatives): the held-out item, then negatives from the pool that
+        are neither the user's training items nor the held-out item."""
+        is_target_row = np.isin(train_user_pos, target_users)
+        position = np.searchsorted(target_users, train_user_pos[is_target_row])
+        excluded_user = np.concatenate([position, np.arange(len(target_users))])
+        excluded_item = np.concatenate([train_item_pos[is_target_row], held_out])
+        counts = np.full(len(target_users), config.num_eval_negatives)
+        negatives = sample_negatives(rng, counts, pool, excluded_user, excluded_item)
+        return np.column_stack([held_out, negatives.reshape(len(target_users), -1)])
+
+    valid_candidates = candidates(valid_rows["item"].to_numpy())
+    test_candidates = candidates(test_rows["item"].to_numpy())
+    return Dataset(
+        target_market=target_market, markets=markets, item_names=item_names,
+        user_names=user_names, user_market=user_market,
+        user_history=user_history, history_length=history_length,
+        train_user=np.concatenate([train_user_pos, negative_users]),
+        train_item=np.concatenate([train_item_pos, negative_items]),
+        train_label=np.concatenate([np.ones(len(train_user_pos), dtype=np.float32),
+                                    np.zeros(len(negative_items), dtype=np.float32)]),
+        target_users=target_users,
+        valid_candidates=valid_candidates, test_candidates=test_candidates)
+
+
+def export_candidates(dataset: Dataset, folder: Path) -> list[Path]:
+    """Write valid/test candidates as gzipped TSV: user_id, positive, negatives (space separated)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split, candidates in (("valid", dataset.valid_candidates), ("test", dataset.test_candidates)):
+        names = dataset.item_names[candidates]
+        table = pd.DataFrame({
+            "user_id": dataset.user_names[dataset.target_users],
+            "positive": names[:, 0],
+            "negatives": [" ".join(row) for row in names[:, 1:]],
+        })
+        path = folder / f"{split}_candidates.tsv.gz"
+        table.to_csv(path, sep="\t", index=False)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str]) -> None:
+    config, extra = parse_overrides(argv, extra={"seed": int, "export": str})
+    frames = load_markets(config)
+    if "export" not in extra:
+        print(market_statistics(frames).to_string())
+        return
+    seed = extra.get("seed", 0)
+    for target in target_markets(config):
+        dataset = build_dataset(frames, target, seed, config)
+        folder = Path(extra["export"])
+        if config.target_market == "all":
+            folder = folder / target
+        for path in export_candidates(dataset, folder):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (ConfigError, DataError) as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,74 @@
+"""Ranking metrics (HR@k, NDCG@k over 1 positive + sampled negatives) and scoring of candidates.
+
+Each user has one relevant item, its held-out positive, in column 0 of its candidate row.
+Its rank is 1 + the number of other candidates scored at least as high: a tie never favours
+the positive. HR@k = [rank <= k]; NDCG@k = 1 / log2(rank + 1) if rank <= k else 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from data_loader import DeviceData
+from model import ACMR
+
+KS = (5, 10)
+METRICS = tuple(f"{name}@{k}" for name in ("HR", "NDCG") for k in KS)  # HR@5 HR@10 NDCG@5 NDCG@10
+
+
+def positive_rank(scores: torch.Tensor) -> torch.Tensor:
+    """scores (users, candidates), positive in column 0 -> its 1-based rank (users,), ties
+    counted against it."""
+    return 1 + (scores[:, 1:] >= scores[:, :1]).sum(dim=1)
+
+
+def ranking_metrics(scores: torch.Tensor) -> dict[str, float]:
+    """HR@k and NDCG@k for k in KS, averaged over users."""
+    rank = positive_rank(scores).double()
+    metrics = {}
+    for k in KS:
+        metrics[f"HR@{k}"] = (rank <= k).double().mean().item()
+    for k in KS:
+        metrics[f"NDCG@{k}"] = torch.where(rank <= k, 1.0 / torch.log2(rank + 1), 0.0).mean().item()
+    return metrics
+
+
+def mean_and_std(values: list[float]) -> dict[str, float | None]:
+    """Mean and sample standard deviation (ddof=1; None for a single value)."""
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if len(array) > 1 else None
+    return {"mean": float(array.mean()), "std": std}
+
+
+@torch.inference_mode()
+def score_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
+                     batch_tokens: int) -> torch.Tensor:
+    """Logits of every (target user, candidate) pair: candidates (U, C) -> (U, C), one row per
+    user of `data.target_users`.
+
+    Users with the same history length are scored together, so no sequence carries padding,
+    in forward passes of at most about `batch_tokens` tokens.
+    """
+    was_training = model.training
+    model.eval()
+    num_candidates = candidates.shape[1]
+    users = data.target_users
+    lengths = data.history_length[users]
+    scores = torch.empty(candidates.shape, device=candidates.device)
+    for length in torch.unique(lengths).tolist():
+        same_length = torch.nonzero(lengths == length).squeeze(1)
+        group_size = max(1, batch_tokens // (num_candidates * (length + 1)))
+        for picked in torch.split(same_length, group_size):
+            batch_users = users[picked].repeat_interleave(num_candidates)  # (G*C,)
+            logits = model(data.user_history[batch_users, :length],
+                           candidates[picked].reshape(-1), data.user_market[batch_users])
+            scores[picked] = logits.float().reshape(len(picked), num_candidates)
+    model.train(was_training)
+    return scores
+
+
+def evaluate_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
+                        batch_tokens: int) -> dict[str, float]:
+    """HR@k / NDCG@k of the model on one candidate set (positive in column 0)."""
+    return ranking_metrics(score_candidates(model, data, candidates, batch_tokens))
+
