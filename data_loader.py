@@ -192,7 +192,7 @@ class DeviceData:
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, device: torch.device) -> DeviceData:
-        return cls(**{field: torch.as_tensor(getattr(dataset, field)).to(device)
+        return cls(**{field: torch.tensor(getattr(dataset, field), device=device)
                       for field in cls.__dataclass_fields__})
 
 

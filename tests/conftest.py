@@ -1,0 +1,58 @@
+"""Shared fixtures: small synthetic multi-market data, and the real data when it is present."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from config import MARKETS, Config  # noqa: E402
+
+
+def synthetic_frames(seed: int = 0, markets: tuple[str, ...] = ("ca", "de", "in"),
+                     users_per_market: int = 30, num_items: int = 400) -> dict[str, pd.DataFrame]:
+    """Random interactions in the files' format: every user has 4-70 interactions (some repeat
+    an item, a few users exceed 50 distinct items), items overlap across markets."""
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for m, market in enumerate(markets):
+        rows = []
+        for u in range(users_per_market):
+            count = int(rng.integers(4, 12)) if u % 10 else 70
+            items = rng.integers(0, num_items, size=count)
+            dates = pd.Timestamp("2015-01-01") + pd.to_timedelta(rng.integers(0, 2000, count), "D")
+            rows += [(f"U{market}{u:03d}", f"I{i:04d}", float(rng.integers(1, 6)), d)
+                     for i, d in zip(items, dates)]
+        frames[market] = pd.DataFrame(rows, columns=["userId", "itemId", "rate", "date"])
+    return frames
+
+
+@pytest.fixture
+def frames() -> dict[str, pd.DataFrame]:
+    return synthetic_frames()
+
+
+@pytest.fixture
+def small_config() -> Config:
+    return Config(max_history=50, num_eval_negatives=20, num_train_negatives=2)
+
+
+def real_data_dir() -> Path | None:
+    for folder in (REPO / "data", os.environ.get("XMREC_DIR")):
+        if folder and all((Path(folder) / f"{m}_5core.txt").is_file() for m in MARKETS):
+            return Path(folder)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_config() -> Config:
+    folder = real_data_dir()
+    if folder is None:
+        pytest.skip("real XMarket files not found in data/ or $XMREC_DIR (CI sets XMREC_DIR)")
+    return Config(data_dir=str(folder))

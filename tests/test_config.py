@@ -1,0 +1,58 @@
+"""config: --key=value overrides are type-checked; bad values stop with one clear line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from config import Config, ConfigError, parse_overrides, target_markets
+from tests.conftest import REPO
+
+
+def test_defaults_are_the_papers_settings():
+    config = Config()
+    assert (config.hidden_size, config.num_layers, config.num_heads, config.ff_size) == (32, 4, 8, 128)
+    assert (config.dropout, config.lr, config.weight_decay, config.batch_size) == (0.3, 1e-3, 1e-7, 1024)
+    assert (config.num_epochs, config.patience, config.max_history) == (50, 3, 50)
+    assert (config.num_train_negatives, config.num_eval_negatives, config.seeds) == (4, 99, 5)
+    assert (config.eval_negative_pool, config.eval_mode, config.split) == ("global", "sampled", "random")
+    assert config.history_includes_candidate and not config.resample_train_negatives
+    assert not config.patience_resets
+
+
+def test_overrides_are_parsed_with_the_settings_types():
+    config, extra = parse_overrides(["--target_market=jp", "--seeds=2", "--lr=0.01",
+                                     "--bucket_batches=false", "--seed=3"], extra={"seed": int})
+    assert (config.target_market, config.seeds, config.lr, config.bucket_batches) == ("jp", 2, 0.01, False)
+    assert extra == {"seed": 3}
+    assert target_markets(parse_overrides(["--target_market=all"])[0]) == ["ca", "de", "fr", "in", "jp", "mx", "uk"]
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("--target_market=xx", "target_market='xx': allowed ca, de, fr, in, jp, mx, uk or all"),
+    ("--lr=0", "lr=0.0: must be > 0"),
+    ("--lr=fast", "--lr: expected float, got 'fast'"),
+    ("--seeds=0", "seeds=0: must be an integer >= 1"),
+    ("--num_heads=5", "num_heads=5: must divide hidden_size=32"),
+    ("--dropout=1.5", "dropout=1.5: must be in [0, 1)"),
+    ("--bucket_batches=maybe", "--bucket_batches: expected true or false"),
+    ("--device=tpu", "device='tpu': allowed auto, cpu, cuda, cuda:N"),
+    ("--learning_rate=0.1", "unknown setting --learning_rate; allowed: batch_size, "),
+    ("lr=0.1", "bad argument 'lr=0.1': expected --key=value"),
+    ("--split=weekly", "split='weekly': allowed random, temporal"),
+    ("--split=temporal", "split='temporal': not implemented yet"),
+    ("--patience_resets=true", "patience_resets=True: not implemented yet"),
+])
+def test_bad_settings_name_the_key_and_what_is_allowed(argument, message):
+    with pytest.raises(ConfigError) as error:
+        parse_overrides([argument])
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_the_command_line_prints_one_error_line_and_exits_nonzero():
+    result = subprocess.run([sys.executable, "train_model.py", "--num_heads=3"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: num_heads=3: must divide hidden_size=32"

@@ -1,0 +1,250 @@
+"""data_loader: reading and validating files, finding / downloading / verifying them, the
+seeded split, the sampled negatives, the histories, the candidate export."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import hashlib
+import http.server
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import data_loader
+from config import Config
+from data_loader import (DataError, build_dataset, export_candidates, locate_data_file,
+                         read_market_file, sample_negatives)
+
+HEADER = "userId itemId rate date\n"
+
+
+# ---------------------------------------------------------------- the split and the samples
+
+def interactions_of(frames, dataset, user):
+    market = dataset.markets[dataset.user_market[user]]
+    frame = frames[market]
+    return Counter(frame.loc[frame["userId"] == dataset.user_names[user], "itemId"])
+
+
+def test_split_holds_out_exactly_one_valid_and_one_test_item_per_target_user(frames, small_config):
+    dataset = build_dataset(frames, "in", seed=0, config=small_config)
+    assert len(dataset.target_users) == frames["in"]["userId"].nunique()
+    positive = dataset.train_label == 1
+    for row, user in enumerate(dataset.target_users):
+        train_items = Counter(dataset.item_names[dataset.train_item[positive & (dataset.train_user == user)]])
+        valid_item = dataset.item_names[dataset.valid_candidates[row, 0]]
+        test_item = dataset.item_names[dataset.test_candidates[row, 0]]
+        assert train_items + Counter([valid_item, test_item]) == interactions_of(frames, dataset, user)
+
+
+def test_source_markets_keep_all_interactions_for_training(frames, small_config):
+    dataset = build_dataset(frames, "in", seed=0, config=small_config)
+    positive = dataset.train_label == 1
+    source_rows = positive & (dataset.user_market[dataset.train_user] != dataset.target_id)
+    assert source_rows.sum() == len(frames["ca"]) + len(frames["de"])
+    assert len(dataset.target_rows()) == (dataset.user_market[dataset.train_user] == dataset.target_id).sum()
+
+
+def test_training_negatives_avoid_the_users_positives_and_have_the_configured_count(frames, small_config):
+    dataset = build_dataset(frames, "de", seed=1, config=small_config)
+    positive = dataset.train_label == 1
+    for user in range(len(dataset.user_names)):
+        mine = dataset.train_user == user
+        positives = dataset.train_item[mine & positive]
+        negatives = dataset.train_item[mine & ~positive]
+        assert len(negatives) == small_config.num_train_negatives * len(positives)
+        assert len(set(negatives)) == len(negatives)
+        assert not set(negatives) & set(positives)
+        assert negatives.min() >= 1 and negatives.max() <= dataset.num_items
+
+
+def test_evaluation_negatives_avoid_training_items_and_the_held_out_item(frames, small_config):
+    dataset = build_dataset(frames, "in", seed=2, config=small_config)
+    positive = dataset.train_label == 1
+    for candidates in (dataset.valid_candidates, dataset.test_candidates):
+        assert candidates.shape == (len(dataset.target_users), 1 + small_config.num_eval_negatives)
+        for row, user in enumerate(dataset.target_users):
+            negatives = candidates[row, 1:]
+            train_items = set(dataset.train_item[positive & (dataset.train_user == user)])
+            assert len(set(negatives)) == len(negatives)
+            assert candidates[row, 0] not in negatives
+            assert not set(negatives) & train_items
+            # global pool: any item of any market
+            assert negatives.min() >= 1 and negatives.max() <= dataset.num_items
+
+
+def test_global_pool_draws_items_the_target_market_does_not_sell(frames, small_config):
+    frames = dict(frames)
+    target = frames["in"][frames["in"]["itemId"] < "I0100"]  # the target sells I0000-I0099 only
+    frames["in"] = target[target.groupby("userId")["userId"].transform("size") >= 3]
+    dataset = build_dataset(frames, "in", seed=0, config=small_config)
+    target_items = set(np.searchsorted(dataset.item_names, frames["in"]["itemId"].unique()))
+    assert not set(dataset.test_candidates[:, 1:].ravel()) <= target_items
+
+
+def test_histories_are_the_distinct_training_items_capped_at_max_history(frames, small_config):
+    config = dataclasses.replace(small_config, max_history=50)
+    dataset = build_dataset(frames, "in", seed=0, config=config)
+    positive = dataset.train_label == 1
+    assert dataset.user_history.shape[1] == 50
+    saw_long = False
+    for user in range(len(dataset.user_names)):
+        distinct = set(dataset.train_item[positive & (dataset.train_user == user)])
+        length = dataset.history_length[user]
+        history = dataset.user_history[user]
+        assert length == min(50, len(distinct))
+        assert (history[length:] == 0).all() and (history[:length] > 0).all()
+        assert len(set(history[:length])) == length and set(history[:length]) <= distinct
+        saw_long |= len(distinct) > 50
+    assert saw_long, "the synthetic data must exercise the subsampling"
+
+
+def test_same_seed_gives_identical_data_and_another_seed_a_different_split(frames, small_config):
+    first = build_dataset(frames, "in", seed=3, config=small_config)
+    again = build_dataset(frames, "in", seed=3, config=small_config)
+    other = build_dataset(frames, "in", seed=4, config=small_config)
+    for field in dataclasses.fields(first):
+        a, b = getattr(first, field.name), getattr(again, field.name)
+        assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, field.name
+    assert not np.array_equal(first.test_candidates[:, 0], other.test_candidates[:, 0])
+    assert not np.array_equal(first.train_item, other.train_item)
+
+
+def test_ids_do_not_depend_on_the_order_of_the_markets(frames, small_config):
+    reordered = {m: frames[m] for m in reversed(list(frames))}
+    a = build_dataset(frames, "in", seed=0, config=small_config)
+    b = build_dataset(reordered, "in", seed=0, config=small_config)
+    assert a.markets == b.markets == ("ca", "de", "in")
+    assert np.array_equal(a.item_names, b.item_names)
+    assert np.array_equal(a.test_candidates, b.test_candidates)
+
+
+def test_sample_negatives_draws_distinct_allowed_items_and_refuses_the_impossible():
+    rng = np.random.default_rng(0)
+    pool = np.arange(1, 11)
+    excluded_user = np.array([0, 0, 1])
+    excluded_item = np.array([1, 2, 10])
+    items = sample_negatives(rng, np.array([8, 3]), pool, excluded_user, excluded_item)
+    assert sorted(items[:8]) == list(range(3, 11))  # every allowed item of user 0
+    assert len(set(items[8:])) == 3 and 10 not in items[8:]
+    with pytest.raises(ValueError, match="needs 9 negatives but only 8"):
+        sample_negatives(rng, np.array([9, 0]), pool, excluded_user, excluded_item)
+
+
+def test_export_writes_raw_ids_one_row_per_target_user(frames, small_config, tmp_path):
+    dataset = build_dataset(frames, "in", seed=0, config=small_config)
+    valid_path, test_path = export_candidates(dataset, tmp_path)
+    assert valid_path.name == "valid_candidates.tsv.gz" and test_path.name == "test_candidates.tsv.gz"
+    with gzip.open(test_path, "rt") as f:
+        assert f.readline() == "user_id\tpositive\tnegatives\n"
+    table = pd.read_csv(test_path, sep="\t")
+    assert list(table["user_id"]) == list(dataset.user_names[dataset.target_users])
+    assert list(table["positive"]) == list(dataset.item_names[dataset.test_candidates[:, 0]])
+    negatives = table["negatives"].str.split(" ")
+    assert (negatives.str.len() == small_config.num_eval_negatives).all()
+    assert negatives.iloc[0] == list(dataset.item_names[dataset.test_candidates[0, 1:]])
+
+
+# ---------------------------------------------------------------- reading and validating files
+
+def write(path: Path, body: str) -> Path:
+    path.write_text(HEADER + body)
+    return path
+
+
+def test_read_market_file_parses_a_good_file(tmp_path):
+    frame = read_market_file(write(tmp_path / "in_5core.txt", "u1 i1 5.0 2016-01-03\nu1 i2 1.0 2017-12-31\n"))
+    assert list(frame.columns) == ["userId", "itemId", "rate", "date"]
+    assert frame["rate"].tolist() == [5.0, 1.0]
+    assert frame["date"].iloc[1] == pd.Timestamp("2017-12-31")
+
+
+@pytest.mark.parametrize("body, line, message", [
+    ("u1 i1 5.0 2016-01-03\nu2 i2 4.0\n", 3, "expected 4 space-separated fields"),
+    ("u1 i1 5.0 2016-01-03\nu2 i2 4.0 2016-01-03 extra\n", 3, "expected 4 space-separated fields"),
+    ("u1 i1 5.0 2016-01-03\nu1 i2 7.0 2016-01-03\n", 3, "rating must be a number in"),
+    ("u1 i1 0.5 2016-01-03\n", 2, "rating must be a number in"),
+    ("u1 i1 abc 2016-01-03\n", 2, "rating must be a number in"),
+    ("u1 i1 5.0 2016-01-03\nu1 i1 5.0 2016-01-03\nu1 i2 5.0 03/01/2016\n", 4, "date must be YYYY-MM-DD"),
+    ("u1 i1 5.0 2016-13-03\n", 2, "date must be YYYY-MM-DD"),
+])
+def test_malformed_lines_are_reported_with_file_and_line_number(tmp_path, body, line, message):
+    path = write(tmp_path / "in_5core.txt", body)
+    with pytest.raises(DataError, match=rf"in_5core\.txt:{line}: .*{message}"):
+        read_market_file(path)
+
+
+def test_a_wrong_header_is_reported(tmp_path):
+    path = tmp_path / "in_5core.txt"
+    path.write_text("user item rating time\nu1 i1 5.0 2016-01-03\n")
+    with pytest.raises(DataError, match=r"in_5core\.txt:1: header must be"):
+        read_market_file(path)
+
+
+# ---------------------------------------------------------------- finding, downloading, verifying
+
+@pytest.fixture
+def fake_release(tmp_path, monkeypatch):
+    """A served folder with a valid in_5core.txt, whose checksum the project expects."""
+    served = tmp_path / "served"
+    served.mkdir()
+    body = HEADER + "u1 i1 5.0 2016-01-03\nu1 i2 4.0 2016-02-03\n"
+    (served / "in_5core.txt").write_text(body)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    monkeypatch.setattr(data_loader, "expected_checksums", lambda: {"in": digest})
+    monkeypatch.delenv("XMREC_DIR", raising=False)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{{market}}_5core.txt"
+    yield served, url
+    server.shutdown()
+    server.server_close()
+
+
+def test_missing_files_are_downloaded_verified_and_kept(fake_release, tmp_path):
+    served, url = fake_release
+    config = Config(data_dir=str(tmp_path / "data"), data_url=url)
+    path = locate_data_file("in", config)
+    assert path == tmp_path / "data" / "in_5core.txt"
+    assert path.read_text() == (served / "in_5core.txt").read_text()
+    assert not list((tmp_path / "data").glob("*.part"))
+
+
+def test_a_download_that_fails_verification_leaves_nothing_behind(fake_release, tmp_path):
+    served, url = fake_release
+    (served / "in_5core.txt").write_text(HEADER + "u1 i1 5.0 2016-01-03\n")  # truncated
+    config = Config(data_dir=str(tmp_path / "data"), data_url=url)
+    with pytest.raises(DataError, match="could not download .*SHA-256 mismatch"):
+        locate_data_file("in", config)
+    assert not list((tmp_path / "data").iterdir())
+
+
+def test_an_unreachable_source_is_a_clear_error(fake_release, tmp_path):
+    _, url = fake_release
+    config = Config(data_dir=str(tmp_path / "data"), data_url=url.replace("{market}_5core", "missing/{market}"))
+    with pytest.raises(DataError, match="could not download .*set XMREC_DIR"):
+        locate_data_file("in", config)
+
+
+def test_data_dir_comes_first_then_xmrec_dir(fake_release, tmp_path, monkeypatch):
+    served, url = fake_release
+    config = Config(data_dir=str(tmp_path / "empty"), data_url="http://127.0.0.1:9/{market}")
+    monkeypatch.setenv("XMREC_DIR", str(served))
+    assert locate_data_file("in", config) == served / "in_5core.txt"
+    assert locate_data_file("in", dataclasses.replace(config, data_dir=str(served))) == served / "in_5core.txt"
+
+
+def test_a_local_file_with_the_wrong_checksum_is_refused(fake_release, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write(folder / "in_5core.txt", "u1 i1 5.0 2016-01-03\n")
+    with pytest.raises(DataError, match=r"in_5core\.txt: SHA-256 mismatch .*delete it"):
+        locate_data_file("in", Config(data_dir=str(folder)))

@@ -1,0 +1,102 @@
+"""The real XMarket data: its statistics, and a tiny end-to-end run whose run folder is complete."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from data_loader import load_markets, market_statistics
+from evaluate import METRICS
+from tests.conftest import REPO
+
+SPEC_STATISTICS = {  # SPEC section 1: users / items / ratings
+    "de": (1851, 2179, 17300), "jp": (487, 955, 4485), "in": (239, 470, 2015),
+    "fr": (1838, 1879, 17624), "ca": (4668, 5735, 44779), "mx": (1878, 1645, 17095),
+    "uk": (3352, 3251, 31547),
+}
+
+
+def run(args: list[str], config) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XMREC_DIR": config.data_dir}
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_real_data_statistics_match_the_spec(real_config):
+    table = market_statistics(load_markets(real_config))
+    for market, expected in SPEC_STATISTICS.items():
+        assert tuple(table.loc[market, ["users", "items", "ratings"]]) == expected
+    assert table.loc["all", "items"] == 8304
+
+
+def test_data_loader_prints_the_statistics(real_config):
+    lines = run(["data_loader.py"], real_config).stdout.splitlines()
+    rows = {line.split()[0]: tuple(int(v) for v in line.split()[1:]) for line in lines[1:]}
+    assert {m: rows[m] for m in SPEC_STATISTICS} == SPEC_STATISTICS
+    assert rows["all"][1] == 8304
+
+
+@pytest.fixture(scope="module")
+def tiny_run(real_config, tmp_path_factory):
+    """Target `in`, one seed, two epochs per stage of at most 4 batches each."""
+    log_dir = tmp_path_factory.mktemp("log")
+    args = ["--target_market=in", "--seeds=1", "--num_epochs=2", "--max_batches_per_epoch=4",
+            f"--log_dir={log_dir}"]
+    result = run(["train_model.py", *args], real_config)
+    (run_dir,) = log_dir.iterdir()
+    return run_dir, result, args
+
+
+def test_tiny_run_writes_a_complete_run_folder(tiny_run):
+    run_dir, result, args = tiny_run
+    assert run_dir.name.startswith("in-")
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "command.txt", "config.json", "environment.json", "metrics.jsonl", "results.json",
+        "seed0", "train.log"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["target_market"] == "in" and config["num_epochs"] == 2 and config["lr"] == 1e-3
+    assert (run_dir / "command.txt").read_text().strip() == "python train_model.py " + " ".join(args)
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert {"python", "torch", "numpy", "pandas", "device", "git_commit"} <= set(environment)
+    assert environment["device"] == "cpu"
+    log = (run_dir / "train.log").read_text()
+    assert "seed 0 pretrain epoch  1" in log and "seed 0 finetune test" in log
+    assert "[0.7824]" in log  # the authors' fine-tuned HR@5 for `in`, beside ours
+    assert log.strip().splitlines()[-1] in result.stdout
+
+
+def test_tiny_run_metrics_and_results_are_valid(tiny_run):
+    run_dir, _, _ = tiny_run
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in records][:2] == [("pretrain", 1), ("pretrain", 2)]
+    assert {r["stage"] for r in records} == {"pretrain", "finetune"}
+    for record in records:
+        assert record["seed"] == 0 and record["loss"] > 0 and record["seconds"] > 0
+        assert set(record["valid"]) == set(METRICS)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["target_market"] == "in" and results["seeds"] == [0]
+    (seed_run,) = results["runs"]
+    for stage in ("pretrain", "finetune"):
+        assert set(METRICS) <= set(seed_run[stage])
+        assert 1 <= seed_run[stage]["epochs"] <= 2
+        for metric in METRICS:
+            assert 0.0 <= seed_run[stage][metric] <= 1.0
+            assert results["summary"][stage][metric] == {"mean": seed_run[stage][metric], "std": None}
+        assert seed_run[stage]["HR@5"] <= seed_run[stage]["HR@10"]
+
+
+def test_tiny_run_candidates_are_those_the_data_loader_exports(tiny_run, real_config, tmp_path):
+    run_dir, _, _ = tiny_run
+    run(["data_loader.py", "--target_market=in", "--seed=0", f"--export={tmp_path}"], real_config)
+    for split in ("valid", "test"):
+        ours = pd.read_csv(run_dir / "seed0" / f"{split}_candidates.tsv.gz", sep="\t")
+        exported = pd.read_csv(tmp_path / f"{split}_candidates.tsv.gz", sep="\t")
+        assert list(ours.columns) == ["user_id", "positive", "negatives"]
+        assert len(ours) == 239
+        assert (ours["negatives"].str.split(" ").str.len() == 99).all()
+        pd.testing.assert_frame_equal(ours, exported)

@@ -1,0 +1,113 @@
+"""model: the hand-written encoder is nn.TransformerEncoder's function and init; padding
+does not change the output; dropout drops with probability p; training lowers the loss."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model import ACMR, Encoder, EncoderLayer, dropout
+
+
+def reference_encoder(num_layers: int = 4) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(32, 8, 128, 0.3, batch_first=True)
+    return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+
+def random_batch(batch: int = 64, length: int = 12, num_items: int = 200, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
+    history = torch.randint(1, num_items + 1, (batch, length), generator=generator)
+    history[torch.arange(length)[None, :] >= lengths[:, None]] = 0
+    candidate = torch.randint(1, num_items + 1, (batch,), generator=generator)
+    market = torch.randint(0, 7, (batch,), generator=generator)
+    return history, candidate, market
+
+
+def test_encoder_has_the_parameters_and_initial_weights_of_nn_transformer_encoder():
+    torch.manual_seed(0)
+    ours = Encoder(EncoderLayer(32, 8, 128, 0.3), 4)
+    torch.manual_seed(0)
+    reference = reference_encoder()
+    ours_state, reference_state = ours.state_dict(), reference.state_dict()
+    assert sorted(ours_state) == sorted(reference_state)
+    for name, value in ours_state.items():
+        assert torch.equal(value, reference_state[name]), name
+
+
+def test_encoder_computes_nn_transformer_encoder_function():
+    torch.manual_seed(0)
+    ours = Encoder(EncoderLayer(32, 8, 128, 0.3), 4)
+    reference = reference_encoder()
+    reference.load_state_dict(ours.state_dict())
+    for layer in ours.layers:  # trained weights differ from layer to layer
+        for parameter in layer.parameters():
+            parameter.data.add_(torch.randn_like(parameter) * 0.1)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(16, 10, 32)
+    padding = torch.zeros(16, 10, dtype=torch.bool)
+    padding[:, 6:9] = True
+    ours.eval()
+    reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, padding), reference(x, src_key_padding_mask=padding),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_output_does_not_depend_on_how_far_the_history_is_padded():
+    torch.manual_seed(0)
+    model = ACMR(num_items=200, num_markets=7).eval()
+    history, candidate, market = random_batch(length=12)
+    padded_to_50 = torch.cat([history, torch.zeros(len(history), 38, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        trimmed = model(history, candidate, market)
+        padded = model(padded_to_50, candidate, market)
+        one_by_one = torch.stack([model(h[h > 0][None], c[None], m[None])[0]
+                                  for h, c, m in zip(history, candidate, market)])
+    torch.testing.assert_close(trimmed, padded, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(trimmed, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_the_market_embedding_changes_the_score():
+    torch.manual_seed(0)
+    model = ACMR(num_items=200, num_markets=7).eval()
+    history, candidate, market = random_batch()
+    with torch.no_grad():
+        assert not torch.allclose(model(history, candidate, market), model(history, candidate, (market + 1) % 7))
+
+
+def test_dropout_drops_with_probability_p_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    x = torch.ones(4_000_001)  # odd size: the last 64-bit draw is used for one element
+    for p in (0.1, 0.3, 0.5):
+        y = dropout(x, p, training=True)
+        dropped = (y == 0).double().mean().item()
+        assert abs(dropped - p) < 5 * (p * (1 - p) / len(x)) ** 0.5
+        assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - p)))
+    assert dropout(x, 0.3, training=False) is x
+    first = dropout(torch.ones(1000, 2), 0.3, True)  # the two halves of a draw are independent
+    assert 0.05 < ((first[:, 0] == 0) & (first[:, 1] == 0)).double().mean() < 0.15
+
+
+def test_dropout_masks_are_reproducible_from_the_seed():
+    torch.manual_seed(5)
+    a = dropout(torch.ones(1000), 0.3, True)
+    torch.manual_seed(5)
+    b = dropout(torch.ones(1000), 0.3, True)
+    assert torch.equal(a, b)
+
+
+def test_a_few_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    model = ACMR(num_items=200, num_markets=7)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    history, candidate, market = random_batch(batch=256, seed=1)
+    label = (candidate % 2).float()  # a learnable rule
+    loss_function = nn.BCEWithLogitsLoss()
+    losses = []
+    for _ in range(30):
+        loss = loss_function(model(history, candidate, market), label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
