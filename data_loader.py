@@ -319,7 +319,9 @@ def export_candidates(dataset: Dataset, folder: Path) -> list[Path]:
             "negatives": [" ".join(row) for row in names[:, 1:]],
         })
         path = folder / f"{split}_candidates.tsv.gz"
-        table.to_csv(path, sep="\t", index=False)
+        temporary = path.with_name(path.name + ".tmp")
+        table.to_csv(temporary, sep="\t", index=False, compression="gzip")
+        os.replace(temporary, path)
         paths.append(path)
     return paths
 

@@ -15,10 +15,12 @@ import json
 import logging
 import os
 import platform
+import random
 import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -28,8 +30,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from config import Config, ConfigError, parse_overrides, target_markets
-from data_loader import DataError, Dataset, DeviceData, build_dataset, export_candidates, load_markets
+from config import Config, ConfigError, parse_overrides, target_markets, validate
+from data_loader import DataError, DeviceData, build_dataset, export_candidates, load_markets
 from evaluate import METRICS, evaluate_candidates, mean_and_std
 from model import ACMR
 
@@ -99,6 +101,94 @@ def start_log_file(run_dir: Path) -> logging.Handler:
     return handler
 
 
+# ---------------------------------------------------------------- checkpoints
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "acmr-checkpoint/1"
+RESUMABLE_SETTINGS = ("device", "num_threads", "data_dir", "log_dir")  # may differ on --resume
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says why."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands. Saved with every checkpoint, after every epoch."""
+    seed: int = 0
+    stage: str = "pretrain"
+    epoch: int = 0  # epochs completed in this stage
+    best_score: float = 0.0  # the authors' early stopping starts each stage at 0
+    best_epoch: int = 0
+    non_improving: int = 0
+    seed_result: dict = field(default_factory=dict)  # this seed's test metrics so far
+    runs: list = field(default_factory=list)  # the finished seeds' results
+    metrics_lines: int = 0  # lines of metrics.jsonl that belong to this progress
+
+
+def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: ACMR | None = None,
+                    best_state: dict | None = None, optimizer: torch.optim.Optimizer | None = None,
+                    batch_rng: np.random.Generator | None = None) -> None:
+    """Everything needed to continue exactly: weights, optimizer, progress, every generator.
+    Written to a temporary file, then renamed: a crash leaves the previous checkpoint intact."""
+    payload = {
+        "format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(config),
+        "progress": dataclasses.asdict(progress),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "batches": batch_rng.bit_generator.state if batch_rng is not None else None},
+    }
+    if model is not None:
+        payload.update(model=model.state_dict(), best_model=best_state,
+                       optimizer=optimizer.state_dict())
+    temporary = run_dir / (CHECKPOINT + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, run_dir / CHECKPOINT)
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        done = (run_dir / "results.json").is_file() and not (run_dir / CHECKPOINT).exists()
+        raise CheckpointError(f"{path}: no checkpoint" + (
+            "; this run is complete (see results.json)" if done else "; not a resumable run folder"))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}): it is "
+                              f"truncated or not written by this program") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an ACMR checkpoint of format {CHECKPOINT_FORMAT}")
+    return payload
+
+
+def restore_generators(rng_state: dict, batch_rng: np.random.Generator) -> None:
+    torch.set_rng_state(rng_state["torch"])
+    random.setstate(rng_state["python"])
+    if rng_state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng_state["cuda"])
+    batch_rng.bit_generator.state = rng_state["batches"]
+
+
+def resume_config(run_dir: Path, overrides: Config, given: set[str]) -> Config:
+    """The run folder's config; settings given on the command line must agree with it, except
+    the ones that say where or how fast to run (RESUMABLE_SETTINGS)."""
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        config = Config(**saved)
+        validate(config)
+    except (OSError, ValueError, TypeError) as error:
+        raise ConfigError(f"--resume={run_dir}: not a run folder of this program ({error})") from None
+    for key in given:
+        value = getattr(overrides, key)
+        if key in RESUMABLE_SETTINGS:
+            setattr(config, key, value)
+        elif value != getattr(config, key):
+            raise ConfigError(f"--{key}={value} differs from the run folder's {key}="
+                              f"{getattr(config, key)}; a resumed run keeps its settings")
+    return config
+
+
 # ---------------------------------------------------------------- training
 
 def epoch_batches(rng: np.random.Generator, row_lengths: np.ndarray, config: Config) -> list[np.ndarray]:
@@ -139,62 +229,69 @@ def train_epoch(model: ACMR, optimizer: torch.optim.Optimizer, data: DeviceData,
     return total / max(count, 1)
 
 
-def run_stage(stage: str, model: ACMR, optimizer: torch.optim.Optimizer, data: DeviceData,
-              rows: np.ndarray, rng: np.random.Generator, config: Config, seed: int,
-              metrics_file: Path) -> dict[str, int]:
-    """Train until the early-stopping budget is spent, then reload the best weights.
-
-    Authors' early stopping: the best valid NDCG@5 starts at 0, and `patience` non-improving
-    epochs end the stage; an improvement does not reset that budget (patience_resets=False).
-    """
-    best_score, best_epoch, non_improving = 0.0, 0, 0
-    best_state = copy.deepcopy(model.state_dict())
-    epoch = 0
-    for epoch in range(1, config.num_epochs + 1):
-        started = time.perf_counter()
-        loss = train_epoch(model, optimizer, data, rows, rng, config,
-                           desc=f"seed {seed} {stage} epoch {epoch}")
-        train_seconds = time.perf_counter() - started
-        valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_tokens)
-        seconds = time.perf_counter() - started
-        if valid["NDCG@5"] > best_score:
-            best_score, best_epoch = valid["NDCG@5"], epoch
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            non_improving += 1
-        log.info(f"seed {seed} {stage:8s} epoch {epoch:2d}  loss {loss:.4f}  valid "
-                 + "  ".join(f"{k} {v:.4f}" for k, v in valid.items())
-                 + f"  {seconds:.1f}s" + ("  *best" if best_epoch == epoch else ""))
-        record = {"seed": seed, "stage": stage, "epoch": epoch, "loss": loss,
-                  "valid": valid, "train_seconds": train_seconds, "seconds": seconds}
-        with open(metrics_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if non_improving >= config.patience:
-            break
-    model.load_state_dict(best_state)
-    return {"epochs": epoch, "best_epoch": best_epoch}
-
-
-def run_seed(dataset: Dataset, seed: int, config: Config, device: torch.device,
-             metrics_file: Path) -> dict[str, object]:
-    """SPEC section 5 for one seed: pre-train, test, fine-tune, test."""
+def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config: Config,
+             device: torch.device, progress: Progress, checkpoint: dict | None) -> None:
+    """SPEC section 5 for seed `progress.seed`: pre-train, test, fine-tune, test; from the
+    checkpoint's state when one is given. Checkpoints after every epoch and every stage.
+    Updates `progress` in place; the seed's results end up in `progress.runs`."""
+    seed = progress.seed
+    dataset = build_dataset(frames, target, seed, config)
+    export_candidates(dataset, run_dir / f"seed{seed}")
     torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 1])  # batch order; the split used default_rng(seed)
+    batch_rng = np.random.default_rng([seed, 1])  # batch order; the split used default_rng(seed)
     data = DeviceData.from_dataset(dataset, device)
     model = ACMR(dataset.num_items, len(dataset.markets), config.hidden_size, config.num_layers,
                  config.num_heads, config.ff_size, config.dropout).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best_state = copy.deepcopy(model.state_dict())
+    if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
+        model.load_state_dict(checkpoint["model"])
+        best_state = checkpoint["best_model"]
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        restore_generators(checkpoint["rng"], batch_rng)
     stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
-    result: dict[str, object] = {"seed": seed}
-    for stage in STAGES:  # the same optimizer carries its Adam state into fine-tuning
-        log.info(f"seed {seed} {stage}: {len(stage_rows[stage]):,} training rows")
-        epochs = run_stage(stage, model, optimizer, data, stage_rows[stage], rng, config, seed,
-                           metrics_file)
+    metrics_file = run_dir / "metrics.jsonl"
+
+    for stage in STAGES[STAGES.index(progress.stage):]:  # one optimizer: Adam state carries over
+        rows = stage_rows[stage]
+        if progress.epoch == 0:
+            log.info(f"seed {seed} {stage}: {len(rows):,} training rows")
+        # authors' early stopping: `patience` non-improving epochs end the stage, and an
+        # improvement does not give the budget back (patience_resets=False)
+        while progress.epoch < config.num_epochs and progress.non_improving < config.patience:
+            epoch = progress.epoch + 1
+            started = time.perf_counter()
+            loss = train_epoch(model, optimizer, data, rows, batch_rng, config,
+                               desc=f"seed {seed} {stage} epoch {epoch}")
+            train_seconds = time.perf_counter() - started
+            valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_tokens)
+            seconds = time.perf_counter() - started
+            progress.epoch = epoch
+            if valid["NDCG@5"] > progress.best_score:
+                progress.best_score, progress.best_epoch = valid["NDCG@5"], epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                progress.non_improving += 1
+            log.info(f"seed {seed} {stage:8s} epoch {epoch:2d}  loss {loss:.4f}  valid "
+                     + "  ".join(f"{k} {v:.4f}" for k, v in valid.items())
+                     + f"  {seconds:.1f}s" + ("  *best" if progress.best_epoch == epoch else ""))
+            record = {"seed": seed, "stage": stage, "epoch": epoch, "loss": loss, "valid": valid,
+                      "train_seconds": train_seconds, "seconds": seconds}
+            with open(metrics_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            progress.metrics_lines += 1
+            save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng)
+        model.load_state_dict(best_state)
         test = evaluate_candidates(model, data, data.test_candidates, config.eval_batch_tokens)
-        result[stage] = {**test, **epochs}
+        progress.seed_result[stage] = {**test, "epochs": progress.epoch,
+                                       "best_epoch": progress.best_epoch}
         log.info(f"seed {seed} {stage} test  " + "  ".join(f"{k} {test[k]:.4f}" for k in METRICS)
-                 + f"  (best epoch {epochs['best_epoch']} of {epochs['epochs']})")
-    return result
+                 + f"  (best epoch {progress.best_epoch} of {progress.epoch})")
+        if stage != STAGES[-1]:  # the next stage starts from these weights with a fresh budget
+            progress.stage = STAGES[STAGES.index(stage) + 1]
+            progress.epoch, progress.best_score, progress.best_epoch, progress.non_improving = 0, 0.0, 0, 0
+            save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng)
+    progress.runs.append({"seed": seed, **progress.seed_result})
 
 
 # ---------------------------------------------------------------- results
@@ -221,47 +318,86 @@ def comparison_table(target: str, summary: dict, num_seeds: int) -> str:
 
 
 def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, device: torch.device,
-               command: str) -> Path:
-    """All seeds for one target market, in one run folder; returns the folder."""
-    run_dir = make_run_dir(config.log_dir, target)
-    handler = start_log_file(run_dir)
-    try:
-        resolved = {**dataclasses.asdict(config), "target_market": target}
-        write_json(run_dir / "config.json", resolved)
+               command: str, resume_dir: Path | None = None) -> Path:
+    """All seeds for one target market in one run folder (a new one, or `resume_dir` continued
+    from its checkpoint); returns the folder."""
+    if resume_dir is None:
+        run_dir = make_run_dir(config.log_dir, target)
+        write_json(run_dir / "config.json", dataclasses.asdict(config))
         (run_dir / "command.txt").write_text(command + "\n")
         write_json(run_dir / "environment.json", environment(device))
-        log.info(f"run folder {run_dir}  (target {target}, {config.seeds} seed(s), device {device})")
-        results = {"target_market": target, "seeds": list(range(config.seeds)), "runs": []}
-        for seed in range(config.seeds):
-            started = time.perf_counter()
-            dataset = build_dataset(frames, target, seed, config)
-            export_candidates(dataset, run_dir / f"seed{seed}")
-            results["runs"].append(run_seed(dataset, seed, config, device, run_dir / "metrics.jsonl"))
-            results["runs"][-1]["seconds"] = time.perf_counter() - started
-            results["summary"] = summarize(results["runs"])
+        checkpoint = None
+    else:
+        run_dir = resume_dir
+        checkpoint = load_checkpoint(run_dir)
+        if checkpoint["config"] != json.loads((run_dir / "config.json").read_text()):
+            raise CheckpointError(f"{run_dir / CHECKPOINT}: written by a run with other settings "
+                                  f"than {run_dir / 'config.json'}")
+        with open(run_dir / "command.txt", "a") as f:
+            f.write(command + "\n")
+    progress = Progress(**checkpoint["progress"]) if checkpoint else Progress()
+    handler = start_log_file(run_dir)
+    try:
+        if checkpoint is None:
+            log.info(f"run folder {run_dir}  (target {target}, {config.seeds} seed(s), device {device})")
+        else:
+            keep_lines(run_dir / "metrics.jsonl", progress.metrics_lines)
+            log.info(f"resuming {run_dir} at seed {progress.seed} {progress.stage} after epoch "
+                     f"{progress.epoch}  (device {device})")
+        results = {"target_market": target, "seeds": list(range(config.seeds))}
+        while progress.seed < config.seeds:
+            run_seed(run_dir, frames, target, config, device, progress, checkpoint)
+            checkpoint = None
+            results.update(runs=progress.runs, summary=summarize(progress.runs))
             write_json(run_dir / "results.json", results)  # kept up to date after every seed
+            progress = Progress(seed=progress.seed + 1, runs=progress.runs,
+                                metrics_lines=progress.metrics_lines)
+            save_checkpoint(run_dir, config, progress)
+        (run_dir / CHECKPOINT).unlink()  # the run is complete: results.json is what counts
         log.info(comparison_table(target, results["summary"], config.seeds))
         log.info(f"results in {run_dir / 'results.json'}")
+    except KeyboardInterrupt:
+        log.info(f"interrupted: the last finished epoch is saved in {run_dir / CHECKPOINT}; "
+                 f"continue with: python train_model.py --resume={run_dir}")
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()
     return run_dir
 
 
+def keep_lines(path: Path, count: int) -> None:
+    """Drop lines past the first `count` (written after the checkpoint a run resumes from)."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)[:count]
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text("".join(lines))
+        os.replace(temporary, path)
+
+
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    config, _ = parse_overrides(argv)
+    config, extra = parse_overrides(argv, extra={"resume": str})
+    resume_dir = Path(extra["resume"]) if "resume" in extra else None
+    if resume_dir is not None:
+        given = {arg[2:].split("=", 1)[0] for arg in argv} - {"resume"}
+        config = resume_config(resume_dir, config, given)
     device = resolve_device(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     frames = load_markets(config)
     command = shlex.join(["python", "train_model.py", *argv])
+    if resume_dir is not None:
+        run_target(frames, config.target_market, config, device, command, resume_dir)
+        return
     for target in target_markets(config):
-        run_target(frames, target, config, device, command)
+        run_target(frames, target, dataclasses.replace(config, target_market=target), device, command)
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, CheckpointError) as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,149 @@
+"""Interrupted runs: killed (SIGKILL) at several points or stopped with Ctrl-C, then resumed
+with --resume, end with exactly the results of an uninterrupted run."""
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+SETTINGS = ["--target_market=in", "--seeds=2", "--num_epochs=2", "--max_batches_per_epoch=3",
+            "--num_threads=1"]
+
+
+def _child(argv: list[str], kill_at: str, data_dir: str) -> None:
+    """Runs train_model.main in a fresh interpreter and SIGKILLs itself at `kill_at`."""
+    os.environ["XMREC_DIR"] = data_dir
+    import train_model
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if kill_at == "mid-epoch":  # the 5th optimizer step: in the 2nd pre-training epoch
+        original_step, steps = torch.optim.Adam.step, [0]
+
+        def step(self, *args, **kwargs):
+            steps[0] += 1
+            if steps[0] == 5:
+                die()
+            return original_step(self, *args, **kwargs)
+        torch.optim.Adam.step = step
+    elif kill_at in ("between-stages", "between-seeds"):
+        original_save = train_model.save_checkpoint
+
+        def save(run_dir, config, progress, *args, **kwargs):
+            original_save(run_dir, config, progress, *args, **kwargs)
+            if kill_at == "between-stages" and progress.stage == "finetune" and progress.epoch == 0:
+                die()
+            if kill_at == "between-seeds" and progress.seed == 1:
+                die()
+        train_model.save_checkpoint = save
+    elif kill_at == "checkpoint-write":  # the 4th checkpoint: half written, then killed
+        original_torch_save, saves = torch.save, [0]
+
+        def half_save(payload, path):
+            saves[0] += 1
+            if saves[0] < 4:
+                return original_torch_save(payload, path)
+            buffer = io.BytesIO()
+            original_torch_save(payload, buffer)
+            Path(path).write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+            die()
+        torch.save = half_save
+    train_model.main(argv)
+
+
+def run_in_child(argv: list[str], kill_at: str, data_dir: str) -> int:
+    process = multiprocessing.get_context("spawn").Process(target=_child, args=(argv, kill_at, data_dir))
+    process.start()
+    process.join(timeout=300)
+    return process.exitcode
+
+
+def train(argv: list[str], data_dir: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "train_model.py", *argv], cwd=REPO, capture_output=True,
+                            text=True, env={**os.environ, "XMREC_DIR": data_dir})
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def outcome(run_dir: Path) -> tuple[list, list]:
+    """The results and the per-epoch records without their timings."""
+    results = json.loads((run_dir / "results.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        del record["seconds"], record["train_seconds"]
+    for run in results["runs"]:
+        run.pop("seconds", None)
+    return results["runs"], records
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(real_config, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("straight")
+    train([*SETTINGS, f"--log_dir={log_dir}"], real_config.data_dir)
+    (run_dir,) = log_dir.iterdir()
+    return outcome(run_dir)
+
+
+@pytest.mark.parametrize("kill_at", ["mid-epoch", "between-stages", "checkpoint-write", "between-seeds"])
+def test_a_killed_run_resumes_to_the_same_results(kill_at, uninterrupted, real_config, tmp_path):
+    exitcode = run_in_child([*SETTINGS, f"--log_dir={tmp_path}"], kill_at, real_config.data_dir)
+    assert exitcode == -signal.SIGKILL
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert not (run_dir / "results.json").exists() or kill_at == "between-seeds"
+    result = train([f"--resume={run_dir}"], real_config.data_dir)
+    assert "resuming" in result.stdout
+    assert outcome(run_dir) == uninterrupted
+    assert not (run_dir / "checkpoint.pt").exists()
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_ctrl_c_saves_prints_the_resume_command_and_resumes(uninterrupted, real_config, tmp_path):
+    process = subprocess.Popen([sys.executable, "train_model.py", *SETTINGS, f"--log_dir={tmp_path}"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "XMREC_DIR": real_config.data_dir})
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 130
+    (run_dir,) = tmp_path.iterdir()
+    assert f"continue with: python train_model.py --resume={run_dir}" in stdout
+    train([f"--resume={run_dir}"], real_config.data_dir)
+    assert outcome(run_dir) == uninterrupted
+
+
+def test_resume_refuses_other_settings_and_broken_checkpoints(real_config, tmp_path):
+    exitcode = run_in_child([*SETTINGS, f"--log_dir={tmp_path}"], "between-stages", real_config.data_dir)
+    assert exitcode == -signal.SIGKILL
+    (run_dir,) = tmp_path.iterdir()
+    result = train([f"--resume={run_dir}", "--lr=0.01"], real_config.data_dir, check=False)
+    assert result.returncode != 0
+    assert "error: --lr=0.01 differs from the run folder's lr=0.001" in result.stderr
+
+    checkpoint = run_dir / "checkpoint.pt"
+    good = checkpoint.read_bytes()
+    checkpoint.write_bytes(good[:len(good) // 3])
+    result = train([f"--resume={run_dir}"], real_config.data_dir, check=False)
+    assert "unreadable checkpoint" in result.stderr and "truncated" in result.stderr
+
+    torch.save({"state_dict": {}}, checkpoint)  # someone else's checkpoint
+    result = train([f"--resume={run_dir}"], real_config.data_dir, check=False)
+    assert "not an ACMR checkpoint" in result.stderr
+
+    result = train([f"--resume={tmp_path / 'nowhere'}"], real_config.data_dir, check=False)
+    assert "not a run folder of this program" in result.stderr
