@@ -43,6 +43,8 @@ class Config:
     patience: int = 3  # early-stopping budget of non-improving epochs
     num_train_negatives: int = 4  # training negatives per training positive
     max_batches_per_epoch: int = 0  # 0 = all; a cap makes smoke tests fast (never in real runs)
+    train_chunk_tokens: int = 16_384  # a batch with more tokens runs as chunks (same gradient,
+    # bounded memory); rows x (history + 1) tokens
     bucket_batches: bool = True  # group rows of similar history length into batches (speed only);
     # False = plain uniform shuffling. Both trim each batch to its longest history.
 
@@ -131,7 +133,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"data_url={c.data_url!r}: must contain {{market}}")
     positive_ints = ("seeds", "hidden_size", "num_layers", "num_heads", "ff_size", "max_history",
                      "batch_size", "num_epochs", "patience", "num_train_negatives",
-                     "num_eval_negatives", "eval_batch_tokens")
+                     "num_eval_negatives", "eval_batch_tokens", "train_chunk_tokens")
     for key in positive_ints:
         if getattr(c, key) < 1:
             raise ConfigError(f"{key}={getattr(c, key)}: must be an integer >= 1")

@@ -208,23 +208,30 @@ def epoch_batches(rng: np.random.Generator, row_lengths: np.ndarray, config: Con
 
 def train_epoch(model: ACMR, optimizer: torch.optim.Optimizer, data: DeviceData, rows: np.ndarray,
                 rng: np.random.Generator, config: Config, desc: str) -> float:
-    """One pass over the training rows `rows`; returns the mean loss."""
+    """One pass over the training rows `rows`; returns the mean loss.
+
+    A batch whose rows hold more than `train_chunk_tokens` tokens is run as several chunks
+    whose gradients add up to the batch's (the loss is the batch mean either way), so the
+    memory of a step stays bounded however long the histories are.
+    """
     model.train()
-    loss_function = nn.BCEWithLogitsLoss()
+    loss_function = nn.BCEWithLogitsLoss(reduction="sum")
     row_lengths = data.history_length[data.train_user[torch.as_tensor(rows)]].cpu().numpy()
     total, count = 0.0, 0
     for batch in tqdm(epoch_batches(rng, row_lengths, config), desc=desc, leave=False,
                       mininterval=2.0):
-        index = torch.as_tensor(rows[batch], device=data.train_user.device)
-        users = data.train_user[index]
-        longest = int(data.history_length[users].max())
-        logits = model(data.user_history[users, :longest], data.train_item[index],
-                       data.user_market[users])
-        loss = loss_function(logits, data.train_label[index])
+        tokens = len(batch) * (int(row_lengths[batch].max()) + 1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for chunk in np.array_split(batch, -(-tokens // config.train_chunk_tokens)):
+            index = torch.as_tensor(rows[chunk], device=data.train_user.device)
+            users = data.train_user[index]
+            longest = int(data.history_length[users].max())
+            logits = model(data.user_history[users, :longest], data.train_item[index],
+                           data.user_market[users])
+            loss = loss_function(logits, data.train_label[index]) / len(batch)
+            loss.backward()
+            total += loss.item() * len(batch)
         optimizer.step()
-        total += loss.item() * len(batch)
         count += len(batch)
     return total / max(count, 1)
 
