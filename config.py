@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 MARKETS = ("ca", "de", "fr", "in", "jp", "mx", "uk")  # sorted: this order fixes the market ids
+STAGES = ("pretrain", "finetune")  # training on all markets, then on the target market
 DATA_URL = "https://raw.githubusercontent.com/hamedrab/FOREC/main/DATA/proc_data/{market}_5core.txt"
 
 

@@ -1,10 +1,14 @@
 """Ranking metrics (HR@k, NDCG@k over 1 positive + sampled negatives) and scoring of candidates.
 
+    python evaluate.py report --log_dir=log/results     # report of run folders (report.py)
+
 Each user has one relevant item, its held-out positive, in column 0 of its candidate row.
 Its rank is 1 + the number of other candidates scored at least as high: a tie never favours
 the positive. HR@k = [rank <= k]; NDCG@k = 1 / log2(rank + 1) if rank <= k else 0.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import torch
@@ -72,3 +76,10 @@ def evaluate_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
     """HR@k / NDCG@k of the model on one candidate set (positive in column 0)."""
     return ranking_metrics(score_candidates(model, data, candidates, batch_tokens))
 
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["report"]:
+        sys.exit("usage: python evaluate.py report [RUN_FOLDERS...] [--log_dir=DIR] [--out=DIR]")
+    import report
+    report.main(sys.argv[2:])

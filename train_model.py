@@ -30,14 +30,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from config import Config, ConfigError, parse_overrides, target_markets, validate
+from config import STAGES, Config, ConfigError, parse_overrides, target_markets, validate
 from data_loader import DataError, DeviceData, build_dataset, export_candidates, load_markets
 from evaluate import METRICS, evaluate_candidates, mean_and_std
 from model import ACMR
+from report import comparison_text
 
 REPO = Path(__file__).resolve().parent
-AUTHORS_RUNS = REPO / "data" / "authors_logged_runs.json"
-STAGES = ("pretrain", "finetune")
 log = logging.getLogger("acmr")
 
 
@@ -308,22 +307,6 @@ def summarize(runs: list[dict[str, object]]) -> dict[str, dict[str, dict[str, fl
             for stage in STAGES}
 
 
-def comparison_table(target: str, summary: dict, num_seeds: int) -> str:
-    """Our mean +- std beside the authors' logged run (SPEC section 6), one line per stage."""
-    authors = json.loads(AUTHORS_RUNS.read_text())["markets"][target]
-    lines = [f"{target}: test metrics, mean +- std over {num_seeds} seed(s); authors' logged run "
-             "in brackets",
-             f"{'stage':10s}" + "".join(f"{metric:>24s}" for metric in METRICS)]
-    for stage in STAGES:
-        cells = []
-        for metric in METRICS:
-            ours = summary[stage][metric]
-            std = f"{ours['std']:.4f}" if ours["std"] is not None else "n/a"
-            cells.append(f"{ours['mean']:.4f}+-{std} [{authors[stage][metric]:.4f}]")
-        lines.append(f"{stage:10s}" + "".join(f"{cell:>24s}" for cell in cells))
-    return "\n".join(lines)
-
-
 def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, device: torch.device,
                command: str, resume_dir: Path | None = None) -> Path:
     """All seeds for one target market in one run folder (a new one, or `resume_dir` continued
@@ -361,7 +344,7 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
                                 metrics_lines=progress.metrics_lines)
             save_checkpoint(run_dir, config, progress)
         (run_dir / CHECKPOINT).unlink()  # the run is complete: results.json is what counts
-        log.info(comparison_table(target, results["summary"], config.seeds))
+        log.info(comparison_text([run_dir]))
         log.info(f"results in {run_dir / 'results.json'}")
     except KeyboardInterrupt:
         log.info(f"interrupted: the last finished epoch is saved in {run_dir / CHECKPOINT}; "

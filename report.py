@@ -1,0 +1,242 @@
+"""Reproduction report: our results beside the authors' logged runs, as tables and figures.
+
+    python evaluate.py report --log_dir=log/results          # every run folder under it
+    python evaluate.py report log/in-2026... log/jp-2026...  # these run folders
+    python evaluate.py report --log_dir=log/results --out=DIR
+
+Writes report.md, report.csv and PNG figures (default: into the log_dir, or next to the run
+folders). Runs of the same market and seed in several folders count once (the newest folder).
+Folders whose settings differ in more than where and how fast they ran form separate
+variants, named by the settings that differ from config.py's defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from config import MARKETS, STAGES, Config  # noqa: E402
+from evaluate import METRICS  # noqa: E402
+
+AUTHORS_RUNS = Path(__file__).resolve().parent / "data" / "authors_logged_runs.json"
+STAGE_TITLES = {"pretrain": "after pre-training", "finetune": "after fine-tuning"}
+NOT_EXPERIMENT = {"target_market", "seeds", "device", "num_threads", "data_dir", "data_url",
+                  "log_dir", "eval_batch_tokens", "train_chunk_tokens"}  # change no result
+
+
+def authors_numbers() -> pd.DataFrame:
+    """The authors' logged runs (SPEC section 6): index (market, stage), columns METRICS."""
+    markets = json.loads(AUTHORS_RUNS.read_text())["markets"]
+    rows = {(m, s): {k: markets[m][s][k] for k in METRICS} for m in markets for s in STAGES}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["market", "stage"])
+
+
+def variant_name(config: dict) -> str:
+    """The settings of a run that differ from config.py's defaults and change results."""
+    defaults = dataclasses.asdict(Config())
+    changed = [f"{k}={v}" for k, v in config.items()
+               if k not in NOT_EXPERIMENT and k in defaults and defaults[k] != v]
+    return " ".join(changed) or "default"
+
+
+def find_run_folders(paths: list[Path]) -> list[Path]:
+    """Run folders (with results.json) among `paths` and below them."""
+    folders = set()
+    for path in paths:
+        if (path / "results.json").is_file():
+            folders.add(path)
+        folders.update(p.parent for p in path.glob("**/results.json"))
+    return sorted(folders)
+
+
+def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test metrics, one row per (variant, market, seed, stage), and the per-epoch records."""
+    results, curves = [], []
+    for folder in folders:
+        config = json.loads((folder / "config.json").read_text())
+        variant = variant_name(config)
+        for run in json.loads((folder / "results.json").read_text())["runs"]:
+            for stage in STAGES:
+                results.append({"variant": variant, "market": config["target_market"],
+                                "seed": run["seed"], "stage": stage, "folder": folder.name,
+                                "epochs": run[stage]["epochs"],
+                                **{k: run[stage][k] for k in METRICS}})
+        metrics_file = folder / "metrics.jsonl"
+        if metrics_file.is_file():
+            for line in metrics_file.read_text().splitlines():
+                record = json.loads(line)
+                curves.append({"variant": variant, "market": config["target_market"],
+                               "folder": folder.name, "seed": record["seed"],
+                               "stage": record["stage"], "epoch": record["epoch"],
+                               "valid_NDCG@5": record["valid"]["NDCG@5"]})
+    results = pd.DataFrame(results)
+    if len(results):  # a (variant, market, seed) run in several folders counts once: the newest
+        newest = results.groupby(["variant", "market", "seed"])["folder"].transform("max")
+        results = results[results["folder"] == newest]
+    curves = pd.DataFrame(curves)
+    if len(curves):
+        curves = curves.merge(results[["variant", "market", "seed", "folder"]].drop_duplicates())
+    return results, curves
+
+
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (variant, stage, market, metric), markets in SPEC order plus 'average':
+    our mean, std (ddof 1), n seeds, the authors' number, the difference, and whether the
+    authors' number lies outside mean +- 2 std."""
+    long = results.melt(id_vars=["variant", "market", "seed", "stage"], value_vars=list(METRICS),
+                        var_name="metric", value_name="value")
+    table = long.groupby(["variant", "stage", "market", "metric"])["value"].agg(
+        mean="mean", std="std", n="count").reset_index()
+    authors = authors_numbers().stack().rename("authors").reset_index().rename(
+        columns={"level_2": "metric"})
+    table = table.merge(authors, on=["market", "stage", "metric"], how="left")
+    # the average over markets: of our means, and of the authors' numbers of the same markets
+    average = table.groupby(["variant", "stage", "metric"]).agg(
+        mean=("mean", "mean"), authors=("authors", "mean"), n=("n", "min")).reset_index()
+    average["market"], average["std"] = "average", np.nan
+    table = pd.concat([table, average], ignore_index=True)
+    table["difference"] = table["mean"] - table["authors"]
+    table["outside_2std"] = (table["difference"].abs() > 2 * table["std"]) & table["std"].notna()
+    keys = {"stage": STAGES, "market": [*authors_numbers().index.levels[0], "average"],
+            "metric": METRICS}
+    rank = {column: table[column].map({v: i for i, v in enumerate(values)}) for column, values in keys.items()}
+    order = np.lexsort([rank["metric"], rank["market"], rank["stage"], table["variant"]])
+    return table.iloc[order].reset_index(drop=True)
+
+
+def cell(row: pd.Series) -> str:
+    """`ours mean ± std (n) | authors | difference`, flagged where the authors lie outside 2 std."""
+    std = f" ± {row['std']:.4f}" if pd.notna(row["std"]) else ""
+    n = f" ({row['n']})" if row["market"] != "average" else ""
+    flag = " **!**" if row["outside_2std"] else ""
+    return (f"{row['mean']:.4f}{std}{n} | {row['authors']:.4f} | {row['difference']:+.4f}{flag}")
+
+
+def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
+    lines = ["# ACMR reproduction report", "",
+             f"Built with `{command}` from {results['folder'].nunique()} run folder(s). "
+             "Test metrics over 1 positive + 99 sampled negatives. Each cell: our mean ± sample "
+             "std (number of seeds) | the authors' logged run (SPEC.md section 6) | our mean "
+             "minus theirs; **!** where the authors' number lies outside our mean ± 2 std. "
+             "The average row averages the markets present.", ""]
+    for variant, by_variant in table.groupby("variant", sort=False):
+        for stage, by_stage in by_variant.groupby("stage", sort=False):
+            lines += [f"## {STAGE_TITLES[stage]} (settings: {variant})", "",
+                      "| market | " + " | ".join(f"{m} ours | authors | diff" for m in METRICS) + " |",
+                      "|---|" + "---|---|---|" * len(METRICS)]
+            for market, row in by_stage.groupby("market", sort=False):
+                cells = [cell(r) for _, r in row.set_index("metric").loc[list(METRICS)].reset_index().iterrows()]
+                lines.append(f"| {market} | " + " | ".join(cells) + " |")
+            lines.append("")
+    missing = [m for m in MARKETS if m not in set(results["market"])]
+    lines += ["Markets without runs: " + (", ".join(missing) if missing else "none") + ".", ""]
+    seeds = results.groupby(["variant", "market"])["seed"].apply(lambda s: sorted(set(s)))
+    lines += ["Seeds per market: " + "; ".join(f"{m} {list(s)}" for (_, m), s in seeds.items()) + ".",
+              "", "Figures: `metric_<metric>.png` (ours with ±1 std error bars beside the authors' "
+              "point), `curves_<market>.png` (valid NDCG@5 per epoch and seed).", ""]
+    return "\n".join(lines)
+
+
+def comparison_text(folders: list[Path]) -> str:
+    """A plain-text version of the report's tables, for the end of a training log."""
+    results, _ = collect(folders)
+    table = summary_table(results)
+    lines = ["test metrics: our mean +- std over seeds [authors' logged run] (! = authors "
+             "outside our mean +- 2 std)"]
+    for (variant, stage), rows in table.groupby(["variant", "stage"], sort=False):
+        lines.append(f"{STAGE_TITLES[stage]} (settings: {variant})")
+        lines.append(f"{'market':8s}" + "".join(f"{m:>28s}" for m in METRICS))
+        for market, row in rows.groupby("market", sort=False):
+            cells = []
+            for _, r in row.iterrows():
+                std = f"+-{r['std']:.4f}" if pd.notna(r["std"]) else ""
+                cells.append(f"{r['mean']:.4f}{std} [{r['authors']:.4f}]{'!' if r['outside_2std'] else ' '}")
+            lines.append(f"{market:8s}" + "".join(f"{c:>28s}" for c in cells))
+    return "\n".join(lines)
+
+
+def plot_metrics(table: pd.DataFrame, out: Path) -> list[Path]:
+    paths = []
+    for metric in METRICS:
+        figure, axes = plt.subplots(1, len(STAGES), figsize=(11, 3.8), sharey=True)
+        for axis, stage in zip(axes, STAGES):
+            rows = table[(table["metric"] == metric) & (table["stage"] == stage)]
+            for v, (variant, by_variant) in enumerate(rows.groupby("variant", sort=False)):
+                x = np.arange(len(by_variant)) + 0.12 * v
+                axis.errorbar(x - 0.1, by_variant["mean"], yerr=by_variant["std"].fillna(0),
+                              fmt="o", capsize=3, label=f"ours ({variant})")
+            authors = rows.drop_duplicates("market")
+            axis.plot(np.arange(len(authors)) + 0.1, authors["authors"], "kx", label="authors' logged run")
+            axis.set_xticks(np.arange(len(authors)), authors["market"])
+            axis.set_title(f"{metric} {STAGE_TITLES[stage]}")
+            axis.grid(alpha=0.3)
+        axes[0].set_ylabel(metric)
+        axes[-1].legend(fontsize=7, loc="lower right")
+        figure.tight_layout()
+        path = out / f"metric_{metric.replace('@', '')}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def plot_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
+    paths = []
+    for market, by_market in curves.groupby("market", sort=False):
+        figure, axes = plt.subplots(1, len(STAGES), figsize=(10, 3.5))
+        for axis, stage in zip(axes, STAGES):
+            for (variant, seed), run in by_market[by_market["stage"] == stage].groupby(["variant", "seed"]):
+                axis.plot(run["epoch"], run["valid_NDCG@5"], marker=".", label=f"seed {seed} ({variant})")
+            axis.set_title(f"{market}: valid NDCG@5, {stage}")
+            axis.set_xlabel("epoch")
+            axis.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        figure.tight_layout()
+        path = out / f"curves_{market}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def build_report(paths: list[Path], out: Path, command: str) -> Path:
+    folders = find_run_folders(paths)
+    if not folders:
+        raise FileNotFoundError(f"no run folder with a results.json under {', '.join(map(str, paths))}")
+    results, curves = collect(folders)
+    table = summary_table(results)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "report.csv", index=False)
+    plot_metrics(table, out)
+    if len(curves):
+        plot_curves(curves, out)
+    (out / "report.md").write_text(markdown(table, results, command))
+    return out / "report.md"
+
+
+def main(argv: list[str]) -> None:
+    """`report [RUN_FOLDERS...] [--log_dir=DIR] [--out=DIR]`"""
+    options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
+    unknown = set(options) - {"log_dir", "out"}
+    if unknown or any(arg.startswith("--") and "=" not in arg for arg in argv):
+        sys.exit("usage: python evaluate.py report [RUN_FOLDERS...] [--log_dir=DIR] [--out=DIR]")
+    paths = [Path(arg) for arg in argv if not arg.startswith("--")]
+    if "log_dir" in options or not paths:
+        paths.append(Path(options.get("log_dir", "log")))
+    out = Path(options.get("out", paths[0] if "log_dir" not in options else options["log_dir"]))
+    if "out" not in options and (out / "results.json").is_file():
+        out = out.parent  # next to the run folders, not inside one
+    try:
+        path = build_report(paths, out, " ".join(["python evaluate.py report", *argv]))
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
+    print(path.read_text())
+    print(f"wrote {path}, {out / 'report.csv'} and figures in {out}")

@@ -1,0 +1,111 @@
+"""report: tables and figures built from fabricated run folders, every number checked."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from config import Config
+from report import comparison_text
+from tests.conftest import REPO
+
+AUTHORS = json.loads((REPO / "data" / "authors_logged_runs.json").read_text())["markets"]
+METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
+
+
+def fabricate(log_dir: Path, name: str, market: str, values: dict[int, float], **settings) -> Path:
+    """A run folder whose seed S scores values[S] + offset on every metric (offset: HR@5 0,
+    HR@10 0.1, NDCG@5 -0.1, NDCG@10 -0.05; fine-tuning adds 0.02)."""
+    offsets = dict(zip(METRICS, (0.0, 0.1, -0.1, -0.05)))
+    folder = log_dir / name
+    folder.mkdir(parents=True)
+    config = dataclasses.asdict(dataclasses.replace(Config(), target_market=market, **settings))
+    (folder / "config.json").write_text(json.dumps(config))
+    runs, records = [], []
+    for seed, value in values.items():
+        runs.append({"seed": seed, **{stage: {**{m: value + offsets[m] + bump for m in METRICS},
+                                               "epochs": 3, "best_epoch": 2}
+                                      for stage, bump in (("pretrain", 0.0), ("finetune", 0.02))}})
+        records += [{"seed": seed, "stage": stage, "epoch": e, "loss": 0.5,
+                     "valid": {m: 0.1 * e for m in METRICS}, "seconds": 1.0, "train_seconds": 1.0}
+                    for stage in ("pretrain", "finetune") for e in (1, 2, 3)]
+    (folder / "results.json").write_text(json.dumps({"target_market": market, "runs": runs}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.9})  # older copy of seed 0: ignored
+    fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.60, 1: 0.70, 2: 0.80})
+    fabricate(tmp_path, "jp-20260102-000000", "jp", {0: 0.40, 1: 0.50})
+    fabricate(tmp_path, "jp-20260103-000000", "jp", {0: 0.30}, lr=0.01)  # another variant
+    return tmp_path
+
+
+def test_report_tables_hold_the_hand_computed_numbers(log_dir):
+    result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={log_dir}"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(log_dir / "report.csv")
+    default = table[table["variant"] == "default"].set_index(["stage", "market", "metric"])
+
+    row = default.loc[("pretrain", "in", "HR@5")]
+    assert (row["mean"], row["n"]) == (pytest.approx(0.70), 3)
+    assert row["std"] == pytest.approx(0.10)  # sample std of 0.6, 0.7, 0.8
+    assert row["authors"] == AUTHORS["in"]["pretrain"]["HR@5"] == 0.6695
+    assert row["difference"] == pytest.approx(0.70 - 0.6695)
+    assert not row["outside_2std"]
+
+    row = default.loc[("finetune", "jp", "NDCG@5")]  # 0.40, 0.50 - 0.1 + 0.02
+    assert row["mean"] == pytest.approx(0.37) and row["n"] == 2
+    assert row["std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert row["authors"] == AUTHORS["jp"]["finetune"]["NDCG@5"] == 0.496
+    assert not row["outside_2std"]  # |0.37 - 0.496| = 0.126 < 2 * 0.0707
+
+    row = default.loc[("pretrain", "average", "HR@10")]  # mean of in 0.80 and jp 0.55
+    assert row["mean"] == pytest.approx((0.80 + 0.55) / 2)
+    assert row["authors"] == pytest.approx((AUTHORS["in"]["pretrain"]["HR@10"] + AUTHORS["jp"]["pretrain"]["HR@10"]) / 2)
+    assert pd.isna(row["std"])
+
+    other = table[table["variant"] == "lr=0.01"]
+    assert set(other["market"]) == {"jp", "average"} and (other["n"] == 1).all()
+    assert other["std"].isna().all() and not other["outside_2std"].any()
+    assert len(table) == 2 * (3 + 2) * 4  # (default: in, jp, average; lr: jp, average) x stages x metrics
+
+    report = (log_dir / "report.md").read_text()
+    assert "| in | 0.7000 ± 0.1000 (3) | 0.6695 | +0.0305 |" in report
+    assert "## after fine-tuning (settings: lr=0.01)" in report
+    assert "Markets without runs: ca, de, fr, mx, uk." in report
+    for name in ("metric_HR5", "metric_HR10", "metric_NDCG5", "metric_NDCG10", "curves_in", "curves_jp"):
+        assert (log_dir / f"{name}.png").stat().st_size > 10_000
+
+
+def test_the_flag_marks_authors_outside_two_std(log_dir):
+    subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={log_dir}"], cwd=REPO, check=True,
+                   capture_output=True)
+    table = pd.read_csv(log_dir / "report.csv")
+    default = table[table["variant"] == "default"].set_index(["stage", "market", "metric"])
+    # in, pre-training NDCG@5: ours 0.60 +- 0.10 vs the authors' 0.558: inside
+    assert not default.loc[("pretrain", "in", "NDCG@5"), "outside_2std"]
+    # jp, pre-training HR@10: ours 0.55 +- 0.0707 vs 0.6201: inside (0.0701 < 0.1414)
+    assert not default.loc[("pretrain", "jp", "HR@10"), "outside_2std"]
+    # jp, fine-tuning HR@10: ours 0.57 +- 0.0707 vs 0.7351: outside (0.1651 > 0.1414)
+    assert default.loc[("finetune", "jp", "HR@10"), "outside_2std"]
+
+
+def test_the_training_log_comparison_uses_the_same_numbers(log_dir):
+    text = comparison_text([log_dir / "in-20260102-000000"])
+    assert "0.7000+-0.1000 [0.6695]" in text
+    assert "after fine-tuning (settings: default)" in text
+
+
+def test_no_run_folder_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={tmp_path}"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and "error: no run folder with a results.json" in result.stderr
