@@ -86,10 +86,16 @@ def locate_data_file(market: str, config: Config) -> Path:
     folders = [Path(config.data_dir)]
     if os.environ.get("XMREC_DIR"):
         folders.append(Path(os.environ["XMREC_DIR"]))
+        if not folders[-1].is_dir():
+            raise DataError(f"XMREC_DIR={folders[-1]}: no such folder; point it at the folder "
+                            f"holding the <market>_5core.txt files, or unset it")
     for folder in folders:
         path = folder / name
         if path.is_file():
-            verify_file(path, market)
+            try:
+                verify_file(path, market)
+            except OSError as error:
+                raise DataError(f"{path}: cannot be read ({error.strerror})") from None
             return path
     path = Path(config.data_dir) / name
     download(config.data_url.format(market=market), path, market)
@@ -161,7 +167,10 @@ class Dataset:
     train_label: np.ndarray         # (num_rows,) 1.0 positive / 0.0 sampled negative
     target_users: np.ndarray        # (num_target_users,) the target market's users
     valid_candidates: np.ndarray    # (num_target_users, 1 + negatives) column 0 = held-out item
-    test_candidates: np.ndarray     # (num_target_users, 1 + negatives) column 0 = held-out item
+    test_candidates: np.ndarray     # (num_target_users, 1 + negatives) column 0 = held-out item;
+    #                                 in full ranking, rows end in 0-padding
+    test_repeat: np.ndarray         # (num_target_users,) the test item is among the user's training items
+    test_item_seen: np.ndarray      # (num_target_users,) the test item is in the target's training data
 
     @property
     def num_items(self) -> int:
@@ -189,6 +198,8 @@ class DeviceData:
     target_users: torch.Tensor      # (num_target_users,) long
     valid_candidates: torch.Tensor  # (num_target_users, 1 + negatives) long
     test_candidates: torch.Tensor   # (num_target_users, 1 + negatives) long
+    test_repeat: torch.Tensor       # (num_target_users,) bool
+    test_item_seen: torch.Tensor    # (num_target_users,) bool
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, device: torch.device) -> DeviceData:
@@ -233,7 +244,8 @@ def sample_negatives(rng: np.random.Generator, counts: np.ndarray, pool: np.ndar
 
 def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int,
                   config: Config) -> Dataset:
-    """The seeded random leave-one-out split and samples of SPEC.md section 3, vectorised."""
+    """The seeded leave-one-out split and samples of SPEC.md section 3, vectorised, under the
+    protocol settings of `config` (PROTOCOL.md)."""
     if target_market not in frames:
         raise ConfigError(f"unknown target market {target_market!r}; allowed: {', '.join(frames)}")
     rng = np.random.default_rng(seed)
@@ -243,10 +255,11 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
         [f["itemId"].to_numpy(dtype=str) for f in frames.values()]))])
 
     # all interactions, each market shuffled (seeded): row order is now the random order
-    data = pd.concat([f[["userId", "itemId"]].assign(market=m) for m, f in zip(markets,
-                      (frames[m] for m in markets))], ignore_index=True)
-    data["market"] = data["market"].map({m: i for i, m in enumerate(markets)}).astype(np.int64)
+    data = pd.concat([frames[m][["userId", "itemId", "date"]].assign(market=i, line=np.arange(len(frames[m])))
+                      for i, m in enumerate(markets)], ignore_index=True)
     data = data.iloc[rng.permutation(len(data))].reset_index(drop=True)
+    if config.split == "temporal":  # chronological; same date: the later line of the file is later
+        data = data.sort_values(["date", "line"], kind="stable").reset_index(drop=True)
     data["item"] = np.searchsorted(item_names[1:], data["itemId"].to_numpy(dtype=str)) + 1
     data["user"] = data.groupby(["market", "userId"], sort=True).ngroup()
     users = data.drop_duplicates("user").sort_values("user")
@@ -254,7 +267,7 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
     user_names = users["userId"].to_numpy(dtype=str)
     num_users = len(users)
 
-    # target: the last two interactions (in shuffled order) of each user are valid and test
+    # target: the last two interactions of each user (in row order) are valid and test
     from_end = data.groupby("user").cumcount(ascending=False).to_numpy()
     in_target = data["market"].to_numpy() == target_id
     valid_rows = data[in_target & (from_end == 1)].sort_values("user")
@@ -275,26 +288,40 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
     user_history[distinct["user"].to_numpy()[keep], slot[keep]] = distinct["item"].to_numpy()[keep]
     history_length = np.bincount(distinct["user"].to_numpy()[keep], minlength=num_users)
 
-    # static training negatives: num_train_negatives per positive, from the global item pool
+    # training negatives: num_train_negatives per positive, from the global item pool
     pool = np.arange(1, len(item_names))
-    positives_per_user = np.bincount(train_user_pos, minlength=num_users)
-    negative_items = sample_negatives(rng, config.num_train_negatives * positives_per_user, pool,
-                                      train_user_pos, train_item_pos)
-    negative_users = np.repeat(np.arange(num_users), config.num_train_negatives * positives_per_user)
+    negative_items = draw_train_negatives(rng, train_user_pos, train_item_pos, num_users,
+                                          len(pool), config.num_train_negatives)
+    negative_users = np.repeat(np.arange(num_users), config.num_train_negatives
+                               * np.bincount(train_user_pos, minlength=num_users))
 
-    def candidates(held_out: np.ndarray) -> np.ndarray:
-        """(target users, 1 + negatives): the held-out item, then negatives from the pool that
-        are neither the user's training items nor the held-out item."""
-        is_target_row = np.isin(train_user_pos, target_users)
-        position = np.searchsorted(target_users, train_user_pos[is_target_row])
-        excluded_user = np.concatenate([position, np.arange(len(target_users))])
-        excluded_item = np.concatenate([train_item_pos[is_target_row], held_out])
-        counts = np.full(len(target_users), config.num_eval_negatives)
-        negatives = sample_negatives(rng, counts, pool, excluded_user, excluded_item)
-        return np.column_stack([held_out, negatives.reshape(len(target_users), -1)])
+    # evaluation candidates: the held-out item, then negatives from the pool that are neither
+    # the user's training items nor the held-out item (nor, optionally, the other held-out item)
+    target_pool = np.unique(data.loc[in_target, "item"])  # full ranking: always the target's items
+    eval_pool = pool if config.eval_negative_pool == "global" and config.eval_mode == "sampled" else target_pool
+    is_target_row = np.isin(train_user_pos, target_users)
+    row_of_user = np.searchsorted(target_users, train_user_pos[is_target_row])
+    held_out = {"valid": valid_rows["item"].to_numpy(), "test": test_rows["item"].to_numpy()}
+    user_rows = np.arange(len(target_users))
+    candidates = {}
+    for split, other in (("valid", "test"), ("test", "valid")):
+        excluded_user = [row_of_user, user_rows]
+        excluded_item = [train_item_pos[is_target_row], held_out[split]]
+        if not config.held_out_in_negatives:
+            excluded_user.append(user_rows)
+            excluded_item.append(held_out[other])
+        excluded_user, excluded_item = np.concatenate(excluded_user), np.concatenate(excluded_item)
+        if config.eval_mode == "full":
+            negatives = all_allowed_items(eval_pool, len(target_users), excluded_user, excluded_item)
+        else:
+            counts = np.full(len(target_users), config.num_eval_negatives)
+            negatives = sample_negatives(rng, counts, eval_pool, excluded_user, excluded_item)
+            negatives = negatives.reshape(len(target_users), -1)
+        candidates[split] = np.column_stack([held_out[split], negatives])
 
-    valid_candidates = candidates(valid_rows["item"].to_numpy())
-    test_candidates = candidates(test_rows["item"].to_numpy())
+    target_train_items = np.unique(train_item_pos[is_target_row])
+    test_repeat = np.zeros(len(target_users), dtype=bool)
+    test_repeat[np.unique(row_of_user[train_item_pos[is_target_row] == held_out["test"][row_of_user]])] = True
     return Dataset(
         target_market=target_market, markets=markets, item_names=item_names,
         user_names=user_names, user_market=user_market,
@@ -304,7 +331,37 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
         train_label=np.concatenate([np.ones(len(train_user_pos), dtype=np.float32),
                                     np.zeros(len(negative_items), dtype=np.float32)]),
         target_users=target_users,
-        valid_candidates=valid_candidates, test_candidates=test_candidates)
+        valid_candidates=candidates["valid"], test_candidates=candidates["test"],
+        test_repeat=test_repeat, test_item_seen=np.isin(held_out["test"], target_train_items))
+
+
+def draw_train_negatives(rng: np.random.Generator, positive_user: np.ndarray, positive_item: np.ndarray,
+                         num_users: int, num_items: int, per_positive: int) -> np.ndarray:
+    """`per_positive` negatives per training positive, from all items, none of them among the
+    user's positives; grouped by user (user 0's first)."""
+    counts = per_positive * np.bincount(positive_user, minlength=num_users)
+    return sample_negatives(rng, counts, np.arange(1, num_items + 1), positive_user, positive_item)
+
+
+def resample_train_negatives(dataset: Dataset, rng: np.random.Generator, per_positive: int) -> np.ndarray:
+    """New training negatives for the rows of `dataset` that hold negatives, in their order."""
+    positive = dataset.train_label == 1
+    return draw_train_negatives(rng, dataset.train_user[positive], dataset.train_item[positive],
+                                len(dataset.user_names), dataset.num_items, per_positive)
+
+
+def all_allowed_items(pool: np.ndarray, num_users: int, excluded_user: np.ndarray,
+                      excluded_item: np.ndarray) -> np.ndarray:
+    """(num_users, most allowed) every pool item not excluded for the user, ascending, then
+    0-padding: the candidates of full ranking."""
+    allowed = np.ones((num_users, len(pool)), dtype=bool)
+    in_pool = np.isin(excluded_item, pool)
+    allowed[excluded_user[in_pool], np.searchsorted(pool, excluded_item[in_pool])] = False
+    order = np.argsort(~allowed, axis=1, kind="stable")  # allowed items first, in pool order
+    width = allowed.sum(axis=1).max()
+    items = pool[order[:, :width]]
+    items[~np.take_along_axis(allowed, order[:, :width], axis=1)] = 0
+    return items
 
 
 def export_candidates(dataset: Dataset, folder: Path) -> list[Path]:

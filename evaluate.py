@@ -48,7 +48,7 @@ def mean_and_std(values: list[float]) -> dict[str, float | None]:
 def score_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
                      batch_tokens: int) -> torch.Tensor:
     """Logits of every (target user, candidate) pair: candidates (U, C) -> (U, C), one row per
-    user of `data.target_users`.
+    user of `data.target_users`. Candidate 0 (padding) scores -inf.
 
     Users with the same history length are scored together, so no sequence carries padding,
     in forward passes of at most about `batch_tokens` tokens.
@@ -67,6 +67,7 @@ def score_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
             logits = model(data.user_history[batch_users, :length],
                            candidates[picked].reshape(-1), data.user_market[batch_users])
             scores[picked] = logits.float().reshape(len(picked), num_candidates)
+    scores[candidates == 0] = float("-inf")  # padding of full-ranking rows: never ranked
     model.train(was_training)
     return scores
 
@@ -75,6 +76,13 @@ def evaluate_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
                         batch_tokens: int) -> dict[str, float]:
     """HR@k / NDCG@k of the model on one candidate set (positive in column 0)."""
     return ranking_metrics(score_candidates(model, data, candidates, batch_tokens))
+
+
+def breakdown(scores: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Metrics of the users of each group (a boolean mask over the rows of `scores`), with
+    their number; None where a group is empty."""
+    return {name: {**ranking_metrics(scores[mask]), "users": int(mask.sum())} if mask.any() else None
+            for name, mask in groups.items()}
 
 
 

@@ -31,8 +31,9 @@ from torch import nn
 from tqdm import tqdm
 
 from config import STAGES, Config, ConfigError, parse_overrides, target_markets, validate
-from data_loader import DataError, DeviceData, build_dataset, export_candidates, load_markets
-from evaluate import METRICS, evaluate_candidates, mean_and_std
+from data_loader import (DataError, DeviceData, build_dataset, export_candidates, load_markets,
+                         resample_train_negatives)
+from evaluate import METRICS, breakdown, evaluate_candidates, mean_and_std, ranking_metrics, score_candidates
 from model import ACMR
 from report import comparison_text
 
@@ -120,6 +121,7 @@ class Progress:
     best_score: float = 0.0  # the authors' early stopping starts each stage at 0
     best_epoch: int = 0
     non_improving: int = 0
+    epochs_trained: int = 0  # in this seed, both stages
     seed_result: dict = field(default_factory=dict)  # this seed's test metrics so far
     runs: list = field(default_factory=list)  # the finished seeds' results
     metrics_lines: int = 0  # lines of metrics.jsonl that belong to this progress
@@ -127,7 +129,9 @@ class Progress:
 
 def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: ACMR | None = None,
                     best_state: dict | None = None, optimizer: torch.optim.Optimizer | None = None,
-                    batch_rng: np.random.Generator | None = None) -> None:
+                    batch_rng: np.random.Generator | None = None,
+                    negatives_rng: np.random.Generator | None = None,
+                    train_item: torch.Tensor | None = None) -> None:
     """Everything needed to continue exactly: weights, optimizer, progress, every generator.
     Written to a temporary file, then renamed: a crash leaves the previous checkpoint intact."""
     payload = {
@@ -135,11 +139,12 @@ def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: AC
         "progress": dataclasses.asdict(progress),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "batches": batch_rng.bit_generator.state if batch_rng is not None else None},
+                "batches": batch_rng.bit_generator.state if batch_rng is not None else None,
+                "negatives": negatives_rng.bit_generator.state if negatives_rng is not None else None},
     }
-    if model is not None:
+    if model is not None:  # mid-seed; the training items change with resample_train_negatives
         payload.update(model=model.state_dict(), best_model=best_state,
-                       optimizer=optimizer.state_dict())
+                       optimizer=optimizer.state_dict(), train_item=train_item.cpu())
     temporary = run_dir / (CHECKPOINT + ".tmp")
     torch.save(payload, temporary)
     os.replace(temporary, run_dir / CHECKPOINT)
@@ -161,12 +166,14 @@ def load_checkpoint(run_dir: Path) -> dict:
     return payload
 
 
-def restore_generators(rng_state: dict, batch_rng: np.random.Generator) -> None:
+def restore_generators(rng_state: dict, batch_rng: np.random.Generator,
+                       negatives_rng: np.random.Generator) -> None:
     torch.set_rng_state(rng_state["torch"])
     random.setstate(rng_state["python"])
     if rng_state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng_state["cuda"])
     batch_rng.bit_generator.state = rng_state["batches"]
+    negatives_rng.bit_generator.state = rng_state["negatives"]
 
 
 def resume_config(run_dir: Path, overrides: Config, given: set[str]) -> Config:
@@ -225,8 +232,10 @@ def train_epoch(model: ACMR, optimizer: torch.optim.Optimizer, data: DeviceData,
             index = torch.as_tensor(rows[chunk], device=data.train_user.device)
             users = data.train_user[index]
             longest = int(data.history_length[users].max())
-            logits = model(data.user_history[users, :longest], data.train_item[index],
-                           data.user_market[users])
+            history, candidate = data.user_history[users, :longest], data.train_item[index]
+            if not config.history_includes_candidate:  # a negative is never in the history
+                history = history.masked_fill(history == candidate[:, None], 0)
+            logits = model(history, candidate, data.user_market[users])
             loss = loss_function(logits, data.train_label[index]) / len(batch)
             loss.backward()
             total += loss.item() * len(batch)
@@ -242,9 +251,12 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     Updates `progress` in place; the seed's results end up in `progress.runs`."""
     seed = progress.seed
     dataset = build_dataset(frames, target, seed, config)
-    export_candidates(dataset, run_dir / f"seed{seed}")
+    if config.eval_mode == "sampled":  # full ranking's candidates are all the target's items
+        export_candidates(dataset, run_dir / f"seed{seed}")
     torch.manual_seed(seed)
     batch_rng = np.random.default_rng([seed, 1])  # batch order; the split used default_rng(seed)
+    negatives_rng = np.random.default_rng([seed, 2])  # resample_train_negatives only
+    negative_rows = torch.as_tensor(np.flatnonzero(dataset.train_label == 0), device=device)
     data = DeviceData.from_dataset(dataset, device)
     model = ACMR(dataset.num_items, len(dataset.markets), config.hidden_size, config.num_layers,
                  config.num_heads, config.ff_size, config.dropout).to(device)
@@ -254,7 +266,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
         model.load_state_dict(checkpoint["model"])
         best_state = checkpoint["best_model"]
         optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_generators(checkpoint["rng"], batch_rng)
+        restore_generators(checkpoint["rng"], batch_rng, negatives_rng)
+        data.train_item.copy_(checkpoint["train_item"].to(device))
     stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
     metrics_file = run_dir / "metrics.jsonl"
 
@@ -267,6 +280,10 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
         while progress.epoch < config.num_epochs and progress.non_improving < config.patience:
             epoch = progress.epoch + 1
             started = time.perf_counter()
+            if config.resample_train_negatives and progress.epochs_trained > 0:
+                new_negatives = resample_train_negatives(dataset, negatives_rng, config.num_train_negatives)
+                data.train_item[negative_rows] = torch.as_tensor(new_negatives, device=device)
+            progress.epochs_trained += 1
             loss = train_epoch(model, optimizer, data, rows, batch_rng, config,
                                desc=f"seed {seed} {stage} epoch {epoch}")
             train_seconds = time.perf_counter() - started
@@ -276,6 +293,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             if valid["NDCG@5"] > progress.best_score:
                 progress.best_score, progress.best_epoch = valid["NDCG@5"], epoch
                 best_state = copy.deepcopy(model.state_dict())
+                if config.patience_resets:
+                    progress.non_improving = 0
             else:
                 progress.non_improving += 1
             log.info(f"seed {seed} {stage:8s} epoch {epoch:2d}  loss {loss:.4f}  valid "
@@ -286,17 +305,23 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             with open(metrics_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
             progress.metrics_lines += 1
-            save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng)
+            save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
+                            negatives_rng, data.train_item)
         model.load_state_dict(best_state)
-        test = evaluate_candidates(model, data, data.test_candidates, config.eval_batch_tokens)
-        progress.seed_result[stage] = {**test, "epochs": progress.epoch,
-                                       "best_epoch": progress.best_epoch}
+        scores = score_candidates(model, data, data.test_candidates, config.eval_batch_tokens)
+        test = ranking_metrics(scores)
+        progress.seed_result[stage] = {**test, "epochs": progress.epoch, "best_epoch": progress.best_epoch,
+                                       "breakdown": breakdown(scores, {
+                                           "repeat_purchase": data.test_repeat, "new_purchase": ~data.test_repeat,
+                                           "item_seen_in_target_training": data.test_item_seen,
+                                           "item_unseen_in_target_training": ~data.test_item_seen})}
         log.info(f"seed {seed} {stage} test  " + "  ".join(f"{k} {test[k]:.4f}" for k in METRICS)
                  + f"  (best epoch {progress.best_epoch} of {progress.epoch})")
         if stage != STAGES[-1]:  # the next stage starts from these weights with a fresh budget
             progress.stage = STAGES[STAGES.index(stage) + 1]
             progress.epoch, progress.best_score, progress.best_epoch, progress.non_improving = 0, 0.0, 0, 0
-            save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng)
+            save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
+                            negatives_rng, data.train_item)
     progress.runs.append({"seed": seed, **progress.seed_result})
 
 

@@ -18,7 +18,7 @@ def test_defaults_are_the_papers_settings():
     assert (config.num_train_negatives, config.num_eval_negatives, config.seeds) == (4, 99, 5)
     assert (config.eval_negative_pool, config.eval_mode, config.split) == ("global", "sampled", "random")
     assert config.history_includes_candidate and not config.resample_train_negatives
-    assert not config.patience_resets
+    assert not config.patience_resets and config.held_out_in_negatives
 
 
 def test_overrides_are_parsed_with_the_settings_types():
@@ -41,8 +41,8 @@ def test_overrides_are_parsed_with_the_settings_types():
     ("--learning_rate=0.1", "unknown setting --learning_rate; allowed: batch_size, "),
     ("lr=0.1", "bad argument 'lr=0.1': expected --key=value"),
     ("--split=weekly", "split='weekly': allowed random, temporal"),
-    ("--split=temporal", "split='temporal': not implemented yet"),
-    ("--patience_resets=true", "patience_resets=True: not implemented yet"),
+    ("--eval_mode=all", "eval_mode='all': allowed sampled, full"),
+    ("--eval_negative_pool=market", "eval_negative_pool='market': allowed global, target"),
 ])
 def test_bad_settings_name_the_key_and_what_is_allowed(argument, message):
     with pytest.raises(ConfigError) as error:
