@@ -71,7 +71,7 @@ def baseline_seconds_per_batch(dataset, data: DeviceData, config, device: torch.
         users = data.train_user[index]
         synchronize(device)
         started = time.perf_counter()
-        logits = model(data.user_history[users], data.train_item[index], data.user_market[users])
+        logits = model(users, data.user_history[users], data.train_item[index], data.user_market[users])
         loss = loss_function(logits, data.train_label[index])
         optimizer.zero_grad()
         loss.backward()

@@ -29,6 +29,9 @@ class Config:
     log_dir: str = "log"  # one run folder <log_dir>/<target>-<timestamp>/ per target market
 
     # ---- model (SPEC section 4) ----
+    model: str = "acmr"  # acmr, or a baseline of baselines.py: popularity, gmf, mlp, nmf
+    market_embedding: str = "shared"  # ACMR's market-specific part: shared (one vector per market,
+    # the paper's), none (ablation) or item (one vector per item and market, our extension)
     hidden_size: int = 32
     num_layers: int = 4
     num_heads: int = 8
@@ -37,6 +40,8 @@ class Config:
     max_history: int = 50  # longer histories are randomly subsampled to this many items
 
     # ---- training (SPEC section 5) ----
+    stages: str = "pretrain+finetune"  # pre-train on all markets, then fine-tune on the target;
+    # "pretrain" = all markets only (no fine-tuning), "finetune" = target market only
     lr: float = 1e-3
     weight_decay: float = 1e-7
     batch_size: int = 1024
@@ -64,10 +69,32 @@ class Config:
     # and vice versa (the authors' code does not prevent it)
 
 
+# Named settings for the models and ablations that sweep.py runs and the report names
+PRESETS: dict[str, dict[str, str]] = {
+    "acmr": {},
+    "acmr-no-market-embedding": {"market_embedding": "none"},
+    "acmr-no-pretraining": {"stages": "finetune"},
+    "acmr-no-finetuning": {"stages": "pretrain"},  # = acmr's results after pre-training
+    "acmr-item-market-embedding": {"market_embedding": "item"},
+    "popularity": {"model": "popularity", "stages": "finetune"},
+    "gmf": {"model": "gmf", "stages": "finetune"},
+    "mlp": {"model": "mlp", "stages": "finetune"},
+    "nmf": {"model": "nmf", "stages": "finetune"},
+    "gmf++": {"model": "gmf", "stages": "pretrain"},
+    "nmf++": {"model": "nmf", "stages": "pretrain"},
+    "forec": {"model": "nmf"},  # NMF pre-trained on all markets, fine-tuned on the target
+}
+
+
 class ConfigError(ValueError):
     """A bad setting; the message is one line naming the key and what is allowed."""
 
 
+CHOICES = {
+    "model": ("acmr", "popularity", "gmf", "mlp", "nmf"),
+    "market_embedding": ("shared", "none", "item"),
+    "stages": ("pretrain+finetune", "pretrain", "finetune"),
+}
 PROTOCOL_CHOICES = {  # the sound variants are documented in PROTOCOL.md
     "eval_negative_pool": ("global", "target"),
     "eval_mode": ("sampled", "full"),
@@ -141,9 +168,14 @@ def validate(config: Config) -> None:
         raise ConfigError(f"lr={c.lr}: must be > 0")
     if not c.weight_decay >= 0:
         raise ConfigError(f"weight_decay={c.weight_decay}: must be >= 0")
-    for key, choices in PROTOCOL_CHOICES.items():
+    for key, choices in {**CHOICES, **PROTOCOL_CHOICES}.items():
         if getattr(c, key) not in choices:
             raise ConfigError(f"{key}={getattr(c, key)!r}: allowed {', '.join(choices)}")
+
+
+def active_stages(config: Config) -> tuple[str, ...]:
+    """The training stages a run goes through, in order."""
+    return tuple(config.stages.split("+"))
 
 
 def target_markets(config: Config) -> list[str]:

@@ -12,9 +12,9 @@ import sys
 
 import numpy as np
 import torch
+from torch import nn
 
 from data_loader import DeviceData
-from model import ACMR
 
 KS = (5, 10)
 METRICS = tuple(f"{name}@{k}" for name in ("HR", "NDCG") for k in KS)  # HR@5 HR@10 NDCG@5 NDCG@10
@@ -45,7 +45,7 @@ def mean_and_std(values: list[float]) -> dict[str, float | None]:
 
 
 @torch.inference_mode()
-def score_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
+def score_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tensor,
                      batch_tokens: int) -> torch.Tensor:
     """Logits of every (target user, candidate) pair: candidates (U, C) -> (U, C), one row per
     user of `data.target_users`. Candidate 0 (padding) scores -inf.
@@ -64,7 +64,7 @@ def score_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
         group_size = max(1, batch_tokens // (num_candidates * (length + 1)))
         for picked in torch.split(same_length, group_size):
             batch_users = users[picked].repeat_interleave(num_candidates)  # (G*C,)
-            logits = model(data.user_history[batch_users, :length],
+            logits = model(batch_users, data.user_history[batch_users, :length],
                            candidates[picked].reshape(-1), data.user_market[batch_users])
             scores[picked] = logits.float().reshape(len(picked), num_candidates)
     scores[candidates == 0] = float("-inf")  # padding of full-ranking rows: never ranked
@@ -72,7 +72,7 @@ def score_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
     return scores
 
 
-def evaluate_candidates(model: ACMR, data: DeviceData, candidates: torch.Tensor,
+def evaluate_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tensor,
                         batch_tokens: int) -> dict[str, float]:
     """HR@k / NDCG@k of the model on one candidate set (positive in column 0)."""
     return ranking_metrics(score_candidates(model, data, candidates, batch_tokens))

@@ -105,23 +105,36 @@ class Encoder(nn.Module):
 
 
 class ACMR(nn.Module):
+    """`market_embedding` chooses the market-specific part: "shared" (the paper's: one vector
+    per market), "none" (ablation: no market-specific part) or "item" (our extension: one
+    vector per (item, market), added to the shared item vector)."""
+
     def __init__(self, num_items: int, num_markets: int, hidden_size: int = 32,
                  num_layers: int = 4, num_heads: int = 8, ff_size: int = 128,
-                 dropout_p: float = 0.3) -> None:
+                 dropout_p: float = 0.3, market_embedding: str = "shared") -> None:
         super().__init__()
         self.item_embedding = nn.Embedding(num_items + 1, hidden_size, padding_idx=0)
-        self.market_embedding = nn.Embedding(num_markets, hidden_size)
+        self.num_markets = num_markets
+        self.market_embedding_kind = market_embedding
+        if market_embedding == "shared":
+            self.market_embedding = nn.Embedding(num_markets, hidden_size)
+        elif market_embedding == "item":
+            self.market_embedding = nn.Embedding((num_items + 1) * num_markets, hidden_size)
         self.norm = nn.LayerNorm(hidden_size)
         self.encoder = Encoder(EncoderLayer(hidden_size, num_heads, ff_size, dropout_p), num_layers)
         self.score = nn.Linear(2 * hidden_size, 1)
         self.p = dropout_p
 
-    def forward(self, history_items: torch.Tensor, candidate_item: torch.Tensor,
+    def forward(self, users: torch.Tensor, history_items: torch.Tensor, candidate_item: torch.Tensor,
                 market_ids: torch.Tensor) -> torch.Tensor:
-        """history_items (B, L) item ids, 0 = padding; candidate_item (B,); market_ids (B,).
-        Returns the logits (B,)."""
+        """users (B,) (unused by ACMR); history_items (B, L) item ids, 0 = padding;
+        candidate_item (B,); market_ids (B,). Returns the logits (B,)."""
         tokens = torch.cat([history_items, candidate_item[:, None]], dim=1)  # (B, L+1)
-        x = self.item_embedding(tokens) + self.market_embedding(market_ids)[:, None, :]
+        x = self.item_embedding(tokens)
+        if self.market_embedding_kind == "shared":
+            x = x + self.market_embedding(market_ids)[:, None, :]
+        elif self.market_embedding_kind == "item":
+            x = x + self.market_embedding(tokens * self.num_markets + market_ids[:, None])
         x = dropout(self.norm(x), self.p, self.training)
         padding = tokens == 0  # (B, L+1)
         x = self.encoder(x, padding)  # (B, L+1, H)
@@ -129,3 +142,18 @@ class ACMR(nn.Module):
         user = (x[:, :-1] * in_history).sum(1) / in_history.sum(1).clamp(min=1)  # (B, H)
         candidate = x[:, -1]  # (B, H)
         return self.score(torch.cat([user, candidate], dim=-1)).squeeze(-1)
+
+
+def build_model(config, dataset) -> nn.Module:
+    """The model `config.model` names, sized for `dataset` (a data_loader.Dataset)."""
+    from baselines import GMF, MLP, NMF, Popularity
+
+    num_users, num_items, num_markets = len(dataset.user_names), dataset.num_items, len(dataset.markets)
+    if config.model == "acmr":
+        return ACMR(num_items, num_markets, config.hidden_size, config.num_layers, config.num_heads,
+                    config.ff_size, config.dropout, config.market_embedding)
+    if config.model == "popularity":
+        target_positive = (dataset.train_label == 1) & (dataset.user_market[dataset.train_user] == dataset.target_id)
+        counts = torch.bincount(torch.as_tensor(dataset.train_item[target_positive]), minlength=num_items + 1)
+        return Popularity(counts)
+    return {"gmf": GMF, "mlp": MLP, "nmf": NMF}[config.model](num_users, num_items)

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from config import MARKETS, STAGES, Config  # noqa: E402
+from config import MARKETS, PRESETS, STAGES, Config  # noqa: E402
 from evaluate import METRICS  # noqa: E402
 
 AUTHORS_RUNS = Path(__file__).resolve().parent / "data" / "authors_logged_runs.json"
@@ -40,11 +40,15 @@ def authors_numbers() -> pd.DataFrame:
 
 
 def variant_name(config: dict) -> str:
-    """The settings of a run that differ from config.py's defaults and change results."""
+    """The preset (config.PRESETS) a run's settings match best, followed by the other settings
+    that differ from config.py's defaults and change results, e.g. `gmf (lr=0.01)`."""
     defaults = dataclasses.asdict(Config())
-    changed = [f"{k}={v}" for k, v in config.items()
-               if k not in NOT_EXPERIMENT and k in defaults and defaults[k] != v]
-    return " ".join(changed) or "default"
+    changed = {k: v for k, v in config.items()
+               if k not in NOT_EXPERIMENT and k in defaults and defaults[k] != v}
+    matching = [name for name, settings in PRESETS.items() if settings.items() <= changed.items()]
+    preset = max(matching, key=lambda name: len(PRESETS[name]))  # "acmr" ({}) always matches
+    rest = " ".join(f"{k}={v}" for k, v in changed.items() if k not in PRESETS[preset])
+    return f"{preset} ({rest})" if rest else preset
 
 
 def find_run_folders(paths: list[Path]) -> list[Path]:
@@ -64,7 +68,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         config = json.loads((folder / "config.json").read_text())
         variant = variant_name(config)
         for run in json.loads((folder / "results.json").read_text())["runs"]:
-            for stage in STAGES:
+            for stage in (s for s in STAGES if s in run):  # a run may skip a stage (config.stages)
                 results.append({"variant": variant, "market": config["target_market"],
                                 "seed": run["seed"], "stage": stage, "folder": folder.name,
                                 "epochs": run[stage]["epochs"],
@@ -120,6 +124,29 @@ def cell(row: pd.Series) -> str:
     return (f"{row['mean']:.4f}{std}{n} | {row['authors']:.4f} | {row['difference']:+.4f}{flag}")
 
 
+def model_comparison(table: pd.DataFrame) -> list[str]:
+    """Markdown lines: one row per variant, its last stage's test NDCG@10 and HR@10 per market."""
+    last = table.groupby("variant", sort=False)["stage"].transform(
+        lambda stages: max(stages, key=STAGES.index))
+    final = table[(table["stage"] == last) & table["metric"].isin(["HR@10", "NDCG@10"])]
+    markets = [m for m in [*MARKETS, "average"] if m in set(final["market"])]
+    lines = ["## All models, after their last stage", "",
+             "| model | stage | " + " | ".join(f"{m} HR@10 | {m} NDCG@10" for m in markets) + " |",
+             "|---|---|" + "---|---|" * len(markets)]
+    for variant, rows in final.groupby("variant", sort=False):
+        cells = []
+        for market in markets:
+            for metric in ("HR@10", "NDCG@10"):
+                match = rows[(rows["market"] == market) & (rows["metric"] == metric)]
+                if len(match):
+                    r = match.iloc[0]
+                    cells.append(f"{r['mean']:.4f}" + (f" ± {r['std']:.4f}" if pd.notna(r["std"]) else ""))
+                else:
+                    cells.append("")
+        lines.append(f"| {variant} | {rows['stage'].iloc[0]} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
     lines = ["# ACMR reproduction report", "",
              f"Built with `{command}` from {results['folder'].nunique()} run folder(s). "
@@ -136,6 +163,8 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
                 cells = [cell(r) for _, r in row.set_index("metric").loc[list(METRICS)].reset_index().iterrows()]
                 lines.append(f"| {market} | " + " | ".join(cells) + " |")
             lines.append("")
+    if table["variant"].nunique() > 1:
+        lines += model_comparison(table)
     missing = [m for m in MARKETS if m not in set(results["market"])]
     lines += ["Markets without runs: " + (", ".join(missing) if missing else "none") + ".", ""]
     seeds = results.groupby(["variant", "market"])["seed"].apply(lambda s: sorted(set(s)))
@@ -198,7 +227,8 @@ def plot_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
             axis.set_title(f"{market}: valid NDCG@5, {stage}")
             axis.set_xlabel("epoch")
             axis.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
+            if axis.lines:
+                axis.legend(fontsize=7)
         figure.tight_layout()
         path = out / f"curves_{market}.png"
         figure.savefig(path, dpi=110)

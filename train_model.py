@@ -30,11 +30,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from config import STAGES, Config, ConfigError, parse_overrides, target_markets, validate
+from config import (STAGES, Config, ConfigError, active_stages, parse_overrides, target_markets,
+                    validate)
 from data_loader import (DataError, DeviceData, build_dataset, export_candidates, load_markets,
                          resample_train_negatives)
 from evaluate import METRICS, breakdown, evaluate_candidates, mean_and_std, ranking_metrics, score_candidates
-from model import ACMR
+from model import build_model
 from report import comparison_text
 
 REPO = Path(__file__).resolve().parent
@@ -127,7 +128,7 @@ class Progress:
     metrics_lines: int = 0  # lines of metrics.jsonl that belong to this progress
 
 
-def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: ACMR | None = None,
+def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: nn.Module | None = None,
                     best_state: dict | None = None, optimizer: torch.optim.Optimizer | None = None,
                     batch_rng: np.random.Generator | None = None,
                     negatives_rng: np.random.Generator | None = None,
@@ -212,7 +213,7 @@ def epoch_batches(rng: np.random.Generator, row_lengths: np.ndarray, config: Con
     return batches
 
 
-def train_epoch(model: ACMR, optimizer: torch.optim.Optimizer, data: DeviceData, rows: np.ndarray,
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, rows: np.ndarray,
                 rng: np.random.Generator, config: Config, desc: str) -> float:
     """One pass over the training rows `rows`; returns the mean loss.
 
@@ -235,7 +236,7 @@ def train_epoch(model: ACMR, optimizer: torch.optim.Optimizer, data: DeviceData,
             history, candidate = data.user_history[users, :longest], data.train_item[index]
             if not config.history_includes_candidate:  # a negative is never in the history
                 history = history.masked_fill(history == candidate[:, None], 0)
-            logits = model(history, candidate, data.user_market[users])
+            logits = model(users, history, candidate, data.user_market[users])
             loss = loss_function(logits, data.train_label[index]) / len(batch)
             loss.backward()
             total += loss.item() * len(batch)
@@ -258,9 +259,9 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     negatives_rng = np.random.default_rng([seed, 2])  # resample_train_negatives only
     negative_rows = torch.as_tensor(np.flatnonzero(dataset.train_label == 0), device=device)
     data = DeviceData.from_dataset(dataset, device)
-    model = ACMR(dataset.num_items, len(dataset.markets), config.hidden_size, config.num_layers,
-                 config.num_heads, config.ff_size, config.dropout).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model = build_model(config, dataset).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # none for popularity
+    optimizer = torch.optim.Adam(trainable or [torch.zeros(0)], lr=config.lr, weight_decay=config.weight_decay)
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
         model.load_state_dict(checkpoint["model"])
@@ -271,13 +272,14 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
     metrics_file = run_dir / "metrics.jsonl"
 
-    for stage in STAGES[STAGES.index(progress.stage):]:  # one optimizer: Adam state carries over
+    stages = active_stages(config)
+    for stage in stages[stages.index(progress.stage):]:  # one optimizer: Adam state carries over
         rows = stage_rows[stage]
         if progress.epoch == 0:
             log.info(f"seed {seed} {stage}: {len(rows):,} training rows")
         # authors' early stopping: `patience` non-improving epochs end the stage, and an
         # improvement does not give the budget back (patience_resets=False)
-        while progress.epoch < config.num_epochs and progress.non_improving < config.patience:
+        while trainable and progress.epoch < config.num_epochs and progress.non_improving < config.patience:
             epoch = progress.epoch + 1
             started = time.perf_counter()
             if config.resample_train_negatives and progress.epochs_trained > 0:
@@ -317,8 +319,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
                                            "item_unseen_in_target_training": ~data.test_item_seen})}
         log.info(f"seed {seed} {stage} test  " + "  ".join(f"{k} {test[k]:.4f}" for k in METRICS)
                  + f"  (best epoch {progress.best_epoch} of {progress.epoch})")
-        if stage != STAGES[-1]:  # the next stage starts from these weights with a fresh budget
-            progress.stage = STAGES[STAGES.index(stage) + 1]
+        if stage != stages[-1]:  # the next stage starts from these weights with a fresh budget
+            progress.stage = stages[stages.index(stage) + 1]
             progress.epoch, progress.best_score, progress.best_epoch, progress.non_improving = 0, 0.0, 0, 0
             save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
                             negatives_rng, data.train_item)
@@ -329,7 +331,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
 
 def summarize(runs: list[dict[str, object]]) -> dict[str, dict[str, dict[str, float | None]]]:
     return {stage: {metric: mean_and_std([run[stage][metric] for run in runs]) for metric in METRICS}
-            for stage in STAGES}
+            for stage in STAGES if stage in runs[0]}
 
 
 def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, device: torch.device,
@@ -350,7 +352,7 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
                                   f"than {run_dir / 'config.json'}")
         with open(run_dir / "command.txt", "a") as f:
             f.write(command + "\n")
-    progress = Progress(**checkpoint["progress"]) if checkpoint else Progress()
+    progress = Progress(**checkpoint["progress"]) if checkpoint else Progress(stage=active_stages(config)[0])
     handler = start_log_file(run_dir)
     try:
         if checkpoint is None:
@@ -365,7 +367,7 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
             checkpoint = None
             results.update(runs=progress.runs, summary=summarize(progress.runs))
             write_json(run_dir / "results.json", results)  # kept up to date after every seed
-            progress = Progress(seed=progress.seed + 1, runs=progress.runs,
+            progress = Progress(seed=progress.seed + 1, stage=active_stages(config)[0], runs=progress.runs,
                                 metrics_lines=progress.metrics_lines)
             save_checkpoint(run_dir, config, progress)
         (run_dir / CHECKPOINT).unlink()  # the run is complete: results.json is what counts

@@ -69,7 +69,7 @@ def test_grouped_scoring_equals_scoring_each_pair_alone(frames, small_config):
         for row in (0, 7, len(users) - 1):
             user = users[row]
             candidates = data.test_candidates[row]
-            alone = model(data.user_history[user].expand(len(candidates), -1), candidates,
+            alone = model(None, data.user_history[user].expand(len(candidates), -1), candidates,
                           data.user_market[user].expand(len(candidates)))
             torch.testing.assert_close(scores[row], alone, rtol=1e-5, atol=1e-5)
     assert not model.training

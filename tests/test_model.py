@@ -59,9 +59,9 @@ def test_output_does_not_depend_on_how_far_the_history_is_padded():
     history, candidate, market = random_batch(length=12)
     padded_to_50 = torch.cat([history, torch.zeros(len(history), 38, dtype=torch.long)], dim=1)
     with torch.no_grad():
-        trimmed = model(history, candidate, market)
-        padded = model(padded_to_50, candidate, market)
-        one_by_one = torch.stack([model(h[h > 0][None], c[None], m[None])[0]
+        trimmed = model(None, history, candidate, market)
+        padded = model(None, padded_to_50, candidate, market)
+        one_by_one = torch.stack([model(None, h[h > 0][None], c[None], m[None])[0]
                                   for h, c, m in zip(history, candidate, market)])
     torch.testing.assert_close(trimmed, padded, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(trimmed, one_by_one, rtol=1e-5, atol=1e-5)
@@ -72,7 +72,7 @@ def test_the_market_embedding_changes_the_score():
     model = ACMR(num_items=200, num_markets=7).eval()
     history, candidate, market = random_batch()
     with torch.no_grad():
-        assert not torch.allclose(model(history, candidate, market), model(history, candidate, (market + 1) % 7))
+        assert not torch.allclose(model(None, history, candidate, market), model(None, history, candidate, (market + 1) % 7))
 
 
 def test_dropout_drops_with_probability_p_and_keeps_the_expectation():
@@ -105,7 +105,7 @@ def test_a_few_training_steps_lower_the_loss():
     loss_function = nn.BCEWithLogitsLoss()
     losses = []
     for _ in range(30):
-        loss = loss_function(model(history, candidate, market), label)
+        loss = loss_function(model(None, history, candidate, market), label)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -92,15 +92,15 @@ class SpyModel(ACMR):
     """ACMR that records whether any training row's candidate was inside its history."""
     seen_candidate_in_history: list[bool] = []
 
-    def forward(self, history_items, candidate_item, market_ids):
+    def forward(self, users, history_items, candidate_item, market_ids):
         if self.training:
             SpyModel.seen_candidate_in_history.append(bool((history_items == candidate_item[:, None]).any()))
-        return super().forward(history_items, candidate_item, market_ids)
+        return super().forward(users, history_items, candidate_item, market_ids)
 
 
 @pytest.mark.parametrize("include", [True, False])
 def test_the_candidate_can_be_left_out_of_its_own_history(include, frames, small_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_model, "ACMR", SpyModel)
+    monkeypatch.setattr(train_model, "build_model", lambda config, dataset: SpyModel(dataset.num_items, 3))
     SpyModel.seen_candidate_in_history = []
     config = dataclasses.replace(small_config, history_includes_candidate=include, num_epochs=1, seeds=1)
     run_seed(tmp_path, frames, "in", config, torch.device("cpu"), Progress(), None)

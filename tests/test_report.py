@@ -53,7 +53,7 @@ def test_report_tables_hold_the_hand_computed_numbers(log_dir):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(log_dir / "report.csv")
-    default = table[table["variant"] == "default"].set_index(["stage", "market", "metric"])
+    default = table[table["variant"] == "acmr"].set_index(["stage", "market", "metric"])
 
     row = default.loc[("pretrain", "in", "HR@5")]
     assert (row["mean"], row["n"]) == (pytest.approx(0.70), 3)
@@ -73,14 +73,15 @@ def test_report_tables_hold_the_hand_computed_numbers(log_dir):
     assert row["authors"] == pytest.approx((AUTHORS["in"]["pretrain"]["HR@10"] + AUTHORS["jp"]["pretrain"]["HR@10"]) / 2)
     assert pd.isna(row["std"])
 
-    other = table[table["variant"] == "lr=0.01"]
+    other = table[table["variant"] == "acmr (lr=0.01)"]
     assert set(other["market"]) == {"jp", "average"} and (other["n"] == 1).all()
     assert other["std"].isna().all() and not other["outside_2std"].any()
     assert len(table) == 2 * (3 + 2) * 4  # (default: in, jp, average; lr: jp, average) x stages x metrics
 
     report = (log_dir / "report.md").read_text()
     assert "| in | 0.7000 ± 0.1000 (3) | 0.6695 | +0.0305 |" in report
-    assert "## after fine-tuning (settings: lr=0.01)" in report
+    assert "## after fine-tuning (settings: acmr (lr=0.01))" in report
+    assert "## All models, after their last stage" in report
     assert "Markets without runs: ca, de, fr, mx, uk." in report
     for name in ("metric_HR5", "metric_HR10", "metric_NDCG5", "metric_NDCG10", "curves_in", "curves_jp"):
         assert (log_dir / f"{name}.png").stat().st_size > 10_000
@@ -90,7 +91,7 @@ def test_the_flag_marks_authors_outside_two_std(log_dir):
     subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={log_dir}"], cwd=REPO, check=True,
                    capture_output=True)
     table = pd.read_csv(log_dir / "report.csv")
-    default = table[table["variant"] == "default"].set_index(["stage", "market", "metric"])
+    default = table[table["variant"] == "acmr"].set_index(["stage", "market", "metric"])
     # in, pre-training NDCG@5: ours 0.60 +- 0.10 vs the authors' 0.558: inside
     assert not default.loc[("pretrain", "in", "NDCG@5"), "outside_2std"]
     # jp, pre-training HR@10: ours 0.55 +- 0.0707 vs 0.6201: inside (0.0701 < 0.1414)
@@ -102,7 +103,7 @@ def test_the_flag_marks_authors_outside_two_std(log_dir):
 def test_the_training_log_comparison_uses_the_same_numbers(log_dir):
     text = comparison_text([log_dir / "in-20260102-000000"])
     assert "0.7000+-0.1000 [0.6695]" in text
-    assert "after fine-tuning (settings: default)" in text
+    assert "after fine-tuning (settings: acmr)" in text
 
 
 def test_no_run_folder_is_a_clear_error(tmp_path):
