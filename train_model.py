@@ -144,8 +144,8 @@ def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: nn
                 "negatives": negatives_rng.bit_generator.state if negatives_rng is not None else None},
     }
     if model is not None:  # mid-seed; the training items change with resample_train_negatives
-        payload.update(model=model.state_dict(), best_model=best_state,
-                       optimizer=optimizer.state_dict(), train_item=train_item.cpu())
+        payload.update(model=model.state_dict(), best_model=best_state, train_item=train_item.cpu(),
+                       optimizer=optimizer.state_dict() if optimizer is not None else None)
     temporary = run_dir / (CHECKPOINT + ".tmp")
     torch.save(payload, temporary)
     os.replace(temporary, run_dir / CHECKPOINT)
@@ -261,16 +261,21 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     data = DeviceData.from_dataset(dataset, device)
     model = build_model(config, dataset).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]  # none for popularity
-    optimizer = torch.optim.Adam(trainable or [torch.zeros(0)], lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay) if trainable else None
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
         model.load_state_dict(checkpoint["model"])
         best_state = checkpoint["best_model"]
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        if optimizer is not None:
+            optimizer.load_state_dict(checkpoint["optimizer"])
         restore_generators(checkpoint["rng"], batch_rng, negatives_rng)
         data.train_item.copy_(checkpoint["train_item"].to(device))
     stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
     metrics_file = run_dir / "metrics.jsonl"
+
+    def save() -> None:
+        save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
+                        negatives_rng, data.train_item)
 
     stages = active_stages(config)
     for stage in stages[stages.index(progress.stage):]:  # one optimizer: Adam state carries over
@@ -307,24 +312,26 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             with open(metrics_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
             progress.metrics_lines += 1
-            save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
-                            negatives_rng, data.train_item)
+            save()
         model.load_state_dict(best_state)
-        scores = score_candidates(model, data, data.test_candidates, config.eval_batch_tokens)
-        test = ranking_metrics(scores)
-        progress.seed_result[stage] = {**test, "epochs": progress.epoch, "best_epoch": progress.best_epoch,
-                                       "breakdown": breakdown(scores, {
-                                           "repeat_purchase": data.test_repeat, "new_purchase": ~data.test_repeat,
-                                           "item_seen_in_target_training": data.test_item_seen,
-                                           "item_unseen_in_target_training": ~data.test_item_seen})}
+        test = test_metrics(model, data, config)
+        progress.seed_result[stage] = {**test, "epochs": progress.epoch, "best_epoch": progress.best_epoch}
         log.info(f"seed {seed} {stage} test  " + "  ".join(f"{k} {test[k]:.4f}" for k in METRICS)
                  + f"  (best epoch {progress.best_epoch} of {progress.epoch})")
         if stage != stages[-1]:  # the next stage starts from these weights with a fresh budget
             progress.stage = stages[stages.index(stage) + 1]
             progress.epoch, progress.best_score, progress.best_epoch, progress.non_improving = 0, 0.0, 0, 0
-            save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
-                            negatives_rng, data.train_item)
+            save()
     progress.runs.append({"seed": seed, **progress.seed_result})
+
+
+def test_metrics(model: nn.Module, data: DeviceData, config: Config) -> dict[str, object]:
+    """Test metrics of all target users, and of the groups of PROTOCOL.md's break-downs."""
+    scores = score_candidates(model, data, data.test_candidates, config.eval_batch_tokens)
+    groups = {"repeat_purchase": data.test_repeat, "new_purchase": ~data.test_repeat,
+              "item_seen_in_target_training": data.test_item_seen,
+              "item_unseen_in_target_training": ~data.test_item_seen}
+    return {**ranking_metrics(scores), "breakdown": breakdown(scores, groups)}
 
 
 # ---------------------------------------------------------------- results
