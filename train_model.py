@@ -123,6 +123,7 @@ class Progress:
     best_epoch: int = 0
     non_improving: int = 0
     epochs_trained: int = 0  # in this seed, both stages
+    seconds: float = 0.0  # wall time of this seed's epochs (training and validation)
     seed_result: dict = field(default_factory=dict)  # this seed's test metrics so far
     runs: list = field(default_factory=list)  # the finished seeds' results
     metrics_lines: int = 0  # lines of metrics.jsonl that belong to this progress
@@ -296,7 +297,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             train_seconds = time.perf_counter() - started
             valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_tokens)
             seconds = time.perf_counter() - started
-            progress.epoch = epoch
+            progress.epoch, progress.seconds = epoch, progress.seconds + seconds
             if valid["NDCG@5"] > progress.best_score:
                 progress.best_score, progress.best_epoch = valid["NDCG@5"], epoch
                 best_state = copy.deepcopy(model.state_dict())
@@ -322,7 +323,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             progress.stage = stages[stages.index(stage) + 1]
             progress.epoch, progress.best_score, progress.best_epoch, progress.non_improving = 0, 0.0, 0, 0
             save()
-    progress.runs.append({"seed": seed, **progress.seed_result})
+    progress.runs.append({"seed": seed, **progress.seed_result, "seconds": progress.seconds})
 
 
 def test_metrics(model: nn.Module, data: DeviceData, config: Config) -> dict[str, object]:

@@ -81,6 +81,7 @@ def test_tiny_run_metrics_and_results_are_valid(tiny_run):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["target_market"] == "in" and results["seeds"] == [0]
     (seed_run,) = results["runs"]
+    assert seed_run["seconds"] > 0
     for stage in ("pretrain", "finetune"):
         assert set(METRICS) <= set(seed_run[stage])
         assert 1 <= seed_run[stage]["epochs"] <= 2
