@@ -109,10 +109,10 @@ def main(argv: list[str]) -> dict[str, object]:
     report["pretrain_epoch_s"] = time.perf_counter() - started
     report["pretrain_batches"] = -(-len(rows) // config.batch_size)
 
-    evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_tokens)  # warm-up
+    evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_tokens)
+    evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
     synchronize(device)
     report["validation_pass_s"] = time.perf_counter() - started
 

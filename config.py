@@ -49,14 +49,15 @@ class Config:
     patience: int = 3  # early-stopping budget of non-improving epochs
     num_train_negatives: int = 4  # training negatives per training positive
     max_batches_per_epoch: int = 0  # 0 = all; a cap makes smoke tests fast (never in real runs)
-    train_chunk_tokens: int = 16_384  # a batch with more tokens runs as chunks (same gradient,
-    # bounded memory); rows x (history + 1) tokens
+    train_chunk_floats: int = 6_000_000  # a batch whose layer activations exceed this runs as
+    # chunks (same gradient, bounded memory); see model.activation_floats
     bucket_batches: bool = True  # group rows of similar history length into batches (speed only);
     # False = plain uniform shuffling. Both trim each batch to its longest history.
 
     # ---- evaluation (SPEC section 6) ----
     num_eval_negatives: int = 99  # sampled negatives per held-out positive
-    eval_batch_tokens: int = 500_000  # sequences x tokens per evaluation forward pass
+    eval_batch_floats: int = 32_000_000  # activations of one layer in an evaluation forward pass,
+    # sequences x tokens x (128 + 8 x tokens) (feed-forward and attention): bounds memory
 
     # ---- protocol (SPEC section 7): defaults are the authors' behaviour ----
     eval_negative_pool: str = "global"  # "global": all seven markets' items; "target": the target's
@@ -153,7 +154,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"data_url={c.data_url!r}: must contain {{market}}")
     positive_ints = ("seeds", "hidden_size", "num_layers", "num_heads", "ff_size", "max_history",
                      "batch_size", "num_epochs", "patience", "num_train_negatives",
-                     "num_eval_negatives", "eval_batch_tokens", "train_chunk_tokens")
+                     "num_eval_negatives", "eval_batch_floats", "train_chunk_floats")
     for key in positive_ints:
         if getattr(c, key) < 1:
             raise ConfigError(f"{key}={getattr(c, key)}: must be an integer >= 1")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from data_loader import DeviceData
+from model import activation_floats
 
 KS = (5, 10)
 METRICS = tuple(f"{name}@{k}" for name in ("HR", "NDCG") for k in KS)  # HR@5 HR@10 NDCG@5 NDCG@10
@@ -46,12 +47,12 @@ def mean_and_std(values: list[float]) -> dict[str, float | None]:
 
 @torch.inference_mode()
 def score_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tensor,
-                     batch_tokens: int) -> torch.Tensor:
+                     batch_floats: int) -> torch.Tensor:
     """Logits of every (target user, candidate) pair: candidates (U, C) -> (U, C), one row per
     user of `data.target_users`. Candidate 0 (padding) scores -inf.
 
     Users with the same history length are scored together, so no sequence carries padding,
-    in forward passes of at most about `batch_tokens` tokens.
+    in forward passes whose layer activations (model.activation_floats) stay under `batch_floats`.
     """
     was_training = model.training
     model.eval()
@@ -61,7 +62,7 @@ def score_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tenso
     scores = torch.empty(candidates.shape, device=candidates.device)
     for length in torch.unique(lengths).tolist():
         same_length = torch.nonzero(lengths == length).squeeze(1)
-        group_size = max(1, batch_tokens // (num_candidates * (length + 1)))
+        group_size = max(1, batch_floats // activation_floats(num_candidates, length + 1))
         for picked in torch.split(same_length, group_size):
             batch_users = users[picked].repeat_interleave(num_candidates)  # (G*C,)
             logits = model(batch_users, data.user_history[batch_users, :length],
@@ -73,9 +74,9 @@ def score_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tenso
 
 
 def evaluate_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tensor,
-                        batch_tokens: int) -> dict[str, float]:
+                        batch_floats: int) -> dict[str, float]:
     """HR@k / NDCG@k of the model on one candidate set (positive in column 0)."""
-    return ranking_metrics(score_candidates(model, data, candidates, batch_tokens))
+    return ranking_metrics(score_candidates(model, data, candidates, batch_floats))
 
 
 def breakdown(scores: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str, dict]:

@@ -144,6 +144,13 @@ class ACMR(nn.Module):
         return self.score(torch.cat([user, candidate], dim=-1)).squeeze(-1)
 
 
+def activation_floats(num_sequences: int, num_tokens: int) -> int:
+    """Floats of one encoder layer's activations for a batch (feed-forward: 128 per token;
+    attention: 8 heads x num_tokens per token), at the default sizes: what the trainer and the
+    evaluator keep under a budget so that memory stays bounded for long histories."""
+    return num_sequences * num_tokens * (128 + 8 * num_tokens)
+
+
 def build_model(config, dataset) -> nn.Module:
     """The model `config.model` names, sized for `dataset` (a data_loader.Dataset)."""
     from baselines import GMF, MLP, NMF, Popularity

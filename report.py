@@ -29,7 +29,7 @@ from evaluate import METRICS  # noqa: E402
 AUTHORS_RUNS = Path(__file__).resolve().parent / "data" / "authors_logged_runs.json"
 STAGE_TITLES = {"pretrain": "after pre-training", "finetune": "after fine-tuning"}
 NOT_EXPERIMENT = {"target_market", "seeds", "device", "num_threads", "data_dir", "data_url",
-                  "log_dir", "eval_batch_tokens", "train_chunk_tokens"}  # change no result
+                  "log_dir", "eval_batch_floats", "train_chunk_floats"}  # change no result
 
 
 def authors_numbers() -> pd.DataFrame:

@@ -35,7 +35,7 @@ from config import (STAGES, Config, ConfigError, active_stages, parse_overrides,
 from data_loader import (DataError, DeviceData, build_dataset, export_candidates, load_markets,
                          resample_train_negatives)
 from evaluate import METRICS, breakdown, evaluate_candidates, mean_and_std, ranking_metrics, score_candidates
-from model import build_model
+from model import activation_floats, build_model
 from report import comparison_text
 
 REPO = Path(__file__).resolve().parent
@@ -218,9 +218,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
                 rng: np.random.Generator, config: Config, desc: str) -> float:
     """One pass over the training rows `rows`; returns the mean loss.
 
-    A batch whose rows hold more than `train_chunk_tokens` tokens is run as several chunks
-    whose gradients add up to the batch's (the loss is the batch mean either way), so the
-    memory of a step stays bounded however long the histories are.
+    A batch whose layer activations (model.activation_floats) exceed `train_chunk_floats` runs
+    as several chunks whose gradients add up to the batch's (the loss is the batch mean either
+    way), so the memory of a step stays bounded however long the histories are.
     """
     model.train()
     loss_function = nn.BCEWithLogitsLoss(reduction="sum")
@@ -228,9 +228,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
     total, count = 0.0, 0
     for batch in tqdm(epoch_batches(rng, row_lengths, config), desc=desc, leave=False,
                       mininterval=2.0):
-        tokens = len(batch) * (int(row_lengths[batch].max()) + 1)
+        floats = activation_floats(len(batch), int(row_lengths[batch].max()) + 1)
         optimizer.zero_grad(set_to_none=True)
-        for chunk in np.array_split(batch, -(-tokens // config.train_chunk_tokens)):
+        for chunk in np.array_split(batch, -(-floats // config.train_chunk_floats)):
             index = torch.as_tensor(rows[chunk], device=data.train_user.device)
             users = data.train_user[index]
             longest = int(data.history_length[users].max())
@@ -295,7 +295,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             loss = train_epoch(model, optimizer, data, rows, batch_rng, config,
                                desc=f"seed {seed} {stage} epoch {epoch}")
             train_seconds = time.perf_counter() - started
-            valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_tokens)
+            valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
             seconds = time.perf_counter() - started
             progress.epoch, progress.seconds = epoch, progress.seconds + seconds
             if valid["NDCG@5"] > progress.best_score:
@@ -328,7 +328,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
 
 def test_metrics(model: nn.Module, data: DeviceData, config: Config) -> dict[str, object]:
     """Test metrics of all target users, and of the groups of PROTOCOL.md's break-downs."""
-    scores = score_candidates(model, data, data.test_candidates, config.eval_batch_tokens)
+    scores = score_candidates(model, data, data.test_candidates, config.eval_batch_floats)
     groups = {"repeat_purchase": data.test_repeat, "new_purchase": ~data.test_repeat,
               "item_seen_in_target_training": data.test_item_seen,
               "item_unseen_in_target_training": ~data.test_item_seen}

@@ -63,7 +63,7 @@ def test_grouped_scoring_equals_scoring_each_pair_alone(frames, small_config):
     data = DeviceData.from_dataset(dataset, torch.device("cpu"))
     torch.manual_seed(0)
     model = ACMR(dataset.num_items, len(dataset.markets)).eval()
-    scores = score_candidates(model, data, data.test_candidates, batch_tokens=500)  # many groups
+    scores = score_candidates(model, data, data.test_candidates, batch_floats=100_000)  # many groups
     users = data.target_users
     with torch.no_grad():
         for row in (0, 7, len(users) - 1):

@@ -32,7 +32,7 @@ def test_chunked_steps_give_the_gradient_of_the_whole_batch(frames, small_config
     rows = np.arange(len(dataset.train_user))
     weights = []
     for chunk_tokens in (10**9, 300):  # one chunk per batch, many chunks per batch
-        config = dataclasses.replace(small_config, dropout=0.0, batch_size=4096, train_chunk_tokens=chunk_tokens,
+        config = dataclasses.replace(small_config, dropout=0.0, batch_size=4096, train_chunk_floats=chunk_tokens,
                                      max_batches_per_epoch=1)
         torch.manual_seed(0)
         model = ACMR(dataset.num_items, len(dataset.markets), dropout_p=0.0)
