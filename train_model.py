@@ -230,7 +230,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
                       mininterval=2.0):
         floats = activation_floats(len(batch), int(row_lengths[batch].max()) + 1)
         optimizer.zero_grad(set_to_none=True)
-        for chunk in np.array_split(batch, -(-floats // config.train_chunk_floats)):
+        for chunk in np.array_split(batch, min(len(batch), -(-floats // config.train_chunk_floats))):
             index = torch.as_tensor(rows[chunk], device=data.train_user.device)
             users = data.train_user[index]
             longest = int(data.history_length[users].max())
