@@ -78,5 +78,6 @@ class NMF(nn.Module):
         self.score = nn.Linear(8 + 8, 1)
 
     def forward(self, users, history_items, candidate_item, market_ids):
-        both = torch.cat([self.gmf.tower(users, candidate_item), self.mlp.tower(users, candidate_item)], dim=-1)
+        gmf, mlp = self.gmf.tower(users, candidate_item), self.mlp.tower(users, candidate_item)
+        both = torch.cat([gmf, mlp], dim=-1)
         return self.score(both).squeeze(-1)

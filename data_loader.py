@@ -298,7 +298,8 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
     # evaluation candidates: the held-out item, then negatives from the pool that are neither
     # the user's training items nor the held-out item (nor, optionally, the other held-out item)
     target_pool = np.unique(data.loc[in_target, "item"])  # full ranking: always the target's items
-    eval_pool = pool if config.eval_negative_pool == "global" and config.eval_mode == "sampled" else target_pool
+    global_pool = config.eval_negative_pool == "global" and config.eval_mode == "sampled"
+    eval_pool = pool if global_pool else target_pool
     is_target_row = np.isin(train_user_pos, target_users)
     row_of_user = np.searchsorted(target_users, train_user_pos[is_target_row])
     held_out = {"valid": valid_rows["item"].to_numpy(), "test": test_rows["item"].to_numpy()}

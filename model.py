@@ -160,7 +160,8 @@ def build_model(config, dataset) -> nn.Module:
         return ACMR(num_items, num_markets, config.hidden_size, config.num_layers, config.num_heads,
                     config.ff_size, config.dropout, config.market_embedding)
     if config.model == "popularity":
-        target_positive = (dataset.train_label == 1) & (dataset.user_market[dataset.train_user] == dataset.target_id)
-        counts = torch.bincount(torch.as_tensor(dataset.train_item[target_positive]), minlength=num_items + 1)
+        target_rows = dataset.target_rows()
+        target_positives = dataset.train_item[target_rows][dataset.train_label[target_rows] == 1]
+        counts = torch.bincount(torch.as_tensor(target_positives), minlength=num_items + 1)
         return Popularity(counts)
     return {"gmf": GMF, "mlp": MLP, "nmf": NMF}[config.model](num_users, num_items)

@@ -111,7 +111,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     table["outside_2std"] = (table["difference"].abs() > 2 * table["std"]) & table["std"].notna()
     keys = {"stage": STAGES, "market": [*authors_numbers().index.levels[0], "average"],
             "metric": METRICS}
-    rank = {column: table[column].map({v: i for i, v in enumerate(values)}) for column, values in keys.items()}
+    rank = {column: table[column].map({v: i for i, v in enumerate(values)})
+            for column, values in keys.items()}
     order = np.lexsort([rank["metric"], rank["market"], rank["stage"], table["variant"]])
     return table.iloc[order].reset_index(drop=True)
 
@@ -160,7 +161,8 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
                       "| market | " + " | ".join(f"{m} ours | authors | diff" for m in METRICS) + " |",
                       "|---|" + "---|---|---|" * len(METRICS)]
             for market, row in by_stage.groupby("market", sort=False):
-                cells = [cell(r) for _, r in row.set_index("metric").loc[list(METRICS)].reset_index().iterrows()]
+                ordered = row.set_index("metric").loc[list(METRICS)].reset_index()
+                cells = [cell(r) for _, r in ordered.iterrows()]
                 lines.append(f"| {market} | " + " | ".join(cells) + " |")
             lines.append("")
     if table["variant"].nunique() > 1:

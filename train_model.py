@@ -72,7 +72,8 @@ def environment(device: torch.device) -> dict[str, object]:
         "python": platform.python_version(), "torch": torch.__version__,
         "numpy": np.__version__, "pandas": pd.__version__,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
         "torch_threads": torch.get_num_threads(), "git_commit": commit,
         "host": platform.node(), "started": datetime.now().isoformat(timespec="seconds"),
     }
@@ -262,7 +263,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     data = DeviceData.from_dataset(dataset, device)
     model = build_model(config, dataset).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]  # none for popularity
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay) if trainable else None
+    optimizer = (torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+                 if trainable else None)
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
         model.load_state_dict(checkpoint["model"])
