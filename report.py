@@ -194,6 +194,13 @@ def comparison_text(folders: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def save_figure(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_metrics(table: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
     for metric in METRICS:
@@ -211,11 +218,7 @@ def plot_metrics(table: pd.DataFrame, out: Path) -> list[Path]:
             axis.grid(alpha=0.3)
         axes[0].set_ylabel(metric)
         axes[-1].legend(fontsize=7, loc="lower right")
-        figure.tight_layout()
-        path = out / f"metric_{metric.replace('@', '')}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        paths.append(path)
+        paths.append(save_figure(figure, out / f"metric_{metric.replace('@', '')}.png"))
     return paths
 
 
@@ -231,11 +234,7 @@ def plot_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
             axis.grid(alpha=0.3)
             if axis.lines:
                 axis.legend(fontsize=7)
-        figure.tight_layout()
-        path = out / f"curves_{market}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        paths.append(path)
+        paths.append(save_figure(figure, out / f"curves_{market}.png"))
     return paths
 
 
