@@ -20,6 +20,8 @@ class Config:
     # ---- what to run ----
     target_market: str = "in"  # one of ca de fr in jp mx uk, or "all" to run the seven in turn
     seeds: int = 5  # number of seeded runs; seeds 0 .. seeds-1, results are averaged over them
+    first_seed: int = 0  # run seeds first_seed .. first_seed+seeds-1 instead (e.g. one seed per
+    # process: the report merges the folders of one market and setting)
     device: str = "auto"  # "auto" (GPU when present, else CPU), "cpu", "cuda" or "cuda:N"
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default (all cores)
 
@@ -158,7 +160,7 @@ def validate(config: Config) -> None:
     for key in positive_ints:
         if getattr(c, key) < 1:
             raise ConfigError(f"{key}={getattr(c, key)}: must be an integer >= 1")
-    for key in ("num_threads", "max_batches_per_epoch"):
+    for key in ("first_seed", "num_threads", "max_batches_per_epoch"):
         if getattr(c, key) < 0:
             raise ConfigError(f"{key}={getattr(c, key)}: must be >= 0 (0 = default / no cap)")
     if c.hidden_size % c.num_heads:

@@ -28,7 +28,7 @@ from evaluate import METRICS  # noqa: E402
 
 AUTHORS_RUNS = Path(__file__).resolve().parent / "data" / "authors_logged_runs.json"
 STAGE_TITLES = {"pretrain": "after pre-training", "finetune": "after fine-tuning"}
-NOT_EXPERIMENT = {"target_market", "seeds", "device", "num_threads", "data_dir", "data_url",
+NOT_EXPERIMENT = {"target_market", "seeds", "first_seed", "device", "num_threads", "data_dir", "data_url",
                   "log_dir", "eval_batch_floats", "train_chunk_floats"}  # change no result
 
 
@@ -126,25 +126,25 @@ def cell(row: pd.Series) -> str:
 
 
 def model_comparison(table: pd.DataFrame) -> list[str]:
-    """Markdown lines: one row per variant, its last stage's test NDCG@10 and HR@10 per market."""
-    last = table.groupby("variant", sort=False)["stage"].transform(
-        lambda stages: max(stages, key=STAGES.index))
-    final = table[(table["stage"] == last) & table["metric"].isin(["HR@10", "NDCG@10"])]
-    markets = [m for m in MARKETS if m in set(final["market"])]  # averages of unequal market sets mislead
-    lines = ["## All models, after their last stage", "",
+    """Markdown lines: one row per (variant, stage) with test HR@10 and NDCG@10 per market. A
+    two-stage model gets a row per stage: its pre-training row is the model without fine-tuning."""
+    picked = table[table["metric"].isin(["HR@10", "NDCG@10"]) & (table["market"] != "average")]
+    markets = [m for m in MARKETS if m in set(picked["market"])]  # averages of unequal market sets mislead
+    lines = ["## All models, after each stage they have", "",
              "| model | stage | " + " | ".join(f"{m} HR@10 | {m} NDCG@10" for m in markets) + " |",
              "|---|---|" + "---|---|" * len(markets)]
-    for variant, rows in final.groupby("variant", sort=False):
+    for (variant, stage), rows in picked.groupby(["variant", "stage"], sort=False):
         cells = []
         for market in markets:
             for metric in ("HR@10", "NDCG@10"):
                 match = rows[(rows["market"] == market) & (rows["metric"] == metric)]
                 if len(match):
                     r = match.iloc[0]
-                    cells.append(f"{r['mean']:.4f}" + (f" ± {r['std']:.4f}" if pd.notna(r["std"]) else ""))
+                    cells.append(f"{r['mean']:.4f}" + (f" ± {r['std']:.4f}" if pd.notna(r["std"]) else "")
+                                 + f" ({r['n']})")
                 else:
                     cells.append("")
-        lines.append(f"| {variant} | {rows['stage'].iloc[0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant} | {STAGE_TITLES[stage]} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
@@ -170,7 +170,9 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
     missing = [m for m in MARKETS if m not in set(results["market"])]
     lines += ["Markets without runs: " + (", ".join(missing) if missing else "none") + ".", ""]
     seeds = results.groupby(["variant", "market"])["seed"].apply(lambda s: sorted(set(s)))
-    lines += ["Seeds per market: " + "; ".join(f"{m} {list(s)}" for (_, m), s in seeds.items()) + ".",
+    lines += ["Seeds: " + "; ".join(
+        f"{variant}: " + ", ".join(f"{m} {list(s)}" for (_, m), s in by_market.items())
+        for variant, by_market in seeds.groupby(level="variant")) + ".",
               "", "Figures: `metric_<metric>.png` (ours with ±1 std error bars beside the authors' "
               "point), `curves_<market>.png` (valid NDCG@5 per epoch and seed).", ""]
     return "\n".join(lines)

@@ -2,40 +2,169 @@
 
     python sweep.py --models=acmr,popularity,gmf,nmf,forec --markets=in,jp,mx --seeds=3
     python sweep.py --models=gmf,nmf --markets=in --seeds=3 --log_dir=log/sweep --num_epochs=20
+    python sweep.py --plan=plans/gpu.txt --jobs=10 --deadline_minutes=8
 
-Models are the presets of config.PRESETS; every other --key=value goes to train_model.py for
-all runs. Each (model, market) gets its own run folder under --log_dir (default log/sweep),
-all on the same seeds, hence the same splits and candidates; the report (evaluate.py report)
-is written there at the end, one table row per model.
+Models are the presets of config.PRESETS. Every (model, market, seed) is one job, a
+`python train_model.py --first_seed=S --seeds=1 ...` process with its own run folder under
+--log_dir (default log/sweep); all models see the same seeds, hence the same splits and
+candidates. The report (evaluate.py report) of each log_dir is written at the end, one table
+row per model.
+
+--plan=FILE lists several grids, one per line, in the order they should run:
+    MODELS MARKETS SEEDS [--key=value ...]     e.g.  acmr in,jp,mx 3 --split=temporal
+where SEEDS is a count N (seeds 0..N-1) or a range A-B; '#' starts a comment. The
+--models/--markets/--seeds form is a plan of one line. Other --key=value settings on the
+command line go to every job.
+
+--jobs=N runs N jobs at a time (each with --num_threads=1 unless given): on a GPU, small
+jobs leave the device mostly idle, so several share it. --deadline_minutes=M stops the
+sweep after M minutes: running jobs are interrupted (their last epoch is checkpointed and
+`train_model.py --resume=FOLDER` continues them), jobs not started are listed.
 """
 from __future__ import annotations
 
+import re
+import shlex
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import report
-import train_model
 from config import MARKETS, PRESETS, ConfigError
+
+REPO = Path(__file__).resolve().parent
+
+
+@dataclass
+class Job:
+    model: str
+    market: str
+    seed: int
+    settings: list[str]  # --key=value for train_model.py
+
+    @property
+    def name(self) -> str:
+        extra = " ".join(s for s in self.settings if not s.startswith(("--log_dir=", "--num_threads=")))
+        return f"{self.model} {self.market} seed {self.seed}" + (f" {extra}" if extra else "")
+
+    def command(self) -> list[str]:
+        preset = [f"--{k}={v}" for k, v in PRESETS[self.model].items()]
+        return [sys.executable, str(REPO / "train_model.py"), *preset, f"--target_market={self.market}",
+                f"--first_seed={self.seed}", "--seeds=1", *self.settings]
+
+
+def parse_seeds(text: str) -> list[int]:
+    match = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
+    if not match:
+        raise ConfigError(f"seeds {text!r}: expected a count N or a range A-B")
+    first, last = match.groups()
+    return list(range(int(first))) if last is None else list(range(int(first), int(last) + 1))
+
+
+def plan_jobs(lines: list[str], common: list[str]) -> list[Job]:
+    """The jobs of plan lines `MODELS MARKETS SEEDS [--key=value ...]`, in order."""
+    jobs = []
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) < 3 or any(not f.startswith("--") for f in fields[3:]):
+            raise ConfigError(f"plan line {line.strip()!r}: expected MODELS MARKETS SEEDS [--key=value ...]")
+        models, markets = fields[0].split(","), fields[1].split(",")
+        for name, values, allowed in (("model", models, PRESETS), ("market", markets, MARKETS)):
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise ConfigError(f"unknown {name} {unknown[0]!r}; allowed: {', '.join(allowed)}")
+        jobs += [Job(model, market, seed, [*common, *fields[3:]])
+                 for model in models for market in markets for seed in parse_seeds(fields[2])]
+    return jobs
+
+
+def setting(job: Job, key: str, default: str) -> str:
+    values = [s.split("=", 1)[1] for s in job.settings if s.startswith(f"--{key}=")]
+    return values[-1] if values else default
+
+
+def run_jobs(jobs: list[Job], parallel: int, deadline: float | None) -> list[Job]:
+    """Run the jobs, `parallel` at a time, until done or the deadline; returns those not
+    finished (failed, interrupted or never started)."""
+    waiting, running, unfinished = list(jobs), [], []
+    started_count = 0
+    try:
+        while waiting or running:
+            while waiting and len(running) < parallel and (deadline is None or time.time() < deadline):
+                job = waiting.pop(0)
+                started_count += 1
+                output = tempfile.TemporaryFile("w+") if parallel > 1 else None
+                process = subprocess.Popen(job.command(), stdout=output, stderr=subprocess.STDOUT if output else None,
+                                           cwd=Path.cwd())
+                running.append((job, process, output, time.time()))
+                print(f"[{started_count}/{len(jobs)}] start {job.name}", flush=True)
+            if deadline is not None and time.time() >= deadline and running:
+                print(f"deadline: interrupting {len(running)} running job(s)", flush=True)
+                for _, process, _, _ in running:
+                    process.send_signal(signal.SIGINT)
+                deadline = None
+                waiting, unfinished = [], unfinished + waiting
+            time.sleep(0.5)
+            for entry in [e for e in running if e[1].poll() is not None]:
+                job, process, output, started = entry
+                running.remove(entry)
+                seconds = time.time() - started
+                if process.returncode == 0:
+                    print(f"done {job.name} ({seconds:.0f} s)", flush=True)
+                else:
+                    unfinished.append(job)
+                    what = "stopped" if process.returncode == 130 else "FAILED"
+                    print(f"{what} (exit {process.returncode}) {job.name} ({seconds:.0f} s)", flush=True)
+                    if output is not None and process.returncode != 130:
+                        output.seek(0)
+                        print("".join(output.readlines()[-15:]), flush=True)
+                if output is not None:
+                    output.close()
+    except KeyboardInterrupt:  # Ctrl-C reached the jobs too: they checkpoint and exit
+        for _, process, _, _ in running:
+            process.wait()
+        raise
+    return unfinished + waiting
 
 
 def main(argv: list[str]) -> None:
     options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
-    models = options.pop("models", "acmr").split(",")
-    markets = options.pop("markets", "in").split(",")
-    log_dir = options.setdefault("log_dir", "log/sweep")
-    for name, allowed in (("model", PRESETS), ("market", MARKETS)):
-        unknown = [v for v in (models if name == "model" else markets) if v not in allowed]
-        if unknown:
-            raise ConfigError(f"unknown {name} {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    passthrough = [f"--{k}={v}" for k, v in options.items()]
-    for model in models:
-        for market in markets:
-            settings = [f"--{k}={v}" for k, v in PRESETS[model].items()]
-            print(f"== {model} on {market}: python train_model.py "
-                  + " ".join([*settings, f"--target_market={market}", *passthrough]), flush=True)
-            train_model.main([*settings, f"--target_market={market}", *passthrough])
-    path = report.build_report([Path(log_dir)], Path(log_dir), "python sweep.py " + " ".join(argv))
-    print(f"report: {path}")
+    unknown = [arg for arg in argv if not (arg.startswith("--") and "=" in arg)]
+    if unknown:
+        raise ConfigError(f"bad argument {unknown[0]!r}: expected --key=value")
+    parallel = int(options.pop("jobs", "1"))
+    minutes = options.pop("deadline_minutes", None)
+    deadline = time.time() + 60 * float(minutes) if minutes else None
+    options.setdefault("log_dir", "log/sweep")
+    if parallel > 1:
+        options.setdefault("num_threads", "1")  # N jobs on N cores, not N x all cores
+    if "plan" in options:
+        path = Path(options.pop("plan"))
+        if not path.is_file():
+            raise ConfigError(f"--plan={path}: no such file")
+        lines = path.read_text().splitlines()
+    else:
+        lines = [" ".join([options.pop("models", "acmr"), options.pop("markets", "in"),
+                           options.pop("seeds", "1")])]
+    if parallel < 1:
+        raise ConfigError(f"jobs={parallel}: must be an integer >= 1")
+    jobs = plan_jobs(lines, [f"--{k}={v}" for k, v in options.items()])
+    unfinished = run_jobs(jobs, parallel, deadline)
+    for job in unfinished:
+        print(f"not finished: python train_model.py {shlex.join(job.command()[2:])}")
+    print(f"finished {len(jobs) - len(unfinished)} of {len(jobs)} jobs", flush=True)
+    for log_dir in dict.fromkeys(setting(job, "log_dir", "log/sweep") for job in jobs):
+        if report.find_run_folders([Path(log_dir)]):
+            path = report.build_report([Path(log_dir)], Path(log_dir), "python sweep.py " + " ".join(argv))
+            print(f"report: {path}")
+    if unfinished:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
@@ -43,3 +172,5 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     except ConfigError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit(130)

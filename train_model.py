@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -226,7 +227,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
     model.train()
     loss_function = nn.BCEWithLogitsLoss(reduction="sum")
     row_lengths = data.history_length[data.train_user[torch.as_tensor(rows)]].cpu().numpy()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=data.train_user.device), 0  # no per-batch device sync
     for batch in tqdm(epoch_batches(rng, row_lengths, config), desc=desc, leave=False,
                       mininterval=2.0):
         floats = activation_floats(len(batch), int(row_lengths[batch].max()) + 1)
@@ -234,17 +235,17 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
         for chunk in np.array_split(batch, min(len(batch), -(-floats // config.train_chunk_floats))):
             index = torch.as_tensor(rows[chunk], device=data.train_user.device)
             users = data.train_user[index]
-            longest = int(data.history_length[users].max())
+            longest = int(row_lengths[chunk].max())  # = history_length[users].max(), known on the host
             history, candidate = data.user_history[users, :longest], data.train_item[index]
             if not config.history_includes_candidate:  # a negative is never in the history
                 history = history.masked_fill(history == candidate[:, None], 0)
             logits = model(users, history, candidate, data.user_market[users])
             loss = loss_function(logits, data.train_label[index]) / len(batch)
             loss.backward()
-            total += loss.item() * len(batch)
+            total += loss.detach() * len(batch)
         optimizer.step()
         count += len(batch)
-    return total / max(count, 1)
+    return total.item() / max(count, 1)
 
 
 def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config: Config,
@@ -263,7 +264,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     data = DeviceData.from_dataset(dataset, device)
     model = build_model(config, dataset).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]  # none for popularity
-    optimizer = (torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = (torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=device.type == "cuda")  # one kernel per step on GPU
                  if trainable else None)
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
@@ -362,7 +364,8 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
                                   f"than {run_dir / 'config.json'}")
         with open(run_dir / "command.txt", "a") as f:
             f.write(command + "\n")
-    progress = Progress(**checkpoint["progress"]) if checkpoint else Progress(stage=active_stages(config)[0])
+    progress = (Progress(**checkpoint["progress"]) if checkpoint
+                else Progress(seed=config.first_seed, stage=active_stages(config)[0]))
     handler = start_log_file(run_dir)
     try:
         if checkpoint is None:
@@ -371,8 +374,9 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
             keep_lines(run_dir / "metrics.jsonl", progress.metrics_lines)
             log.info(f"resuming {run_dir} at seed {progress.seed} {progress.stage} after epoch "
                      f"{progress.epoch}  (device {device})")
-        results = {"target_market": target, "seeds": list(range(config.seeds))}
-        while progress.seed < config.seeds:
+        seeds = list(range(config.first_seed, config.first_seed + config.seeds))
+        results = {"target_market": target, "seeds": seeds}
+        while progress.seed <= seeds[-1]:
             run_seed(run_dir, frames, target, config, device, progress, checkpoint)
             checkpoint = None
             results.update(runs=progress.runs, summary=summarize(progress.runs))
@@ -403,6 +407,9 @@ def keep_lines(path: Path, count: int) -> None:
 
 
 def main(argv: list[str]) -> None:
+    # Ctrl-C (or sweep.py's deadline) saves and stops the run, also when it was started in the
+    # background, where the shell hands SIGINT over ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     config, extra = parse_overrides(argv, extra={"resume": str})
     resume_dir = Path(extra["resume"]) if "resume" in extra else None

@@ -3,6 +3,9 @@ data, and runs end to end on the real data; the sweep feeds the report."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,9 +13,10 @@ import pytest
 import torch
 
 import sweep
-from config import PRESETS, Config
+from config import PRESETS, Config, ConfigError
 from data_loader import build_dataset, load_markets
 from model import build_model
+from tests.conftest import REPO
 from train_model import Progress, run_seed
 
 
@@ -111,4 +115,32 @@ def test_the_sweep_runs_models_and_writes_one_report_row_per_model(real_config, 
     report = (tmp_path / "report.md").read_text()
     assert "| popularity (num_epochs=1 max_batches_per_epoch=1) | finetune |" in report
     assert "| gmf (num_epochs=1 max_batches_per_epoch=1) | finetune |" in report
-    assert len(list(tmp_path.glob("in-*"))) == 2
+    assert len(list(tmp_path.glob("in-*"))) == 4  # one folder per (model, seed)
+
+
+def test_a_plan_lists_grids_in_order_with_their_own_settings(tmp_path):
+    plan = tmp_path / "plan.txt"
+    plan.write_text("# comment\nacmr in,jp 2  --split=temporal\n\ngmf,nmf mx 3-4  # later\n")
+    jobs = sweep.plan_jobs(plan.read_text().splitlines(), ["--log_dir=x"])
+    assert [(j.model, j.market, j.seed) for j in jobs] == [
+        ("acmr", "in", 0), ("acmr", "in", 1), ("acmr", "jp", 0), ("acmr", "jp", 1),
+        ("gmf", "mx", 3), ("gmf", "mx", 4), ("nmf", "mx", 3), ("nmf", "mx", 4)]
+    assert jobs[0].settings == ["--log_dir=x", "--split=temporal"]
+    assert jobs[0].command()[-4:] == ["--first_seed=0", "--seeds=1", "--log_dir=x", "--split=temporal"]
+    for bad in ("acmr in", "acmr xx 1", "foo in 1", "acmr in x", "acmr in 1 split=temporal"):
+        with pytest.raises(ConfigError):
+            sweep.plan_jobs([bad], [])
+
+
+def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_config, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "sweep.py", "--models=acmr,popularity", "--markets=in", "--seeds=1", "--jobs=2",
+         "--deadline_minutes=0.25", "--patience=50", "--max_batches_per_epoch=20", f"--log_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "XMREC_DIR": real_config.data_dir})
+    assert result.returncode == 1, result.stderr
+    assert "done popularity in seed 0" in result.stdout
+    assert "stopped (exit 130) acmr in seed 0" in result.stdout
+    assert "not finished: python train_model.py --target_market=in --first_seed=0" in result.stdout
+    interrupted = [f for f in tmp_path.glob("in-*") if not (f / "results.json").exists()]
+    assert len(interrupted) == 1 and (interrupted[0] / "checkpoint.pt").is_file()
+    assert "popularity" in (tmp_path / "report.md").read_text()

@@ -81,7 +81,10 @@ def test_report_tables_hold_the_hand_computed_numbers(log_dir):
     report = (log_dir / "report.md").read_text()
     assert "| in | 0.7000 ± 0.1000 (3) | 0.6695 | +0.0305 |" in report
     assert "## after fine-tuning (settings: acmr (lr=0.01))" in report
-    assert "## All models, after their last stage" in report
+    assert "## All models, after each stage they have" in report
+    assert "| acmr | after pre-training | 0.8000 ± 0.1000 (3) | 0.6500 ± 0.1000 (3) |" in report
+    assert "| acmr | after fine-tuning | 0.8200 ± 0.1000 (3) | 0.6700 ± 0.1000 (3) |" in report
+    assert "Seeds: acmr: in [0, 1, 2], jp [0, 1]; acmr (lr=0.01): jp [0]." in report
     assert "Markets without runs: ca, de, fr, mx, uk." in report
     for name in ("metric_HR5", "metric_HR10", "metric_NDCG5", "metric_NDCG10", "curves_in", "curves_jp"):
         assert (log_dir / f"{name}.png").stat().st_size > 10_000
