@@ -147,3 +147,16 @@ def test_resume_refuses_other_settings_and_broken_checkpoints(real_config, tmp_p
 
     result = train([f"--resume={tmp_path / 'nowhere'}"], real_config.data_dir, check=False)
     assert "not a run folder of this program" in result.stderr
+
+
+def test_a_run_resumed_with_other_paths_resumes_again_to_the_same_results(uninterrupted, real_config,
+                                                                           tmp_path):
+    """A resume may change where and how fast a run goes (here data_dir); the checkpoint it writes
+    then holds that setting, and a second resume must still accept it."""
+    assert run_in_child([*SETTINGS, f"--log_dir={tmp_path}"], "between-stages",
+                        real_config.data_dir) == -signal.SIGKILL
+    (run_dir,) = tmp_path.iterdir()
+    assert run_in_child([f"--resume={run_dir}", f"--data_dir={real_config.data_dir}"], "mid-epoch",
+                        real_config.data_dir) == -signal.SIGKILL
+    train([f"--resume={run_dir}"], real_config.data_dir)
+    assert outcome(run_dir) == uninterrupted
