@@ -113,8 +113,8 @@ def test_the_sweep_runs_models_and_writes_one_report_row_per_model(real_config, 
     sweep.main(["--models=popularity,gmf", "--markets=in", "--seeds=2", "--num_epochs=1",
                 "--max_batches_per_epoch=1", f"--log_dir={tmp_path}"])
     report = (tmp_path / "report.md").read_text()
-    assert "| popularity (num_epochs=1 max_batches_per_epoch=1) | finetune |" in report
-    assert "| gmf (num_epochs=1 max_batches_per_epoch=1) | finetune |" in report
+    assert "| popularity (num_epochs=1 max_batches_per_epoch=1) | after fine-tuning |" in report
+    assert "| gmf (num_epochs=1 max_batches_per_epoch=1) | after fine-tuning |" in report
     assert len(list(tmp_path.glob("in-*"))) == 4  # one folder per (model, seed)
 
 
@@ -135,7 +135,7 @@ def test_a_plan_lists_grids_in_order_with_their_own_settings(tmp_path):
 def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_config, tmp_path):
     result = subprocess.run(
         [sys.executable, "sweep.py", "--models=acmr,popularity", "--markets=in", "--seeds=1", "--jobs=2",
-         "--deadline_minutes=0.25", "--patience=50", "--max_batches_per_epoch=20", f"--log_dir={tmp_path}"],
+         "--deadline_minutes=0.75", "--patience=50", "--max_batches_per_epoch=20", f"--log_dir={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "XMREC_DIR": real_config.data_dir})
     assert result.returncode == 1, result.stderr
     assert "done popularity in seed 0" in result.stdout
