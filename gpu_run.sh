@@ -63,12 +63,13 @@ $PYTHON sweep.py --plan=$PLAN --jobs=$JOBS --deadline_minutes=$MINUTES --device=
 [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 
 echo "== 4. pack ($SECONDS s)"
-finished=$(find log -mindepth 2 -maxdepth 2 -type d -newer /tmp/sweep_start -exec test -f {}/results.json \; -print)
+new_folders=$(find log -mindepth 2 -maxdepth 2 -type d -newer /tmp/sweep_start)
+finished=$(for f in $new_folders; do [ -f $f/results.json ] && echo $f; done)
 tar czf "$OUT/runs.tgz" --exclude='*_candidates.tsv.gz' --exclude=checkpoint.pt $finished
 echo "packed $(echo $finished | wc -w) finished run folders"
 # interrupted runs, most epochs first, with their checkpoints (to finish elsewhere with --resume)
 total=0; count=0
-for folder in $(for f in $(find log -mindepth 2 -maxdepth 2 -type d -newer /tmp/sweep_start); do
+for folder in $(for f in $new_folders; do
     [ -f $f/checkpoint.pt ] && [ ! -f $f/results.json ] && echo "$(wc -l <$f/metrics.jsonl 2>/dev/null || echo 0) $f"
   done | sort -rn | cut -d' ' -f2); do
   name=resume_$(basename $folder).tgz

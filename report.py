@@ -117,12 +117,16 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.iloc[order].reset_index(drop=True)
 
 
+def mean_std(row: pd.Series) -> str:
+    """`mean ± std`, or the mean alone where there is no std (one seed, or the average row)."""
+    return f"{row['mean']:.4f}" + (f" ± {row['std']:.4f}" if pd.notna(row["std"]) else "")
+
+
 def cell(row: pd.Series) -> str:
     """`ours mean ± std (n) | authors | difference`, flagged where the authors lie outside 2 std."""
-    std = f" ± {row['std']:.4f}" if pd.notna(row["std"]) else ""
     n = f" ({row['n']})" if row["market"] != "average" else ""
     flag = " **!**" if row["outside_2std"] else ""
-    return (f"{row['mean']:.4f}{std}{n} | {row['authors']:.4f} | {row['difference']:+.4f}{flag}")
+    return f"{mean_std(row)}{n} | {row['authors']:.4f} | {row['difference']:+.4f}{flag}"
 
 
 def model_comparison(table: pd.DataFrame) -> list[str]:
@@ -140,8 +144,7 @@ def model_comparison(table: pd.DataFrame) -> list[str]:
                 match = rows[(rows["market"] == market) & (rows["metric"] == metric)]
                 if len(match):
                     r = match.iloc[0]
-                    cells.append(f"{r['mean']:.4f}" + (f" ± {r['std']:.4f}" if pd.notna(r["std"]) else "")
-                                 + f" ({r['n']})")
+                    cells.append(f"{mean_std(r)} ({r['n']})")
                 else:
                     cells.append("")
         lines.append(f"| {variant} | {STAGE_TITLES[stage]} | " + " | ".join(cells) + " |")

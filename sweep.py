@@ -93,17 +93,15 @@ def run_jobs(jobs: list[Job], parallel: int, deadline: float | None) -> list[Job
     """Run the jobs, `parallel` at a time, until done or the deadline; returns those not
     finished (failed, interrupted or never started)."""
     waiting, running, unfinished = list(jobs), [], []
-    started_count = 0
     try:
         while waiting or running:
             while waiting and len(running) < parallel and (deadline is None or time.time() < deadline):
                 job = waiting.pop(0)
-                started_count += 1
                 output = tempfile.TemporaryFile("w+") if parallel > 1 else None
                 process = subprocess.Popen(job.command(), stdout=output, stderr=subprocess.STDOUT if output else None,
                                            cwd=Path.cwd())
                 running.append((job, process, output, time.time()))
-                print(f"[{started_count}/{len(jobs)}] start {job.name}", flush=True)
+                print(f"[{len(jobs) - len(waiting)}/{len(jobs)}] start {job.name}", flush=True)
             if deadline is not None and time.time() >= deadline and running:
                 print(f"deadline: interrupting {len(running)} running job(s)", flush=True)
                 for _, process, _, _ in running:
@@ -139,6 +137,8 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise ConfigError(f"bad argument {unknown[0]!r}: expected --key=value")
     parallel = int(options.pop("jobs", "1"))
+    if parallel < 1:
+        raise ConfigError(f"jobs={parallel}: must be an integer >= 1")
     minutes = options.pop("deadline_minutes", None)
     deadline = time.time() + 60 * float(minutes) if minutes else None
     options.setdefault("log_dir", "log/sweep")
@@ -152,8 +152,6 @@ def main(argv: list[str]) -> None:
     else:
         lines = [" ".join([options.pop("models", "acmr"), options.pop("markets", "in"),
                            options.pop("seeds", "1")])]
-    if parallel < 1:
-        raise ConfigError(f"jobs={parallel}: must be an integer >= 1")
     jobs = plan_jobs(lines, [f"--{k}={v}" for k, v in options.items()])
     unfinished = run_jobs(jobs, parallel, deadline)
     for job in unfinished:

@@ -359,8 +359,8 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
     else:
         run_dir = resume_dir
         checkpoint = load_checkpoint(run_dir)
-        saved = json.loads((run_dir / "config.json").read_text())
-        if any(checkpoint["config"].get(k) != v for k, v in saved.items() if k not in RESUMABLE_SETTINGS):
+        settings = dataclasses.asdict(config)  # config.json's, with RESUMABLE_SETTINGS overridden
+        if any(checkpoint["config"].get(k) != v for k, v in settings.items() if k not in RESUMABLE_SETTINGS):
             raise CheckpointError(f"{run_dir / CHECKPOINT}: written by a run with other settings "
                                   f"than {run_dir / 'config.json'}")
         with open(run_dir / "command.txt", "a") as f:
