@@ -19,7 +19,8 @@ command line go to every job.
 --jobs=N runs N jobs at a time (each with --num_threads=1 unless given): on a GPU, small
 jobs leave the device mostly idle, so several share it. --deadline_minutes=M stops the
 sweep after M minutes: running jobs are interrupted (their last epoch is checkpointed and
-`train_model.py --resume=FOLDER` continues them), jobs not started are listed.
+`train_model.py --resume=FOLDER` continues them), jobs not started are listed. Ctrl-C, or
+SIGINT / SIGTERM sent to the sweep process alone, does the same at once (exit 130).
 """
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ import report
 from config import MARKETS, PRESETS, ConfigError
 
 REPO = Path(__file__).resolve().parent
+
+
+class Interrupted(Exception):
+    """The sweep was interrupted; `jobs` are those not finished."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        super().__init__(f"interrupted with {len(jobs)} job(s) not finished")
+        self.jobs = jobs
 
 
 @dataclass
@@ -124,10 +133,17 @@ def run_jobs(jobs: list[Job], parallel: int, deadline: float | None) -> list[Job
                         print("".join(output.readlines()[-15:]), flush=True)
                 if output is not None:
                     output.close()
-    except KeyboardInterrupt:  # Ctrl-C reached the jobs too: they checkpoint and exit
-        for _, process, _, _ in running:
-            process.wait()
-        raise
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT / SIGTERM sent to the sweep alone
+        for job, process, _, _ in running:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # the job checkpoints and exits
+        for job, process, _, _ in running:
+            if process.wait() == 0:
+                print(f"done {job.name}", flush=True)
+            else:
+                unfinished.append(job)
+                print(f"stopped (exit {process.returncode}) {job.name}", flush=True)
+        raise Interrupted(unfinished + waiting) from None
     return unfinished + waiting
 
 
@@ -153,7 +169,10 @@ def main(argv: list[str]) -> None:
         lines = [" ".join([options.pop("models", "acmr"), options.pop("markets", "in"),
                            options.pop("seeds", "1")])]
     jobs = plan_jobs(lines, [f"--{k}={v}" for k, v in options.items()])
-    unfinished = run_jobs(jobs, parallel, deadline)
+    try:
+        unfinished, interrupted = run_jobs(jobs, parallel, deadline), False
+    except Interrupted as stop:
+        unfinished, interrupted = stop.jobs, True
     for job in unfinished:
         print(f"not finished: python train_model.py {shlex.join(job.command()[2:])}")
     print(f"finished {len(jobs) - len(unfinished)} of {len(jobs)} jobs", flush=True)
@@ -161,11 +180,14 @@ def main(argv: list[str]) -> None:
         if report.find_run_folders([Path(log_dir)]):
             path = report.build_report([Path(log_dir)], Path(log_dir), "python sweep.py " + " ".join(argv))
             print(f"report: {path}")
+    if interrupted:
+        sys.exit(130)
     if unfinished:
         sys.exit(1)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop = Ctrl-C
     try:
         main(sys.argv[1:])
     except ConfigError as error:

@@ -408,9 +408,10 @@ def keep_lines(path: Path, count: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    # Ctrl-C (or sweep.py's deadline) saves and stops the run, also when it was started in the
-    # background, where the shell hands SIGINT over ignored
+    # Ctrl-C, sweep.py's deadline or a scheduler's SIGTERM stops the run at its last checkpoint,
+    # also when it was started in the background, where the shell hands SIGINT over ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     config, extra = parse_overrides(argv, extra={"resume": str})
     resume_dir = Path(extra["resume"]) if "resume" in extra else None

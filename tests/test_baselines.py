@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -144,3 +146,22 @@ def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_con
     interrupted = [f for f in tmp_path.glob("in-*") if not (f / "results.json").exists()]
     assert len(interrupted) == 1 and (interrupted[0] / "checkpoint.pt").is_file()
     assert "popularity" in (tmp_path / "report.md").read_text()
+
+
+def test_sigterm_to_the_sweep_alone_stops_its_jobs_at_their_checkpoints(real_config, tmp_path):
+    sweep_process = subprocess.Popen(
+        [sys.executable, "sweep.py", "--models=acmr", "--markets=in", "--seeds=2", "--jobs=2",
+         "--patience=50", "--max_batches_per_epoch=20", f"--log_dir={tmp_path}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "XMREC_DIR": real_config.data_dir})
+    deadline = time.time() + 180
+    while len(list(tmp_path.glob("in-*/checkpoint.pt"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    sweep_process.send_signal(signal.SIGTERM)  # the jobs themselves get no signal from us
+    stdout, stderr = sweep_process.communicate(timeout=120)
+    assert sweep_process.returncode == 130, stderr
+    assert "stopped (exit 130) acmr in seed 0" in stdout and "stopped (exit 130) acmr in seed 1" in stdout
+    assert stdout.count("not finished: python train_model.py") == 2
+    for run_dir in tmp_path.glob("in-*"):
+        assert (run_dir / "checkpoint.pt").is_file()
+        assert "interrupted: the last finished epoch is saved" in (run_dir / "train.log").read_text()
