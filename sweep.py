@@ -16,6 +16,11 @@ where SEEDS is a count N (seeds 0..N-1) or a range A-B; '#' starts a comment. Th
 --models/--markets/--seeds form is a plan of one line. Other --key=value settings on the
 command line go to every job.
 
+A sweep skips a job whose (variant, market, seed) already has results in its log_dir and
+resumes one that has a checkpoint there (`--redo=true` runs every job afresh), so the same
+command continues an interrupted or extended sweep. Do not run two sweeps on one log_dir at
+once. `--dry_run=true` lists what would run, resume or be skipped, and runs nothing.
+
 --jobs=N runs N jobs at a time (each with --num_threads=1 unless given): on a GPU, small
 jobs leave the device mostly idle, so several share it. --deadline_minutes=M stops the
 sweep after M minutes: running jobs are interrupted (their last epoch is checkpointed and
@@ -24,6 +29,8 @@ SIGINT / SIGTERM sent to the sweep process alone, does the same at once (exit 13
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import shlex
 import signal
@@ -35,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import report
-from config import MARKETS, PRESETS, ConfigError
+from config import MARKETS, PRESETS, ConfigError, parse_overrides
+from train_model import CHECKPOINT, RESUMABLE_SETTINGS
 
 REPO = Path(__file__).resolve().parent
 
@@ -54,6 +62,7 @@ class Job:
     market: str
     seed: int
     settings: list[str]  # --key=value for train_model.py
+    resume: Path | None = None  # the run folder of this job's interrupted run, if any
 
     @property
     def name(self) -> str:
@@ -61,9 +70,34 @@ class Job:
         return f"{self.model} {self.market} seed {self.seed}" + (f" {extra}" if extra else "")
 
     def command(self) -> list[str]:
+        if self.resume is not None:  # where and how fast to run may change; nothing else
+            where = [s for s in self.settings if s[2:].split("=", 1)[0] in RESUMABLE_SETTINGS]
+            return [sys.executable, str(REPO / "train_model.py"), f"--resume={self.resume}", *where]
         preset = [f"--{k}={v}" for k, v in PRESETS[self.model].items()]
         return [sys.executable, str(REPO / "train_model.py"), *preset, f"--target_market={self.market}",
                 f"--first_seed={self.seed}", "--seeds=1", *self.settings]
+
+
+def previous_run(job: Job) -> tuple[str, Path] | None:
+    """("done", folder) if a run folder in the job's log_dir holds this job's test results,
+    ("resume", folder) if one holds its checkpoint, else None. A folder is this job's when the
+    report would count it as the same (variant, market, seed)."""
+    config, _ = parse_overrides(job.command()[2:])
+    variant = report.variant_name(dataclasses.asdict(config))
+    for folder in sorted(Path(config.log_dir).glob(f"{job.market}-*"), reverse=True):
+        try:
+            saved = json.loads((folder / "config.json").read_text())
+            first_seed, seeds = saved.get("first_seed", 0), saved["seeds"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if saved.get("target_market") != job.market or report.variant_name(saved) != variant:
+            continue
+        results = folder / "results.json"
+        if results.is_file() and job.seed in {run["seed"] for run in json.loads(results.read_text())["runs"]}:
+            return "done", folder
+        if (folder / CHECKPOINT).is_file() and (first_seed, seeds) == (job.seed, 1):
+            return "resume", folder
+    return None
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -110,7 +144,8 @@ def run_jobs(jobs: list[Job], parallel: int, deadline: float | None) -> list[Job
                 process = subprocess.Popen(job.command(), stdout=output, stderr=subprocess.STDOUT if output else None,
                                            cwd=Path.cwd())
                 running.append((job, process, output, time.time()))
-                print(f"[{len(jobs) - len(waiting)}/{len(jobs)}] start {job.name}", flush=True)
+                what = f"resume {job.name} from {job.resume}" if job.resume else f"start {job.name}"
+                print(f"[{len(jobs) - len(waiting)}/{len(jobs)}] {what}", flush=True)
             if deadline is not None and time.time() >= deadline and running:
                 print(f"deadline: interrupting {len(running)} running job(s)", flush=True)
                 for _, process, _, _ in running:
@@ -156,6 +191,11 @@ def main(argv: list[str]) -> None:
     if parallel < 1:
         raise ConfigError(f"jobs={parallel}: must be an integer >= 1")
     minutes = options.pop("deadline_minutes", None)
+    redo, dry_run = (options.pop(key, "false") for key in ("redo", "dry_run"))
+    for key, value in (("redo", redo), ("dry_run", dry_run)):
+        if value not in ("true", "false"):
+            raise ConfigError(f"{key}={value}: expected true or false")
+    redo, dry_run = redo == "true", dry_run == "true"
     deadline = time.time() + 60 * float(minutes) if minutes else None
     options.setdefault("log_dir", "log/sweep")
     if parallel > 1:
@@ -169,6 +209,20 @@ def main(argv: list[str]) -> None:
         lines = [" ".join([options.pop("models", "acmr"), options.pop("markets", "in"),
                            options.pop("seeds", "1")])]
     jobs = plan_jobs(lines, [f"--{k}={v}" for k, v in options.items()])
+    if not redo:
+        for job in list(jobs):
+            previous = previous_run(job)
+            if previous is not None and previous[0] == "done":
+                print(f"skip {job.name}: done in {previous[1]}")
+                jobs.remove(job)
+            elif previous is not None:
+                job.resume = previous[1]
+    if dry_run:
+        for job in jobs:
+            print(f"{'resume' if job.resume else 'run'} {job.name}: python train_model.py "
+                  f"{shlex.join(job.command()[2:])}")
+        print(f"{len(jobs)} jobs to run")
+        return
     try:
         unfinished, interrupted = run_jobs(jobs, parallel, deadline), False
     except Interrupted as stop:
@@ -176,6 +230,8 @@ def main(argv: list[str]) -> None:
     for job in unfinished:
         print(f"not finished: python train_model.py {shlex.join(job.command()[2:])}")
     print(f"finished {len(jobs) - len(unfinished)} of {len(jobs)} jobs", flush=True)
+    if unfinished:
+        print("the same sweep command continues: finished jobs are skipped, interrupted ones resumed")
     for log_dir in dict.fromkeys(setting(job, "log_dir", "log/sweep") for job in jobs):
         if report.find_run_folders([Path(log_dir)]):
             path = report.build_report([Path(log_dir)], Path(log_dir), "python sweep.py " + " ".join(argv))

@@ -148,12 +148,13 @@ def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_con
     assert "popularity" in (tmp_path / "report.md").read_text()
 
 
-def test_sigterm_to_the_sweep_alone_stops_its_jobs_at_their_checkpoints(real_config, tmp_path):
-    sweep_process = subprocess.Popen(
-        [sys.executable, "sweep.py", "--models=acmr", "--markets=in", "--seeds=2", "--jobs=2",
-         "--patience=50", "--max_batches_per_epoch=20", f"--log_dir={tmp_path}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "XMREC_DIR": real_config.data_dir})
+def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_skips(real_config,
+                                                                                      tmp_path):
+    command = [sys.executable, "sweep.py", "--models=acmr", "--markets=in", "--seeds=2", "--jobs=2",
+               "--num_epochs=2", "--max_batches_per_epoch=20", f"--log_dir={tmp_path}"]
+    env = {**os.environ, "XMREC_DIR": real_config.data_dir}
+    sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
     deadline = time.time() + 180
     while len(list(tmp_path.glob("in-*/checkpoint.pt"))) < 2 and time.time() < deadline:
         time.sleep(0.2)
@@ -162,6 +163,18 @@ def test_sigterm_to_the_sweep_alone_stops_its_jobs_at_their_checkpoints(real_con
     assert sweep_process.returncode == 130, stderr
     assert "stopped (exit 130) acmr in seed 0" in stdout and "stopped (exit 130) acmr in seed 1" in stdout
     assert stdout.count("not finished: python train_model.py") == 2
-    for run_dir in tmp_path.glob("in-*"):
-        assert (run_dir / "checkpoint.pt").is_file()
+    folders = sorted(tmp_path.glob("in-*"))
+    for run_dir in folders:
+        assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "results.json").exists()
         assert "interrupted: the last finished epoch is saved" in (run_dir / "train.log").read_text()
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("resume acmr in seed") == 2 and "finished 2 of 2 jobs" in again.stdout
+    assert sorted(tmp_path.glob("in-*")) == folders  # no new folder: the same runs, finished
+    for run_dir in folders:
+        assert (run_dir / "results.json").is_file() and not (run_dir / "checkpoint.pt").exists()
+
+    once_more = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    assert once_more.returncode == 0 and once_more.stdout.count("skip acmr in seed") == 2
+    assert "finished 0 of 0 jobs" in once_more.stdout
