@@ -9,6 +9,7 @@ negatives, the 1 + 99 evaluation candidates and the padded user histories (SPEC.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -365,10 +366,14 @@ def all_allowed_items(pool: np.ndarray, num_users: int, excluded_user: np.ndarra
     return items
 
 
-def export_candidates(dataset: Dataset, folder: Path) -> list[Path]:
-    """Write valid/test candidates as gzipped TSV: user_id, positive, negatives (space separated)."""
+def export_candidates(dataset: Dataset, folder: Path) -> dict[str, str]:
+    """Write valid/test candidates as gzipped TSV: user_id, positive, negatives (space separated).
+
+    Returns each split's SHA-256 of the uncompressed table, which results.json records: equal
+    sums mean equal candidates, and the run folders need not keep (or commit) the files. The
+    files are byte-identical for identical candidates (no time stamp in the gzip header)."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
+    sums = {}
     for split, candidates in (("valid", dataset.valid_candidates), ("test", dataset.test_candidates)):
         names = dataset.item_names[candidates]
         table = pd.DataFrame({
@@ -376,12 +381,13 @@ def export_candidates(dataset: Dataset, folder: Path) -> list[Path]:
             "positive": names[:, 0],
             "negatives": [" ".join(row) for row in names[:, 1:]],
         })
+        text = table.to_csv(sep="\t", index=False, lineterminator="\n").encode()
         path = folder / f"{split}_candidates.tsv.gz"
         temporary = path.with_name(path.name + ".tmp")
-        table.to_csv(temporary, sep="\t", index=False, compression="gzip")
+        temporary.write_bytes(gzip.compress(text, mtime=0))
         os.replace(temporary, path)
-        paths.append(path)
-    return paths
+        sums[split] = hashlib.sha256(text).hexdigest()
+    return sums
 
 
 def main(argv: list[str]) -> None:
@@ -396,8 +402,8 @@ def main(argv: list[str]) -> None:
         folder = Path(extra["export"])
         if config.target_market == "all":
             folder = folder / target
-        for path in export_candidates(dataset, folder):
-            print(f"wrote {path}")
+        for split, sha256 in export_candidates(dataset, folder).items():
+            print(f"wrote {folder / f'{split}_candidates.tsv.gz'}  (sha256 of the table {sha256})")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 results.append({"variant": variant, "market": config["target_market"],
                                 "seed": run["seed"], "stage": stage, "folder": folder.name,
                                 "epochs": run[stage]["epochs"],
+                                "test_candidates": run.get("candidates_sha256", {}).get("test"),
                                 **{k: run[stage][k] for k in METRICS}})
         metrics_file = folder / "metrics.jsonl"
         if metrics_file.is_file():
@@ -172,6 +173,7 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
         lines += model_comparison(table)
     missing = [m for m in MARKETS if m not in set(results["market"])]
     lines += ["Markets without runs: " + (", ".join(missing) if missing else "none") + ".", ""]
+    lines += [candidates_line(results), ""]
     seeds = results.groupby(["variant", "market"])["seed"].apply(lambda s: sorted(set(s)))
     lines += ["Seeds: " + "; ".join(
         f"{variant}: " + ", ".join(f"{m} {list(s)}" for (_, m), s in by_market.items())
@@ -179,6 +181,21 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
               "", "Figures: `metric_<metric>.png` (ours with ±1 std error bars beside the authors' "
               "point), `curves_<market>.png` (valid NDCG@5 per epoch and seed).", ""]
     return "\n".join(lines)
+
+
+def candidates_line(results: pd.DataFrame) -> str:
+    """Whether the variants of each (market, seed) were tested on the same candidates, by the
+    SHA-256 each run records in results.json (runs with full ranking record none)."""
+    recorded = results.dropna(subset=["test_candidates"]).drop_duplicates(["variant", "market", "seed"])
+    if recorded.empty:
+        return "Test candidates: no run records their SHA-256."
+    sets = recorded.groupby(["market", "seed"])["test_candidates"].nunique()
+    differing = [f"{market} seed {seed} ({count} sets)" for (market, seed), count in sets.items() if count > 1]
+    return (f"Test candidates (SHA-256 in results.json): {len(recorded)} runs of "
+            f"{recorded['variant'].nunique()} variant(s) over {len(sets)} (market, seed) pairs; "
+            + ("every pair's runs saw the same candidates." if not differing else
+               "different candidate sets (expected where protocol settings differ) for "
+               + ", ".join(differing) + "."))
 
 
 def comparison_text(folders: list[Path]) -> str:

@@ -256,7 +256,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     seed = progress.seed
     dataset = build_dataset(frames, target, seed, config)
     if config.eval_mode == "sampled":  # full ranking's candidates are all the target's items
-        export_candidates(dataset, run_dir / f"seed{seed}")
+        progress.seed_result["candidates_sha256"] = export_candidates(dataset, run_dir / f"seed{seed}")
     torch.manual_seed(seed)
     batch_rng = np.random.default_rng([seed, 1])  # batch order; the split used default_rng(seed)
     negatives_rng = np.random.default_rng([seed, 2])  # resample_train_negatives only

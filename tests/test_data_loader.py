@@ -138,8 +138,15 @@ def test_sample_negatives_draws_distinct_allowed_items_and_refuses_the_impossibl
 
 def test_export_writes_raw_ids_one_row_per_target_user(frames, small_config, tmp_path):
     dataset = build_dataset(frames, "in", seed=0, config=small_config)
-    valid_path, test_path = export_candidates(dataset, tmp_path)
-    assert valid_path.name == "valid_candidates.tsv.gz" and test_path.name == "test_candidates.tsv.gz"
+    sums = export_candidates(dataset, tmp_path)
+    test_path = tmp_path / "test_candidates.tsv.gz"
+    for split in ("valid", "test"):  # the sum is the uncompressed table's
+        assert sums[split] == hashlib.sha256(gzip.decompress((tmp_path / f"{split}_candidates.tsv.gz")
+                                                             .read_bytes())).hexdigest()
+    first_bytes = test_path.read_bytes()
+    assert export_candidates(dataset, tmp_path / "again") == sums  # same candidates, same bytes
+    assert (tmp_path / "again" / "test_candidates.tsv.gz").read_bytes() == first_bytes
+    assert export_candidates(build_dataset(frames, "in", seed=1, config=small_config), tmp_path / "other") != sums
     with gzip.open(test_path, "rt") as f:
         assert f.readline() == "user_id\tpositive\tnegatives\n"
     table = pd.read_csv(test_path, sep="\t")

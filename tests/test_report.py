@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 
 from config import Config
-from report import comparison_text
+from report import candidates_line, collect, comparison_text
 from tests.conftest import REPO
 
 AUTHORS = json.loads((REPO / "data" / "authors_logged_runs.json").read_text())["markets"]
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
 
 
-def fabricate(log_dir: Path, name: str, market: str, values: dict[int, float], **settings) -> Path:
+def fabricate(log_dir: Path, name: str, market: str, values: dict[int, float],
+              candidates: dict[int, str] | None = None, **settings) -> Path:
     """A run folder whose seed S scores values[S] + offset on every metric (offset: HR@5 0,
     HR@10 0.1, NDCG@5 -0.1, NDCG@10 -0.05; fine-tuning adds 0.02)."""
     offsets = dict(zip(METRICS, (0.0, 0.1, -0.1, -0.05)))
@@ -31,6 +32,8 @@ def fabricate(log_dir: Path, name: str, market: str, values: dict[int, float], *
         runs.append({"seed": seed, **{stage: {**{m: value + offsets[m] + bump for m in METRICS},
                                                "epochs": 3, "best_epoch": 2}
                                       for stage, bump in (("pretrain", 0.0), ("finetune", 0.02))}})
+        if candidates is not None:
+            runs[-1]["candidates_sha256"] = {"valid": "v" + candidates[seed], "test": candidates[seed]}
         records += [{"seed": seed, "stage": stage, "epoch": e, "loss": 0.5,
                      "valid": {m: 0.1 * e for m in METRICS}, "seconds": 1.0, "train_seconds": 1.0}
                     for stage in ("pretrain", "finetune") for e in (1, 2, 3)]
@@ -113,3 +116,18 @@ def test_no_run_folder_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={tmp_path}"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and "error: no run folder with a results.json" in result.stderr
+
+
+def test_the_candidates_line_says_whether_each_market_and_seed_saw_one_candidate_set(tmp_path):
+    fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.5, 1: 0.5}, candidates={0: "a", 1: "b"})
+    fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.5, 1: 0.5}, candidates={0: "a", 1: "b"}, lr=0.01)
+    fabricate(tmp_path, "jp-20260102-000000", "jp", {0: 0.5}, candidates={0: "c"})
+    fabricate(tmp_path, "jp-20260103-000000", "jp", {1: 0.5})  # records none: not counted
+    results, _ = collect(sorted(tmp_path.iterdir()))
+    assert candidates_line(results) == ("Test candidates (SHA-256 in results.json): 5 runs of 2 variant(s) "
+                                        "over 3 (market, seed) pairs; every pair's runs saw the same "
+                                        "candidates.")
+    fabricate(tmp_path, "in-20260104-000000", "in", {1: 0.5}, candidates={1: "d"}, split="temporal")
+    results, _ = collect(sorted(tmp_path.iterdir()))
+    assert candidates_line(results).endswith("different candidate sets (expected where protocol settings "
+                                             "differ) for in seed 1 (2 sets).")
