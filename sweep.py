@@ -30,6 +30,7 @@ SIGINT / SIGTERM sent to the sweep process alone, does the same at once (exit 13
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import shlex
@@ -78,24 +79,34 @@ class Job:
                 f"--first_seed={self.seed}", "--seeds=1", *self.settings]
 
 
+@functools.cache
+def run_folders(log_dir: str, market: str) -> list[tuple[Path, dict, set[int]]]:
+    """(folder, its config.json, the seeds with results) of each run folder of `market` in
+    `log_dir`, newest first; read once per sweep, however many jobs ask."""
+    folders = []
+    for folder in sorted(Path(log_dir).glob(f"{market}-*"), reverse=True):
+        try:
+            saved = json.loads((folder / "config.json").read_text())
+            results = folder / "results.json"
+            done = {run["seed"] for run in json.loads(results.read_text())["runs"]} if results.is_file() else set()
+        except (OSError, ValueError, KeyError):
+            continue
+        folders.append((folder, saved, done))
+    return folders
+
+
 def previous_run(job: Job) -> tuple[str, Path] | None:
     """("done", folder) if a run folder in the job's log_dir holds this job's test results,
     ("resume", folder) if one holds its checkpoint, else None. A folder is this job's when the
     report would count it as the same (variant, market, seed)."""
     config, _ = parse_overrides(job.command()[2:])
     variant = report.variant_name(dataclasses.asdict(config))
-    for folder in sorted(Path(config.log_dir).glob(f"{job.market}-*"), reverse=True):
-        try:
-            saved = json.loads((folder / "config.json").read_text())
-            first_seed, seeds = saved.get("first_seed", 0), saved["seeds"]
-        except (OSError, ValueError, KeyError):
-            continue
+    for folder, saved, done in run_folders(config.log_dir, job.market):
         if saved.get("target_market") != job.market or report.variant_name(saved) != variant:
             continue
-        results = folder / "results.json"
-        if results.is_file() and job.seed in {run["seed"] for run in json.loads(results.read_text())["runs"]}:
+        if job.seed in done:
             return "done", folder
-        if (folder / CHECKPOINT).is_file() and (first_seed, seeds) == (job.seed, 1):
+        if (folder / CHECKPOINT).is_file() and (saved.get("first_seed", 0), saved.get("seeds")) == (job.seed, 1):
             return "resume", folder
     return None
 
@@ -169,7 +180,7 @@ def run_jobs(jobs: list[Job], parallel: int, deadline: float | None) -> list[Job
                 if output is not None:
                     output.close()
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT / SIGTERM sent to the sweep alone
-        for job, process, _, _ in running:
+        for _, process, _, _ in running:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)  # the job checkpoints and exits
         for job, process, _, _ in running:
@@ -210,6 +221,7 @@ def main(argv: list[str]) -> None:
                            options.pop("seeds", "1")])]
     jobs = plan_jobs(lines, [f"--{k}={v}" for k, v in options.items()])
     if not redo:
+        run_folders.cache_clear()  # what is on disk now
         for job in list(jobs):
             previous = previous_run(job)
             if previous is not None and previous[0] == "done":
