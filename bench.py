@@ -28,7 +28,7 @@ from config import ConfigError, parse_overrides
 from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
 from model import ACMR
-from train_model import Progress, environment, resolve_device, run_seed, train_epoch
+from train_model import Progress, configure_host, environment, resolve_device, run_seed, train_epoch
 
 
 class TorchEncoder(nn.Module):
@@ -86,8 +86,7 @@ def main(argv: list[str]) -> dict[str, object]:
                                                  "baseline_batches": int})
     target = config.target_market if config.target_market != "all" else "uk"
     device = resolve_device(config.device)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    configure_host(config)
     report: dict[str, object] = {"target_market": target, "environment": environment(device),
                                  "command": " ".join(["python bench.py", *argv])}
 

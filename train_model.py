@@ -10,6 +10,7 @@ seed's evaluation candidates (README.md lists them).
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
 import json
 import logging
@@ -60,6 +61,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_host(config: Config) -> None:
+    """Torch's thread count, and glibc's malloc told to keep the memory torch frees.
+
+    By default glibc serves each block over 128 KB (adaptively up to 32 MB) with a fresh mapping
+    from the kernel and unmaps it when freed, so every batch's activations land on new pages;
+    faulting them in cost ~20% of a CPU training step on this (virtual) machine: 0.25 against
+    0.20 s per batch of `uk`, 2.8 M against 0.5 M page faults over 120 batches. With
+    `keep_freed_memory` the blocks come from the heap and freed ones are reused. No effect with
+    another C library.
+    """
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    if config.keep_freed_memory and platform.libc_ver()[0] == "glibc":
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt's parameter numbers (malloc.h)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_MAX, 0)  # no block gets its own mapping
+        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # free memory at the heap's top stays
+
+
 def environment(device: torch.device) -> dict[str, object]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
@@ -108,7 +128,7 @@ def start_log_file(run_dir: Path) -> logging.Handler:
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "acmr-checkpoint/1"
-RESUMABLE_SETTINGS = ("device", "num_threads", "data_dir", "log_dir")  # may differ on --resume
+RESUMABLE_SETTINGS = ("device", "num_threads", "keep_freed_memory", "data_dir", "log_dir")  # may differ on --resume
 
 
 class CheckpointError(RuntimeError):
@@ -419,8 +439,7 @@ def main(argv: list[str]) -> None:
         given = {arg[2:].split("=", 1)[0] for arg in argv} - {"resume"}
         config = resume_config(resume_dir, config, given)
     device = resolve_device(config.device)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    configure_host(config)
     frames = load_markets(config)
     command = shlex.join(["python", "train_model.py", *argv])
     if resume_dir is not None:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -9,6 +12,8 @@ import torch
 from data_loader import DeviceData, build_dataset
 from model import ACMR
 from train_model import epoch_batches, train_epoch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_row_is_in_exactly_one_batch_and_buckets_hold_similar_lengths(small_config):
@@ -57,3 +62,21 @@ def test_training_on_planted_data_beats_chance(frames, small_config):
     rows = np.arange(len(dataset.train_user))
     losses = [train_epoch(model, optimizer, data, rows, rng, config, "test") for _ in range(3)]
     assert losses[-1] < losses[0]
+
+
+def test_keep_freed_memory_lets_a_freed_block_be_reused_without_page_faults():
+    script = """
+import resource, sys, torch
+from config import Config
+from train_model import configure_host
+configure_host(Config(keep_freed_memory=sys.argv[1] == "true"))
+torch.ones(2**24)  # 64 MB, freed at once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(2**24)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = {setting: int(subprocess.run([sys.executable, "-c", script, setting], cwd=REPO, check=True,
+                                          capture_output=True, text=True).stdout)
+              for setting in ("true", "false")}
+    assert faults["false"] > 10_000  # 16,384 fresh 4 KB pages
+    assert faults["true"] < 1_000
