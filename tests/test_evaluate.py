@@ -72,4 +72,6 @@ def test_grouped_scoring_equals_scoring_each_pair_alone(frames, small_config):
             alone = model(None, data.user_history[user].expand(len(candidates), -1), candidates,
                           data.user_market[user].expand(len(candidates)))
             torch.testing.assert_close(scores[row], alone, rtol=1e-5, atol=1e-5)
+    per_device_default = score_candidates(model, data, data.test_candidates, batch_floats=0)
+    torch.testing.assert_close(per_device_default, scores, rtol=1e-5, atol=1e-5)
     assert not model.training
