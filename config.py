@@ -25,7 +25,7 @@ class Config:
     device: str = "auto"  # "auto" (GPU when present, else CPU), "cpu", "cuda" or "cuda:N"
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default (all cores)
     keep_freed_memory: bool = True  # glibc keeps freed memory for the next tensors instead of
-    # returning it to the kernel (speed only, ~20% on CPU; train_model.configure_host)
+    # returning it to the kernel (speed only; train_model.configure_host has the measurements)
 
     # ---- where things are ----
     data_dir: str = "data"  # the <market>_5core.txt files; else $XMREC_DIR; else downloaded here
