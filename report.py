@@ -4,10 +4,11 @@
     python evaluate.py report log/in-2026... log/jp-2026...  # these run folders
     python evaluate.py report --log_dir=log/results --out=DIR
 
-Writes report.md, report.csv and PNG figures (default: into the log_dir, or next to the run
-folders). Runs of the same market and seed in several folders count once (the newest folder).
-Folders whose settings differ in more than where and how fast they ran form separate
-variants, named by the settings that differ from config.py's defaults.
+Writes report.md, report.csv (the summary), report_breakdown.csv (the break-downs of
+PROTOCOL.md) and PNG figures (default: into the log_dir, or next to the run folders). Runs of
+the same market and seed in several folders count once (the newest folder). Folders whose
+settings differ in more than where and how fast they ran form separate variants, named by the
+settings that differ from config.py's defaults.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ from evaluate import METRICS  # noqa: E402
 
 AUTHORS_RUNS = Path(__file__).resolve().parent / "data" / "authors_logged_runs.json"
 STAGE_TITLES = {"pretrain": "after pre-training", "finetune": "after fine-tuning"}
+BREAKDOWN_GROUPS = {"repeat_purchase": "repeat purchase", "new_purchase": "new purchase",
+                    "item_seen_in_target_training": "item seen in target training",
+                    "item_unseen_in_target_training": "item unseen in target training (cold)"}
 NOT_EXPERIMENT = {"target_market", "seeds", "first_seed", "device", "num_threads", "data_dir", "data_url",
                   "log_dir", "eval_batch_floats", "train_chunk_floats"}  # change no result
 
@@ -61,6 +65,13 @@ def find_run_folders(paths: list[Path]) -> list[Path]:
     return sorted(folders)
 
 
+def breakdown_columns(breakdown: dict | None) -> dict[str, float]:
+    """A stage's break-down (results.json) as `<group> <metric>` and `<group> users` columns;
+    NaN where the run has none (older runs) or the group has no test user."""
+    return {f"{group} {key}": (breakdown or {}).get(group, {}).get(key, np.nan) if (breakdown or {}).get(group)
+            else np.nan for group in BREAKDOWN_GROUPS for key in ("HR@10", "NDCG@10", "users")}
+
+
 def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test metrics, one row per (variant, market, seed, stage), and the per-epoch records."""
     results, curves = [], []
@@ -73,7 +84,8 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                                 "seed": run["seed"], "stage": stage, "folder": folder.name,
                                 "epochs": run[stage]["epochs"],
                                 "test_candidates": run.get("candidates_sha256", {}).get("test"),
-                                **{k: run[stage][k] for k in METRICS}})
+                                **{k: run[stage][k] for k in METRICS},
+                                **breakdown_columns(run[stage].get("breakdown"))})
         metrics_file = folder / "metrics.jsonl"
         if metrics_file.is_file():
             for line in metrics_file.read_text().splitlines():
@@ -116,6 +128,49 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
             for column, values in keys.items()}
     order = np.lexsort([rank["metric"], rank["market"], rank["stage"], table["variant"]])
     return table.iloc[order].reset_index(drop=True)
+
+
+def breakdown_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (variant, stage, market, break-down group): mean test HR@10 and NDCG@10 over
+    the seeds whose results.json has the break-down, their number, and the group's mean number
+    of test users per seed. Ordered as the summary table."""
+    parts = []
+    for group in BREAKDOWN_GROUPS:
+        part = results[["variant", "stage", "market", "seed"]].assign(group=group)
+        for key in ("HR@10", "NDCG@10", "users"):
+            part[key] = results[f"{group} {key}"] if f"{group} {key}" in results else np.nan
+        parts.append(part)
+    long = pd.concat(parts).dropna(subset=["users"])
+    table = long.groupby(["variant", "stage", "market", "group"]).agg(
+        **{"HR@10": ("HR@10", "mean"), "NDCG@10": ("NDCG@10", "mean"), "seeds": ("seed", "count"),
+           "users": ("users", "mean")}).reset_index()
+    keys = {"stage": STAGES, "market": MARKETS, "group": list(BREAKDOWN_GROUPS)}
+    rank = {column: table[column].map({v: i for i, v in enumerate(values)}) for column, values in keys.items()}
+    order = np.lexsort([rank["group"], rank["market"], rank["stage"], table["variant"]])
+    return table.iloc[order].reset_index(drop=True)
+
+
+def breakdown_lines(table: pd.DataFrame) -> list[str]:
+    """Markdown lines of the break-down table: a row per (variant, stage, market), a column per group."""
+    if table.empty:
+        return []
+    lines = ["## Break-downs: test HR@10 / NDCG@10 by group of test users (PROTOCOL.md)", "",
+             "Mean over the seeds whose results.json has break-downs (last column); in brackets the "
+             "group's test users per seed; `-` where a group has none.", "",
+             "| model | stage | market | " + " | ".join(BREAKDOWN_GROUPS.values()) + " | seeds |",
+             "|---|---|---|" + "---|" * (len(BREAKDOWN_GROUPS) + 1)]
+    for (variant, stage, market), rows in table.groupby(["variant", "stage", "market"], sort=False):
+        by_group = rows.set_index("group")
+        cells = []
+        for group in BREAKDOWN_GROUPS:
+            row = by_group.loc[group] if group in by_group.index else None
+            if row is None or pd.isna(row["HR@10"]):
+                cells.append("-")
+            else:
+                cells.append(f"{row['HR@10']:.4f} / {row['NDCG@10']:.4f} ({row['users']:.0f})")
+        lines.append(f"| {variant} | {STAGE_TITLES[stage]} | {market} | " + " | ".join(cells)
+                     + f" | {rows['seeds'].max()} |")
+    return [*lines, ""]
 
 
 def mean_std(row: pd.Series) -> str:
@@ -171,6 +226,7 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
             lines.append("")
     if table["variant"].nunique() > 1:
         lines += model_comparison(table)
+    lines += breakdown_lines(breakdown_table(results))
     missing = [m for m in MARKETS if m not in set(results["market"])]
     lines += ["Markets without runs: " + (", ".join(missing) if missing else "none") + ".", ""]
     lines += [candidates_line(results), ""]
@@ -268,6 +324,7 @@ def build_report(paths: list[Path], out: Path, command: str) -> Path:
     table = summary_table(results)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "report.csv", index=False)
+    breakdown_table(results).to_csv(out / "report_breakdown.csv", index=False)
     plot_metrics(table, out)
     if len(curves):
         plot_curves(curves, out)
@@ -292,4 +349,4 @@ def main(argv: list[str]) -> None:
     except FileNotFoundError as error:
         sys.exit(f"error: {error}")
     print(path.read_text())
-    print(f"wrote {path}, {out / 'report.csv'} and figures in {out}")
+    print(f"wrote {path}, {out / 'report.csv'}, {out / 'report_breakdown.csv'} and figures in {out}")

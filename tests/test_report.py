@@ -131,3 +131,36 @@ def test_the_candidates_line_says_whether_each_market_and_seed_saw_one_candidate
     results, _ = collect(sorted(tmp_path.iterdir()))
     assert candidates_line(results).endswith("different candidate sets (expected where protocol settings "
                                              "differ) for in seed 1 (2 sets).")
+
+
+def add_breakdowns(folder: Path, by_seed: dict[int, dict[str, tuple[float, int] | None]]) -> None:
+    """Give the fine-tuning stage of seed S the break-down by_seed[S]: group -> (HR@10, users),
+    NDCG@10 = HR@10 / 2; None for an empty group."""
+    results = json.loads((folder / "results.json").read_text())
+    for run in results["runs"]:
+        if run["seed"] in by_seed:
+            run["finetune"]["breakdown"] = {
+                group: None if value is None else {"HR@5": 0.0, "HR@10": value[0], "NDCG@5": 0.0,
+                                                   "NDCG@10": value[0] / 2, "users": value[1]}
+                for group, value in by_seed[run["seed"]].items()}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_the_breakdown_table_averages_each_group_over_the_seeds_that_have_it(tmp_path):
+    folder = fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.5, 1: 0.5, 2: 0.5})
+    groups = ("repeat_purchase", "new_purchase", "item_seen_in_target_training", "item_unseen_in_target_training")
+    add_breakdowns(folder, {0: dict(zip(groups, ((1.0, 6), (0.6, 233), (0.8, 200), (0.2, 39)))),
+                            1: dict(zip(groups, (None, (0.7, 240), (0.9, 210), (0.4, 30))))})  # seed 2: none
+    result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={tmp_path}"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "report_breakdown.csv").set_index(["stage", "market", "group"])
+    assert set(table.index.get_level_values("stage")) == {"finetune"}  # pre-training has none
+    new = table.loc[("finetune", "in", "new_purchase")]
+    assert (new["HR@10"], new["NDCG@10"], new["users"], new["seeds"]) == (
+        pytest.approx(0.65), pytest.approx(0.325), pytest.approx(236.5), 2)
+    repeat = table.loc[("finetune", "in", "repeat_purchase")]  # empty on seed 1: seed 0 alone
+    assert (repeat["HR@10"], repeat["seeds"]) == (pytest.approx(1.0), 1)
+    report = (tmp_path / "report.md").read_text()
+    assert ("| acmr | after fine-tuning | in | 1.0000 / 0.5000 (6) | 0.6500 / 0.3250 (236) "
+            "| 0.8500 / 0.4250 (205) | 0.3000 / 0.1500 (34) | 2 |") in report
