@@ -32,30 +32,74 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit, prange
 from torch import nn
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout: zero each element with probability p, scale the rest by 1 / (1 - p).
+@njit(parallel=True, fastmath=True, cache=True)
+def _dropout_cpu(x: np.ndarray, seed: int, threshold: int, scale: float, relu: bool,
+                 out: np.ndarray, mask: np.ndarray) -> None:
+    """out = x * mask, mask = scale or 0 per element (flat arrays; with relu also 0 where
+    x <= 0). Elements 2j and 2j + 1 take the low and high 31 bits of SplitMix64's output for
+    counter j from `seed`, kept where they are >= threshold: a mask depends on the seed
+    alone, not on the number of threads."""
+    n, chunks = x.shape[0], 16
+    pairs = (n + 1) // 2
+    per_chunk = (pairs + chunks - 1) // chunks
+    for chunk in prange(chunks):
+        for j in range(chunk * per_chunk, min(pairs, (chunk + 1) * per_chunk)):
+            z = np.uint64(seed) + np.uint64(j) * np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+            low = scale * ((z & np.uint64(0x7FFFFFFF)) >= np.uint64(threshold))
+            high = scale * (((z >> np.uint64(32)) & np.uint64(0x7FFFFFFF)) >= np.uint64(threshold))
+            i = 2 * j
+            if relu:
+                low *= x[i] > 0
+                high *= i + 1 < n and x[i + 1] > 0
+            mask[i], out[i] = low, x[i] * low
+            if i + 1 < n:  # n odd: the last output decides one element
+                mask[i + 1], out[i + 1] = high, x[i + 1] * high
+
+
+class _DropoutCPU(torch.autograd.Function):
+    """Dropout (of relu(x) with `relu`) in one pass over x (`_dropout_cpu`); the backward
+    multiplies by the saved mask."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float, seed: int, relu: bool) -> torch.Tensor:
+        x = x.detach().contiguous()
+        out, mask = torch.empty_like(x), torch.empty_like(x)
+        _dropout_cpu(x.view(-1).numpy(), seed, round(p * 2**31), x.new_tensor(1 / (1 - p)).numpy()[()],
+                     relu, out.view(-1).numpy(), mask.view(-1).numpy())
+        ctx.save_for_backward(mask)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None, None, None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, relu: bool = False) -> torch.Tensor:
+    """Inverted dropout: zero each element with probability p, scale the rest by 1 / (1 - p);
+    with `relu`, of relu(x) (one pass on CPU instead of two).
 
     On CPU, torch draws one 32-bit random number per element from its Mersenne Twister
-    (~9 ns each here), which made dropout half of a training step. Here the mask's bits come
-    from numpy's SFC64 generator, ~3x faster per bit, seeded for each call by one draw of
-    torch's generator, so `torch.manual_seed` still fixes every mask and a checkpoint of
-    torch's generator state resumes them. Each 64-bit word decides two elements: its two
-    32-bit halves, each cut to 31 uniform bits, are compared with round(p * 2^31), so the drop
-    probability is p to within 5e-10. Other devices use `F.dropout`, which is fast there.
+    (~9 ns each here) and builds the result in several passes over memory, which made dropout
+    half of a training step. Here one compiled pass (`_dropout_cpu`, numba) draws the random
+    bits, a counter-based SplitMix64 seeded for each call by one draw of torch's generator (so
+    `torch.manual_seed` still fixes every mask and a checkpoint of torch's generator state
+    resumes them), and writes the result and the mask. Each 64-bit output decides two
+    elements: its two 32-bit halves, each cut to 31 uniform bits, are compared with
+    round(p * 2^31), so the drop probability is p to within 5e-10. Other devices use
+    `F.dropout`, which is fast there.
     """
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, training=True)
-    seed = int(torch.randint(2**63 - 1, ()))
-    words = torch.from_numpy(np.random.SFC64(seed).random_raw((x.numel() + 1) // 2).view(np.int64))
-    halves = words.bitwise_and_(0x7FFFFFFF7FFFFFFF).view(torch.int32)[:x.numel()]  # uniform in [0, 2^31)
-    keep = torch.empty(x.shape, dtype=x.dtype)  # the comparison writes 1.0 / 0.0 straight into
-    torch.ge(halves.view(x.shape), round(p * 2**31), out=keep)  # it: 3x faster than bool + .to()
-    return x * keep.mul_(1.0 / (1.0 - p))
+    if training and p > 0.0 and x.device.type == "cpu":
+        return _DropoutCPU.apply(x, p, int(torch.randint(2**63 - 1, ())), relu)
+    x = F.relu(x) if relu else x
+    return F.dropout(x, p, training=True) if training and p > 0.0 else x
 
 
 class EncoderLayer(nn.Module):
@@ -90,7 +134,7 @@ class EncoderLayer(nn.Module):
         attended = probabilities.transpose(-2, -1) @ value  # (B, heads, Tq, head_size)
         attended = attended.transpose(1, 2).reshape(batch, length, hidden)
         x = self.norm1(x + dropout(self.self_attn.out_proj(attended), self.p, self.training))
-        hidden_ff = dropout(F.relu(self.linear1(x)), self.p, self.training)
+        hidden_ff = dropout(self.linear1(x), self.p, self.training, relu=True)
         return self.norm2(x + dropout(self.linear2(hidden_ff), self.p, self.training))
 
 

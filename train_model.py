@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 import torch
@@ -62,7 +63,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure_host(config: Config) -> None:
-    """Torch's thread count, and glibc's malloc told to keep the memory torch frees.
+    """Torch's (and numba's) thread count, and glibc's malloc told to keep the memory torch frees.
 
     By default glibc serves each block over 128 KB (adaptively up to 32 MB) with a fresh mapping
     from the kernel and unmaps it when freed, so every batch's activations land on new pages,
@@ -73,6 +74,7 @@ def configure_host(config: Config) -> None:
     """
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # model.dropout's
     if config.keep_freed_memory and platform.libc_ver()[0] == "glibc":
         M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt's parameter numbers (malloc.h)
         libc = ctypes.CDLL(None)

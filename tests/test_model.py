@@ -2,6 +2,7 @@
 does not change the output; dropout drops with probability p; training lowers the loss."""
 from __future__ import annotations
 
+import numba
 import torch
 from torch import nn
 
@@ -94,6 +95,29 @@ def test_dropout_masks_are_reproducible_from_the_seed():
     torch.manual_seed(5)
     b = dropout(torch.ones(1000), 0.3, True)
     assert torch.equal(a, b)
+
+
+def test_dropout_of_relu_is_one_pass_of_the_same_function_with_the_same_gradient():
+    x = torch.randn(3001, dtype=torch.float32, requires_grad=True)  # odd: the last draw decides one element
+    torch.manual_seed(7)
+    fused = dropout(x, 0.3, True, relu=True)
+    fused.backward(torch.arange(3001.0))
+    fused_grad, x.grad = x.grad, None
+    torch.manual_seed(7)
+    plain = dropout(torch.relu(x), 0.3, True)
+    plain.backward(torch.arange(3001.0))
+    assert torch.equal(fused, plain) and torch.equal(fused_grad, x.grad)
+    assert (fused[x <= 0] == 0).all() and (fused > 0).any()
+    assert torch.equal(dropout(x, 0.3, False, relu=True), torch.relu(x))
+
+
+def test_dropout_masks_do_not_depend_on_the_number_of_threads():
+    masks = []
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        torch.manual_seed(3)
+        masks.append(dropout(torch.ones(100_001), 0.3, True))
+    assert torch.equal(*masks)
 
 
 def test_a_few_training_steps_lower_the_loss():
