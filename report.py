@@ -68,8 +68,9 @@ def find_run_folders(paths: list[Path]) -> list[Path]:
 def breakdown_columns(breakdown: dict | None) -> dict[str, float]:
     """A stage's break-down (results.json) as `<group> <metric>` and `<group> users` columns;
     NaN where the run has none (older runs) or the group has no test user."""
-    return {f"{group} {key}": (breakdown or {}).get(group, {}).get(key, np.nan) if (breakdown or {}).get(group)
-            else np.nan for group in BREAKDOWN_GROUPS for key in ("HR@10", "NDCG@10", "users")}
+    groups = breakdown or {}
+    return {f"{group} {key}": groups[group][key] if groups.get(group) else np.nan
+            for group in BREAKDOWN_GROUPS for key in ("HR@10", "NDCG@10", "users")}
 
 
 def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -138,7 +139,7 @@ def breakdown_table(results: pd.DataFrame) -> pd.DataFrame:
     for group in BREAKDOWN_GROUPS:
         part = results[["variant", "stage", "market", "seed"]].assign(group=group)
         for key in ("HR@10", "NDCG@10", "users"):
-            part[key] = results[f"{group} {key}"] if f"{group} {key}" in results else np.nan
+            part[key] = results[f"{group} {key}"]
         parts.append(part)
     long = pd.concat(parts).dropna(subset=["users"])
     table = long.groupby(["variant", "stage", "market", "group"]).agg(
@@ -207,7 +208,7 @@ def model_comparison(table: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
-def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
+def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFrame, command: str) -> str:
     lines = ["# ACMR reproduction report", "",
              f"Built with `{command}` from {results['folder'].nunique()} run folder(s). "
              "Test metrics over 1 positive + 99 sampled negatives. Each cell: our mean ± sample "
@@ -226,7 +227,7 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, command: str) -> str:
             lines.append("")
     if table["variant"].nunique() > 1:
         lines += model_comparison(table)
-    lines += breakdown_lines(breakdown_table(results))
+    lines += breakdown_lines(breakdowns)
     missing = [m for m in MARKETS if m not in set(results["market"])]
     lines += ["Markets without runs: " + (", ".join(missing) if missing else "none") + ".", ""]
     lines += [candidates_line(results), ""]
@@ -324,11 +325,12 @@ def build_report(paths: list[Path], out: Path, command: str) -> Path:
     table = summary_table(results)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "report.csv", index=False)
-    breakdown_table(results).to_csv(out / "report_breakdown.csv", index=False)
+    breakdowns = breakdown_table(results)
+    breakdowns.to_csv(out / "report_breakdown.csv", index=False)
     plot_metrics(table, out)
     if len(curves):
         plot_curves(curves, out)
-    (out / "report.md").write_text(markdown(table, results, command))
+    (out / "report.md").write_text(markdown(table, results, breakdowns, command))
     return out / "report.md"
 
 
