@@ -389,6 +389,8 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
             f.write(command + "\n")
     progress = (Progress(**checkpoint["progress"]) if checkpoint
                 else Progress(seed=config.first_seed, stage=active_stages(config)[0]))
+    if checkpoint is None:  # resumable from the start: Ctrl-C in the first epoch loses nothing
+        save_checkpoint(run_dir, config, progress)
     handler = start_log_file(run_dir)
     try:
         if checkpoint is None:
@@ -411,7 +413,7 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
         log.info(comparison_text([run_dir]))
         log.info(f"results in {run_dir / 'results.json'}")
     except KeyboardInterrupt:
-        log.info(f"interrupted: the last finished epoch is saved in {run_dir / CHECKPOINT}; "
+        log.info(f"interrupted: progress up to the last finished epoch is saved in {run_dir / CHECKPOINT}; "
                  f"continue with: python train_model.py --resume={run_dir}")
         raise
     finally:

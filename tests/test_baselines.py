@@ -166,7 +166,7 @@ def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_
     folders = sorted(tmp_path.glob("in-*"))
     for run_dir in folders:
         assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "results.json").exists()
-        assert "interrupted: the last finished epoch is saved" in (run_dir / "train.log").read_text()
+        assert "interrupted: progress up to the last finished epoch is saved" in (run_dir / "train.log").read_text()
 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stdout + again.stderr

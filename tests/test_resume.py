@@ -115,9 +115,10 @@ def test_ctrl_c_saves_prints_the_resume_command_and_resumes(uninterrupted, real_
     process = subprocess.Popen([sys.executable, "train_model.py", *SETTINGS, f"--log_dir={tmp_path}"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "XMREC_DIR": real_config.data_dir})
-    deadline = time.time() + 120
+    deadline = time.time() + 300  # interrupt during training, after the first epoch's record
     while not list(tmp_path.glob("*/metrics.jsonl")) and time.time() < deadline:
         time.sleep(0.2)
+    assert list(tmp_path.glob("*/metrics.jsonl")), "no epoch finished in 300 s"
     process.send_signal(signal.SIGINT)
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 130
