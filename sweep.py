@@ -133,7 +133,9 @@ def plan_jobs(lines: list[str], common: list[str]) -> list[Job]:
             unknown = [v for v in values if v not in allowed]
             if unknown:
                 raise ConfigError(f"unknown {name} {unknown[0]!r}; allowed: {', '.join(allowed)}")
-        jobs += [Job(model, market, seed, [*common, *fields[3:]])
+        own = {f[2:].split("=", 1)[0] for f in fields[3:]}  # a line's setting overrides the command's
+        settings = [s for s in common if s[2:].split("=", 1)[0] not in own] + fields[3:]
+        jobs += [Job(model, market, seed, settings)
                  for model in models for market in markets for seed in parse_seeds(fields[2])]
     return jobs
 

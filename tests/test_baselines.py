@@ -122,13 +122,14 @@ def test_the_sweep_runs_models_and_writes_one_report_row_per_model(real_config, 
 
 def test_a_plan_lists_grids_in_order_with_their_own_settings(tmp_path):
     plan = tmp_path / "plan.txt"
-    plan.write_text("# comment\nacmr in,jp 2  --split=temporal\n\ngmf,nmf mx 3-4  # later\n")
+    plan.write_text("# comment\nacmr in,jp 2  --split=temporal\n\ngmf,nmf mx 3-4 --log_dir=y  # later\n")
     jobs = sweep.plan_jobs(plan.read_text().splitlines(), ["--log_dir=x"])
     assert [(j.model, j.market, j.seed) for j in jobs] == [
         ("acmr", "in", 0), ("acmr", "in", 1), ("acmr", "jp", 0), ("acmr", "jp", 1),
         ("gmf", "mx", 3), ("gmf", "mx", 4), ("nmf", "mx", 3), ("nmf", "mx", 4)]
     assert jobs[0].settings == ["--log_dir=x", "--split=temporal"]
     assert jobs[0].command()[-4:] == ["--first_seed=0", "--seeds=1", "--log_dir=x", "--split=temporal"]
+    assert jobs[-1].settings == ["--log_dir=y"]  # the line's own setting replaces the command's
     for bad in ("acmr in", "acmr xx 1", "foo in 1", "acmr in x", "acmr in 1 split=temporal"):
         with pytest.raises(ConfigError):
             sweep.plan_jobs([bad], [])
