@@ -15,8 +15,12 @@ function the model computes:
   and after the feed-forward block), the same parameter names, and, for a given seed, the
   same initial weights (all layers start as copies of one, as `nn.TransformerEncoder` does).
   tests/test_model.py checks outputs and initial weights against `nn.TransformerEncoder`.
-  The reason is speed on CPU, where drawing dropout masks dominated a training step: see
-  `dropout` below.
+  The reason is speed on CPU, where torch runs this small model (head size 4, ~10 tokens) as
+  many passes over memory: there the attention (scores, softmax, dropout of the
+  probabilities, weighted sum; forward and backward) is one compiled pass per (sequence,
+  head), `_AttentionCPU`, and dropout one compiled pass, `dropout`. Other devices use torch
+  ops (`attention`). The dropout masks are drawn by our own generator, seeded from torch's,
+  so for a seed they differ from the masks torch would draw; their distribution is the same.
 - `forward` returns the logit; the authors apply the sigmoid inside the model and train with
   BCELoss. We train with BCEWithLogitsLoss (the same loss, numerically safer) and rank on
   logits, so that a saturated sigmoid cannot create ties at evaluation.
@@ -32,8 +36,26 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
 from torch import nn
+
+
+@njit(inline="always")
+def _splitmix64(seed: int, counter: int) -> int:
+    """SplitMix64's output for `counter` from `seed`: the random bits of every dropout mask."""
+    z = np.uint64(seed) + np.uint64(counter) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(inline="always")
+def _kept(seed: int, index: int, threshold: int) -> bool:
+    """Whether dropout keeps element `index` of a call seeded with `seed` (31 bits >= threshold)."""
+    return (_splitmix64(seed, index) & np.uint64(0x7FFFFFFF)) >= np.uint64(threshold)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -48,10 +70,7 @@ def _dropout_cpu(x: np.ndarray, seed: int, threshold: int, scale: float, relu: b
     per_chunk = (pairs + chunks - 1) // chunks
     for chunk in prange(chunks):
         for j in range(chunk * per_chunk, min(pairs, (chunk + 1) * per_chunk)):
-            z = np.uint64(seed) + np.uint64(j) * np.uint64(0x9E3779B97F4A7C15)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            z = z ^ (z >> np.uint64(31))
+            z = _splitmix64(seed, j)
             low = scale * ((z & np.uint64(0x7FFFFFFF)) >= np.uint64(threshold))
             high = scale * (((z >> np.uint64(32)) & np.uint64(0x7FFFFFFF)) >= np.uint64(threshold))
             i = 2 * j
@@ -82,6 +101,183 @@ class _DropoutCPU(torch.autograd.Function):
         return grad * mask, None, None, None
 
 
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float32 whose bits are the int32 `bits` (a bit cast, for `_exp_nonpositive`)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@njit(fastmath=True, inline="always")
+def _exp_nonpositive(x: float) -> float:
+    """e^x for float32 x <= 0, to within 3e-7 relative (e^-87 below -87): range reduction
+    x = n ln2 + r and a degree-6 polynomial, which vectorizes (numba's math.exp is a scalar
+    call here, ~4 ns each)."""
+    x = max(x, np.float32(-87.0))
+    n = math.floor(x * np.float32(1.44269504) + np.float32(0.5))
+    r = x - n * np.float32(0.693145751953125) - n * np.float32(1.42860677e-06)
+    p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1 / 6) + r * (
+        np.float32(1 / 24) + r * (np.float32(1 / 120) + r * np.float32(1 / 720))))))
+    return p * _float_from_bits(np.int32(n + np.float32(127.0)) << np.int32(23))
+
+
+@njit(inline="always")
+def _gather_head(source, b, offset, head_size, target) -> None:
+    """target[d, j] = source[b, j, offset + d] for the T tokens j (target: (head_size, slots))."""
+    for j in range(source.shape[1]):
+        for d in range(head_size):
+            target[d, j] = source[b, j, offset + d]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _attention_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: int, threshold: int,
+                   drop_scale: float, out: np.ndarray, probabilities: np.ndarray, save: bool) -> None:
+    """Multi-head attention, one (sequence, head) at a time, all in cache. qkv (B, T, 3H): the
+    queries, keys and values from `in_proj`; key_real (B, T): 1 for real keys; out (B, T, H).
+    With `save`, the probabilities go to `probabilities` (B, heads, key, query), 0 at padded
+    keys. Dropout (threshold > 0) keeps element (b, h, query i, key j) where
+    _kept(seed, ((b * heads + h) * T + i) * T + j) and scales it by drop_scale.
+    Every loop runs over the queries, padded to `slots` (a multiple of 16), so that it
+    vectorizes and many short rows are worked on at once."""
+    batch, length, hidden = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    head_size = hidden // num_heads
+    scale = np.float32(1.0 / math.sqrt(head_size))
+    slots = (length + 15) // 16 * 16
+    items, chunks = batch * num_heads, 64
+    per_chunk = (items + chunks - 1) // chunks
+    for chunk in prange(chunks):
+        query, keys = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
+        values, attended = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
+        weights = np.zeros((length, slots), np.float32)  # (key, query)
+        top, total = np.zeros(slots, np.float32), np.zeros(slots, np.float32)
+        for item in range(chunk * per_chunk, min(items, (chunk + 1) * per_chunk)):
+            b, h = item // num_heads, item % num_heads
+            _gather_head(qkv, b, h * head_size, head_size, query)
+            _gather_head(qkv, b, hidden + h * head_size, head_size, keys)
+            _gather_head(qkv, b, 2 * hidden + h * head_size, head_size, values)
+            top[:] = -3.0e38
+            for j in range(length):
+                weights[j, :] = 0.0
+                for d in range(head_size):
+                    key = keys[d, j]
+                    for i in range(slots):
+                        weights[j, i] += key * query[d, i]
+                if key_real[b, j]:
+                    for i in range(slots):
+                        top[i] = max(top[i], weights[j, i])
+            total[:] = 0.0
+            for j in range(length):
+                real = np.float32(key_real[b, j])
+                for i in range(slots):
+                    weights[j, i] = _exp_nonpositive(min((weights[j, i] - top[i]) * scale, 0.0)) * real
+                    total[i] += weights[j, i]
+            for i in range(slots):
+                total[i] = np.float32(1.0) / total[i]
+            attended[:] = 0.0
+            for j in range(length):
+                for i in range(slots):
+                    weights[j, i] *= total[i]
+                if save:
+                    probabilities[b, h, j, :] = weights[j, :length]
+                if threshold > 0:
+                    first = item * length * length + j
+                    for i in range(slots):
+                        weights[j, i] *= drop_scale * _kept(seed, first + i * length, threshold)
+                for d in range(head_size):
+                    value = values[d, j]
+                    for i in range(slots):
+                        attended[d, i] += weights[j, i] * value
+            for i in range(length):
+                for d in range(head_size):
+                    out[b, i, h * head_size + d] = attended[d, i]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: int,
+                            threshold: int, drop_scale: float, probabilities: np.ndarray,
+                            grad_out: np.ndarray, grad_qkv: np.ndarray) -> None:
+    """The gradient of `_attention_cpu` with respect to qkv, from its saved probabilities; the
+    dropout mask is drawn again from the seed. Loops over the queries, as there."""
+    batch, length, hidden = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    head_size = hidden // num_heads
+    scale = np.float32(1.0 / math.sqrt(head_size))
+    slots = (length + 15) // 16 * 16
+    items, chunks = batch * num_heads, 64
+    per_chunk = (items + chunks - 1) // chunks
+    for chunk in prange(chunks):
+        query, keys = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
+        values, grad_attended = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
+        grad_query = np.zeros((head_size, slots), np.float32)
+        probability, grad_scores = np.zeros((length, slots), np.float32), np.zeros((length, slots), np.float32)
+        mask, row_dot = np.ones(slots, np.float32), np.zeros(slots, np.float32)
+        for item in range(chunk * per_chunk, min(items, (chunk + 1) * per_chunk)):
+            b, h = item // num_heads, item % num_heads
+            _gather_head(qkv, b, h * head_size, head_size, query)
+            _gather_head(qkv, b, hidden + h * head_size, head_size, keys)
+            _gather_head(qkv, b, 2 * hidden + h * head_size, head_size, values)
+            _gather_head(grad_out, b, h * head_size, head_size, grad_attended)
+            row_dot[:] = 0.0
+            for j in range(length):
+                probability[j, :length] = probabilities[b, h, j, :]
+                if threshold > 0:
+                    first = item * length * length + j
+                    for i in range(slots):
+                        mask[i] = drop_scale * _kept(seed, first + i * length, threshold)
+                grad_scores[j, :] = 0.0  # here the gradient of the probabilities
+                for d in range(head_size):
+                    value, grad_value = values[d, j], np.float32(0.0)
+                    for i in range(slots):
+                        grad_scores[j, i] += value * grad_attended[d, i]
+                        grad_value += probability[j, i] * mask[i] * grad_attended[d, i]
+                    grad_qkv[b, j, 2 * hidden + h * head_size + d] = grad_value
+                for i in range(slots):
+                    grad_scores[j, i] *= mask[i]
+                    row_dot[i] += probability[j, i] * grad_scores[j, i]
+            grad_query[:] = 0.0
+            for j in range(length):
+                for i in range(slots):
+                    grad_scores[j, i] = probability[j, i] * (grad_scores[j, i] - row_dot[i]) * scale
+                for d in range(head_size):
+                    key, grad_key = keys[d, j], np.float32(0.0)
+                    for i in range(slots):
+                        grad_query[d, i] += grad_scores[j, i] * key
+                        grad_key += grad_scores[j, i] * query[d, i]
+                    grad_qkv[b, j, hidden + h * head_size + d] = grad_key
+            for i in range(length):
+                for d in range(head_size):
+                    grad_qkv[b, i, h * head_size + d] = grad_query[d, i]
+
+
+class _AttentionCPU(torch.autograd.Function):
+    """Multi-head attention with dropout on the probabilities, from `in_proj`'s output to the
+    heads' concatenated outputs, in one compiled pass forward (`_attention_cpu`) and one
+    backward (`_attention_backward_cpu`)."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, key_real: torch.Tensor, num_heads: int, p: float, seed: int) -> torch.Tensor:
+        qkv = qkv.detach().contiguous()
+        batch, length = qkv.shape[:2]
+        out = qkv.new_empty(batch, length, qkv.shape[2] // 3)
+        save = ctx.needs_input_grad[0]
+        probabilities = qkv.new_empty((batch, num_heads, length, length) if save else (1, 1, 1, 1))
+        drop_scale = qkv.new_tensor(1 / (1 - p)).numpy()[()]
+        _attention_cpu(qkv.numpy(), key_real.numpy(), num_heads, seed, round(p * 2**31), drop_scale,
+                       out.numpy(), probabilities.numpy(), save)
+        if save:
+            ctx.save_for_backward(qkv, key_real, probabilities)
+            ctx.settings = num_heads, seed, round(p * 2**31), drop_scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        qkv, key_real, probabilities = ctx.saved_tensors
+        grad_qkv = torch.empty_like(qkv)
+        _attention_backward_cpu(qkv.numpy(), key_real.numpy(), *ctx.settings, probabilities.numpy(),
+                                grad_out.contiguous().numpy(), grad_qkv.numpy())
+        return grad_qkv, None, None, None, None
+
+
 def dropout(x: torch.Tensor, p: float, training: bool, relu: bool = False) -> torch.Tensor:
     """Inverted dropout: zero each element with probability p, scale the rest by 1 / (1 - p);
     with `relu`, of relu(x) (one pass on CPU instead of two).
@@ -102,6 +298,17 @@ def dropout(x: torch.Tensor, p: float, training: bool, relu: bool = False) -> to
     return F.dropout(x, p, training=True) if training and p > 0.0 else x
 
 
+def attention(qkv: torch.Tensor, padding: torch.Tensor, num_heads: int, p: float) -> torch.Tensor:
+    """Multi-head attention in torch ops (other devices than the CPU): qkv (B, T, 3H) from
+    `in_proj`, padding (B, T) True at padded keys; returns the heads' outputs (B, T, H)."""
+    batch, length, hidden = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    head_size = hidden // num_heads
+    query, key, value = qkv.view(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4)
+    bias = torch.zeros(padding.shape, dtype=qkv.dtype, device=qkv.device).masked_fill(padding, float("-inf"))
+    scores = query @ key.transpose(-2, -1) / math.sqrt(head_size) + bias[:, None, None, :]  # (B, heads, Tq, Tk)
+    probabilities = F.dropout(torch.softmax(scores, dim=-1), p, training=p > 0.0)
+    return (probabilities @ value).transpose(1, 2).reshape(batch, length, hidden)
+
 class EncoderLayer(nn.Module):
     """`nn.TransformerEncoderLayer(hidden, heads, ff, dropout, batch_first=True)`: post-norm,
     ReLU, with the same parameters (`self_attn.in_proj_weight`, `linear1`, `norm1`, ...)."""
@@ -117,22 +324,19 @@ class EncoderLayer(nn.Module):
         self.num_heads = num_heads
         self.p = dropout_p
 
-    def forward(self, x: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
-        """x (B, T, H); attention_bias (B, 1, T, 1): 0 for real keys, -inf for padded ones.
+    def attention(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """The heads' concatenated outputs (B, T, H), before `out_proj`; padding (B, T) True
+        where the key is padding."""
+        qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)  # (B, T, 3H)
+        p = self.p if self.training else 0.0
+        if x.device.type == "cpu":
+            seed = int(torch.randint(2**63 - 1, ())) if p > 0.0 else 0
+            return _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), self.num_heads, p, seed)
+        return attention(qkv, padding, self.num_heads, p)
 
-        The attention matrix is held keys-first, (B, heads, key, query), with the softmax over
-        dim -2: the same numbers, but torch's CPU softmax is ~4x faster over a short
-        non-innermost dimension than over a short innermost one (T is ~12 here).
-        """
-        batch, length, hidden = x.shape
-        head_size = hidden // self.num_heads
-        qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
-        query, key, value = qkv.view(batch, length, 3, self.num_heads, head_size).permute(2, 0, 3, 1, 4)
-        query = query * (1.0 / math.sqrt(head_size))  # scaled here: smaller than the scores
-        scores = key @ query.transpose(-2, -1) + attention_bias  # (B, heads, Tk, Tq)
-        probabilities = dropout(torch.softmax(scores, dim=-2), self.p, self.training)
-        attended = probabilities.transpose(-2, -1) @ value  # (B, heads, Tq, head_size)
-        attended = attended.transpose(1, 2).reshape(batch, length, hidden)
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """x (B, T, H); padding (B, T) True where the token is padding."""
+        attended = self.attention(x, padding)
         x = self.norm1(x + dropout(self.self_attn.out_proj(attended), self.p, self.training))
         hidden_ff = dropout(self.linear1(x), self.p, self.training, relu=True)
         return self.norm2(x + dropout(self.linear2(hidden_ff), self.p, self.training))
@@ -147,10 +351,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """x (B, T, H); padding (B, T) True where the token is padding."""
-        attention_bias = torch.zeros(padding.shape, dtype=x.dtype, device=x.device)
-        attention_bias = attention_bias.masked_fill(padding, float("-inf"))[:, None, :, None]
         for layer in self.layers:
-            x = layer(x, attention_bias)
+            x = layer(x, padding)
         return x
 
 

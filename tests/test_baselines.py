@@ -51,15 +51,15 @@ def planted_config() -> Config:
                   num_epochs=20, patience=20, seeds=1, dropout=0.1)
 
 
-# ACMR learns co-occurrences, not user vectors: fewer, slower epochs suffice. Its training
-# positives must not see themselves in their history here: with the authors' leak
+# ACMR learns co-occurrences, not user vectors: a slower learning rate. Its training positives
+# must not see themselves in their history here: with the authors' leak
 # (history_includes_candidate=True) a few epochs teach it "candidate in history => bought",
-# which never holds for a held-out item.
-ACMR_SETTINGS = {"lr": 3e-3, "num_epochs": 3, "history_includes_candidate": False}
+# which never holds for a held-out item. 3 epochs were at the edge (HR@10 0.13-0.46 over
+# dropout seeds); 10 give 0.91-0.97.
+ACMR_SETTINGS = {"lr": 3e-3, "num_epochs": 10, "history_includes_candidate": False}
 PLANTED = {"gmf": {}, "mlp": {}, "nmf": {}, "gmf++": {}, "forec": {},
            "acmr": ACMR_SETTINGS, "acmr-no-market-embedding": ACMR_SETTINGS,
-           "acmr-item-market-embedding": ACMR_SETTINGS,
-           "acmr-no-pretraining": {**ACMR_SETTINGS, "num_epochs": 10}}
+           "acmr-item-market-embedding": ACMR_SETTINGS, "acmr-no-pretraining": ACMR_SETTINGS}
 
 
 @pytest.fixture(scope="module")

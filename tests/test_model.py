@@ -3,10 +3,11 @@ does not change the output; dropout drops with probability p; training lowers th
 from __future__ import annotations
 
 import numba
+import numpy as np
 import torch
 from torch import nn
 
-from model import ACMR, Encoder, EncoderLayer, dropout
+from model import ACMR, Encoder, EncoderLayer, _AttentionCPU, _exp_nonpositive, _kept, attention, dropout
 
 
 def reference_encoder(num_layers: int = 4) -> nn.TransformerEncoder:
@@ -135,3 +136,45 @@ def test_a_few_training_steps_lower_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+
+
+def attention_reference(qkv, padding, keep):
+    """Attention in plain torch ops with a given dropout multiplier keep (B, heads, Tq, Tk)."""
+    batch, length = padding.shape
+    query, key, value = qkv.view(batch, length, 3, 8, 4).permute(2, 0, 3, 1, 4)
+    scores = query @ key.transpose(-2, -1) / 2.0 + torch.where(padding, float("-inf"), 0.0)[:, None, None, :]
+    return ((torch.softmax(scores, dim=-1) * keep) @ value).transpose(1, 2).reshape(batch, length, 32)
+
+
+def test_compiled_attention_is_attention_with_dropout_in_value_and_gradient():
+    """_AttentionCPU against torch ops: without dropout (as `attention`, the other devices'
+    path, computes it) and with the mask that _kept draws for each (b, h, query, key)."""
+    torch.manual_seed(0)
+    batch, length, p, seed = 6, 7, 0.3, 12345
+    qkv = torch.randn(batch, length, 96, requires_grad=True)
+    padding = torch.zeros(batch, length, dtype=torch.bool)
+    padding[:, 3:5] = True
+    padding[2, :6] = True  # only the last token is real
+    grad_out = torch.randn(batch, length, 32)
+    threshold = round(p * 2**31)
+    keep = torch.tensor([[[[_kept(seed, ((b * 8 + h) * length + i) * length + j, threshold) / (1 - p)
+                            for j in range(length)] for i in range(length)] for h in range(8)]
+                         for b in range(batch)], dtype=torch.float32)
+    assert 0.2 < (keep == 0).float().mean() < 0.4
+    for p_, keep_ in ((0.0, torch.ones_like(keep)), (p, keep)):
+        ours = _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), 8, p_, seed)
+        reference = attention_reference(qkv, padding, keep_)
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+        if p_ == 0.0:
+            torch.testing.assert_close(attention(qkv, padding, 8, 0.0), reference, rtol=1e-5, atol=1e-5)
+        ours_grad, = torch.autograd.grad(ours, qkv, grad_out)
+        reference_grad, = torch.autograd.grad(reference, qkv, grad_out)
+        torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_the_vectorized_exponential_is_float32_accurate():
+    x = np.concatenate([np.linspace(-87.0, 0.0, 1031), [-1e-8, -0.5 * np.log(2.0)]]).astype(np.float32)
+    ours = np.array([_exp_nonpositive(v) for v in x])
+    exact = np.exp(x.astype(np.float64))
+    assert (np.abs(ours - exact) / exact).max() < 5e-7
+    assert _exp_nonpositive(np.float32(-1e30)) < 2e-38  # e^-87: nothing next to a softmax's max, 1
