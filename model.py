@@ -122,6 +122,13 @@ def _exp_nonpositive(x: float) -> float:
     return p * _float_from_bits(np.int32(n + np.float32(127.0)) << np.int32(23))
 
 
+# fast-math without reassociation for the attention kernels: their sums keep the written order,
+# so every process computes the same bits. With reassociation, a kernel compiled in the process
+# and the same kernel loaded from numba's cache summed in different orders, and a resumed run
+# drifted from an uninterrupted one in the last bits (tests/test_resume.py).
+_NO_REASSOCIATION = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+
+
 @njit(inline="always")
 def _gather_head(source, b, offset, head_size, target) -> None:
     """target[d, j] = source[b, j, offset + d] for the T tokens j (target: (head_size, slots))."""
@@ -130,7 +137,7 @@ def _gather_head(source, b, offset, head_size, target) -> None:
             target[d, j] = source[b, j, offset + d]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
 def _attention_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: int, threshold: int,
                    drop_scale: float, out: np.ndarray, probabilities: np.ndarray, save: bool) -> None:
     """Multi-head attention, one (sequence, head) at a time, all in cache. qkv (B, T, 3H): the
@@ -193,12 +200,14 @@ def _attention_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: 
                     out[b, i, h * head_size + d] = attended[d, i]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
 def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: int,
                             threshold: int, drop_scale: float, probabilities: np.ndarray,
                             grad_out: np.ndarray, grad_qkv: np.ndarray) -> None:
     """The gradient of `_attention_cpu` with respect to qkv, from its saved probabilities; the
-    dropout mask is drawn again from the seed. Loops over the queries, as there."""
+    dropout mask is drawn again from the seed. Loops over the queries, as there; the sums over
+    the queries (the keys' and values' gradients) run over the keys instead, on transposed
+    copies, so that no loop reduces into one number."""
     batch, length, hidden = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     head_size = hidden // num_heads
     scale = np.float32(1.0 / math.sqrt(head_size))
@@ -209,7 +218,10 @@ def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: in
         query, keys = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
         values, grad_attended = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
         grad_query = np.zeros((head_size, slots), np.float32)
+        grad_keys, grad_values = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
         probability, grad_scores = np.zeros((length, slots), np.float32), np.zeros((length, slots), np.float32)
+        dropped = np.zeros((length, slots), np.float32)  # (key, query): the probabilities after dropout
+        dropped_t, grad_scores_t = np.zeros((length, slots), np.float32), np.zeros((length, slots), np.float32)
         mask, row_dot = np.ones(slots, np.float32), np.zeros(slots, np.float32)
         for item in range(chunk * per_chunk, min(items, (chunk + 1) * per_chunk)):
             b, h = item // num_heads, item % num_heads
@@ -226,12 +238,11 @@ def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: in
                         mask[i] = drop_scale * _kept(seed, first + i * length, threshold)
                 grad_scores[j, :] = 0.0  # here the gradient of the probabilities
                 for d in range(head_size):
-                    value, grad_value = values[d, j], np.float32(0.0)
+                    value = values[d, j]
                     for i in range(slots):
                         grad_scores[j, i] += value * grad_attended[d, i]
-                        grad_value += probability[j, i] * mask[i] * grad_attended[d, i]
-                    grad_qkv[b, j, 2 * hidden + h * head_size + d] = grad_value
                 for i in range(slots):
+                    dropped[j, i] = probability[j, i] * mask[i]
                     grad_scores[j, i] *= mask[i]
                     row_dot[i] += probability[j, i] * grad_scores[j, i]
             grad_query[:] = 0.0
@@ -239,15 +250,25 @@ def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: in
                 for i in range(slots):
                     grad_scores[j, i] = probability[j, i] * (grad_scores[j, i] - row_dot[i]) * scale
                 for d in range(head_size):
-                    key, grad_key = keys[d, j], np.float32(0.0)
+                    key = keys[d, j]
                     for i in range(slots):
                         grad_query[d, i] += grad_scores[j, i] * key
-                        grad_key += grad_scores[j, i] * query[d, i]
-                    grad_qkv[b, j, hidden + h * head_size + d] = grad_key
+            for j in range(length):  # (query, key) copies
+                for i in range(length):
+                    dropped_t[i, j], grad_scores_t[i, j] = dropped[j, i], grad_scores[j, i]
+            grad_keys[:] = 0.0
+            grad_values[:] = 0.0
             for i in range(length):
                 for d in range(head_size):
-                    grad_qkv[b, i, h * head_size + d] = grad_query[d, i]
-
+                    grad, q = grad_attended[d, i], query[d, i]
+                    for j in range(slots):
+                        grad_values[d, j] += dropped_t[i, j] * grad
+                        grad_keys[d, j] += grad_scores_t[i, j] * q
+            for j in range(length):
+                for d in range(head_size):
+                    grad_qkv[b, j, h * head_size + d] = grad_query[d, j]
+                    grad_qkv[b, j, hidden + h * head_size + d] = grad_keys[d, j]
+                    grad_qkv[b, j, 2 * hidden + h * head_size + d] = grad_values[d, j]
 
 class _AttentionCPU(torch.autograd.Function):
     """Multi-head attention with dropout on the probabilities, from `in_proj`'s output to the
