@@ -387,6 +387,9 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
                                   f"than {run_dir / 'config.json'}")
         with open(run_dir / "command.txt", "a") as f:
             f.write(command + "\n")
+        started = json.loads((run_dir / "environment.json").read_text())  # the code may have changed since
+        started.setdefault("resumed", []).append(environment(device))
+        write_json(run_dir / "environment.json", started)
     progress = (Progress(**checkpoint["progress"]) if checkpoint
                 else Progress(seed=config.first_seed, stage=active_stages(config)[0]))
     if checkpoint is None:  # resumable from the start: Ctrl-C in the first epoch loses nothing

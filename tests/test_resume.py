@@ -126,6 +126,8 @@ def test_ctrl_c_saves_prints_the_resume_command_and_resumes(uninterrupted, real_
     assert f"continue with: python train_model.py --resume={run_dir}" in stdout
     train([f"--resume={run_dir}"], real_config.data_dir)
     assert outcome(run_dir) == uninterrupted
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert len(environment["resumed"]) == 1 and "git_commit" in environment["resumed"][0]
 
 
 def test_resume_refuses_other_settings_and_broken_checkpoints(real_config, tmp_path):
