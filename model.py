@@ -282,12 +282,12 @@ class _AttentionCPU(torch.autograd.Function):
         out = qkv.new_empty(batch, length, qkv.shape[2] // 3)
         save = ctx.needs_input_grad[0]
         probabilities = qkv.new_empty((batch, num_heads, length, length) if save else (1, 1, 1, 1))
-        drop_scale = qkv.new_tensor(1 / (1 - p)).numpy()[()]
-        _attention_cpu(qkv.numpy(), key_real.numpy(), num_heads, seed, round(p * 2**31), drop_scale,
+        threshold, drop_scale = round(p * 2**31), qkv.new_tensor(1 / (1 - p)).numpy()[()]
+        _attention_cpu(qkv.numpy(), key_real.numpy(), num_heads, seed, threshold, drop_scale,
                        out.numpy(), probabilities.numpy(), save)
         if save:
             ctx.save_for_backward(qkv, key_real, probabilities)
-            ctx.settings = num_heads, seed, round(p * 2**31), drop_scale
+            ctx.settings = num_heads, seed, threshold, drop_scale
         return out
 
     @staticmethod
@@ -329,6 +329,7 @@ def attention(qkv: torch.Tensor, padding: torch.Tensor, num_heads: int, p: float
     scores = query @ key.transpose(-2, -1) / math.sqrt(head_size) + bias[:, None, None, :]  # (B, heads, Tq, Tk)
     probabilities = F.dropout(torch.softmax(scores, dim=-1), p, training=p > 0.0)
     return (probabilities @ value).transpose(1, 2).reshape(batch, length, hidden)
+
 
 class EncoderLayer(nn.Module):
     """`nn.TransformerEncoderLayer(hidden, heads, ff, dropout, batch_first=True)`: post-norm,
