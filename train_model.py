@@ -82,6 +82,17 @@ def configure_host(config: Config) -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # free memory at the heap's top stays
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict[str, object]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
@@ -95,8 +106,7 @@ def environment(device: torch.device) -> dict[str, object]:
         "python": platform.python_version(), "torch": torch.__version__,
         "numpy": np.__version__, "pandas": pd.__version__,
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch_threads": torch.get_num_threads(), "git_commit": commit,
         "host": platform.node(), "started": datetime.now().isoformat(timespec="seconds"),
     }
