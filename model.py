@@ -137,6 +137,29 @@ def _gather_head(source, b, offset, head_size, target) -> None:
             target[d, j] = source[b, j, offset + d]
 
 
+_CHUNKS = 64  # work units of an attention kernel's parallel loop
+
+
+@njit(inline="always")
+def _attention_sizes(qkv, num_heads: int) -> tuple:
+    """(T, H, head size, 1/sqrt(head size), slots = T rounded up to 16, (sequence, head) items,
+    items per chunk) of a qkv array (B, T, 3H)."""
+    length, hidden = qkv.shape[1], qkv.shape[2] // 3
+    head_size = hidden // num_heads
+    items = qkv.shape[0] * num_heads
+    return (length, hidden, head_size, np.float32(1.0 / math.sqrt(head_size)), (length + 15) // 16 * 16,
+            items, (items + _CHUNKS - 1) // _CHUNKS)
+
+
+@njit(inline="always")
+def _gather_qkv(qkv, b, h, head_size, query, keys, values) -> None:
+    """Head h of sequence b's queries, keys and values as (head_size, slots) arrays."""
+    hidden = qkv.shape[2] // 3
+    _gather_head(qkv, b, h * head_size, head_size, query)
+    _gather_head(qkv, b, hidden + h * head_size, head_size, keys)
+    _gather_head(qkv, b, 2 * hidden + h * head_size, head_size, values)
+
+
 @njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
 def _attention_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: int, threshold: int,
                    drop_scale: float, out: np.ndarray, probabilities: np.ndarray, save: bool) -> None:
@@ -147,22 +170,15 @@ def _attention_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: 
     _kept(seed, ((b * heads + h) * T + i) * T + j) and scales it by drop_scale.
     Every loop runs over the queries, padded to `slots` (a multiple of 16), so that it
     vectorizes and many short rows are worked on at once."""
-    batch, length, hidden = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-    head_size = hidden // num_heads
-    scale = np.float32(1.0 / math.sqrt(head_size))
-    slots = (length + 15) // 16 * 16
-    items, chunks = batch * num_heads, 64
-    per_chunk = (items + chunks - 1) // chunks
-    for chunk in prange(chunks):
+    length, _, head_size, scale, slots, items, per_chunk = _attention_sizes(qkv, num_heads)
+    for chunk in prange(_CHUNKS):
         query, keys = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
         values, attended = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
         weights = np.zeros((length, slots), np.float32)  # (key, query)
         top, total = np.zeros(slots, np.float32), np.zeros(slots, np.float32)
         for item in range(chunk * per_chunk, min(items, (chunk + 1) * per_chunk)):
             b, h = item // num_heads, item % num_heads
-            _gather_head(qkv, b, h * head_size, head_size, query)
-            _gather_head(qkv, b, hidden + h * head_size, head_size, keys)
-            _gather_head(qkv, b, 2 * hidden + h * head_size, head_size, values)
+            _gather_qkv(qkv, b, h, head_size, query, keys, values)
             top[:] = -3.0e38
             for j in range(length):
                 weights[j, :] = 0.0
@@ -208,13 +224,8 @@ def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: in
     dropout mask is drawn again from the seed. Loops over the queries, as there; the sums over
     the queries (the keys' and values' gradients) run over the keys instead, on transposed
     copies, so that no loop reduces into one number."""
-    batch, length, hidden = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-    head_size = hidden // num_heads
-    scale = np.float32(1.0 / math.sqrt(head_size))
-    slots = (length + 15) // 16 * 16
-    items, chunks = batch * num_heads, 64
-    per_chunk = (items + chunks - 1) // chunks
-    for chunk in prange(chunks):
+    length, hidden, head_size, scale, slots, items, per_chunk = _attention_sizes(qkv, num_heads)
+    for chunk in prange(_CHUNKS):
         query, keys = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
         values, grad_attended = np.zeros((head_size, slots), np.float32), np.zeros((head_size, slots), np.float32)
         grad_query = np.zeros((head_size, slots), np.float32)
@@ -225,9 +236,7 @@ def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: in
         mask, row_dot = np.ones(slots, np.float32), np.zeros(slots, np.float32)
         for item in range(chunk * per_chunk, min(items, (chunk + 1) * per_chunk)):
             b, h = item // num_heads, item % num_heads
-            _gather_head(qkv, b, h * head_size, head_size, query)
-            _gather_head(qkv, b, hidden + h * head_size, head_size, keys)
-            _gather_head(qkv, b, 2 * hidden + h * head_size, head_size, values)
+            _gather_qkv(qkv, b, h, head_size, query, keys, values)
             _gather_head(grad_out, b, h * head_size, head_size, grad_attended)
             row_dot[:] = 0.0
             for j in range(length):
