@@ -57,6 +57,8 @@ class Config:
     # chunks (same gradient, bounded memory); see model.activation_floats
     bucket_batches: bool = True  # group rows of similar history length into batches (speed only);
     # False = plain uniform shuffling. Both trim each batch to its longest history.
+    cuda_graphs: bool = True  # on a GPU, replay each training step as a CUDA graph (speed only;
+    # train_model.CudaGraphSteps); False = eager steps. No effect on CPU
 
     # ---- evaluation (SPEC section 6) ----
     num_eval_negatives: int = 99  # sampled negatives per held-out positive

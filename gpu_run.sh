@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Everything we run on a lent GPU machine, in one go (the device tool runs it in the repo root,
 # with the data carried as .devdata/xmrec.tgz and results written under $OUT):
-#   1. a smoke run on the GPU and a GPU-vs-CPU check of the model's function;
+#   1. a smoke run on the GPU, a GPU-vs-CPU check of the model's function, and the CUDA-graph
+#      tests (tests/test_cuda_graphs.py; if they fail, everything after runs with eager steps);
 #   2. bench.py on uk (data preparation, one pre-training epoch, one validation pass, the
 #      padded nn.TransformerEncoder baseline), then uk seed 0 alone, timed (log/results);
 #   3. sweep.py over plans/gpu.txt, JOBS at a time, until DEADLINE_S seconds after the start;
 #   4. the finished run folders (no checkpoints, no candidate files) packed into $OUT/runs.tgz.
+# log/ is also copied to .devlog/ (ignored by git, so it stays on a warm machine between calls)
+# and back at the start of the next call: a second call on the same machine skips the first's
+# finished runs and resumes its interrupted ones.
 # Dry run on CPU: DEVICE=cpu PLAN=... EXTRA="--num_epochs=1 --max_batches_per_epoch=2" ./gpu_run.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}; DEVICE=${DEVICE:-cuda}; PLAN=${PLAN:-plans/gpu.txt}
@@ -25,6 +29,7 @@ if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then  
   else echo "MPS on"; fi
 fi
 
+[ -d .devlog ] && cp -rn .devlog/. log/
 touch /tmp/sweep_start
 if [ "$BENCH" = 1 ]; then
 echo "== 1. smoke run and function check ($SECONDS s)"
@@ -47,12 +52,16 @@ error = ((out - reference).norm() / reference.norm()).item()
 print(f"{device} float32 forward vs CPU float64: relative error {error:.2e}")
 sys.exit(0 if error < 1e-4 else 1)
 PY
+if [ "$DEVICE" = cuda ]; then
+  $PYTHON -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tee "$OUT/test_cuda_graphs.log" | tail -3
+  if [ "${PIPESTATUS[0]}" != 0 ]; then echo "CUDA GRAPH TESTS FAILED: eager steps from here on"; EXTRA="$EXTRA --cuda_graphs=false"; fi
+fi
 
 echo "== 2. bench uk ($SECONDS s)"
-$PYTHON bench.py --device=$DEVICE --target_market=uk --baseline_batches=5 --json="$OUT/bench_uk.json" $EXTRA \
+$PYTHON bench.py --device=$DEVICE --target_market=uk --baseline_batches=${BASELINE_BATCHES:-5} --json="$OUT/bench_uk.json" $EXTRA \
   2>&1 | grep -v "it/s\]" | tail -12
 started=$SECONDS  # one whole (market, seed) run, alone on the device: uk seed 0 of the results
-timeout 180 $PYTHON train_model.py --device=$DEVICE --target_market=uk --seeds=1 --log_dir=log/results $EXTRA \
+timeout ${SOLO_S:-180} $PYTHON train_model.py --device=$DEVICE --target_market=uk --seeds=1 --log_dir=log/results $EXTRA \
   >"$OUT/uk_solo.log" 2>&1 && echo "uk seed 0 alone: $((SECONDS - started)) s wall, $(grep -c epoch log/results/uk-*/metrics.jsonl) epochs"
 
 fi
@@ -63,6 +72,7 @@ $PYTHON sweep.py --plan=$PLAN --jobs=$JOBS --deadline_minutes=$MINUTES --device=
 [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 
 echo "== 4. pack ($SECONDS s)"
+mkdir -p .devlog && cp -r log/. .devlog/
 new_folders=$(find log -mindepth 2 -maxdepth 2 -type d -newer /tmp/sweep_start)
 finished=$(for f in $new_folders; do [ -f $f/results.json ] && echo $f; done)
 tar czf "$OUT/runs.tgz" --exclude='*_candidates.tsv.gz' --exclude=checkpoint.pt $finished

@@ -33,7 +33,8 @@ BREAKDOWN_GROUPS = {"repeat_purchase": "repeat purchase", "new_purchase": "new p
                     "item_seen_in_target_training": "item seen in target training",
                     "item_unseen_in_target_training": "item unseen in target training (cold)"}
 NOT_EXPERIMENT = {"target_market", "seeds", "first_seed", "device", "num_threads", "data_dir", "data_url",
-                  "log_dir", "eval_batch_floats", "train_chunk_floats"}  # change no result
+                  "log_dir", "eval_batch_floats", "train_chunk_floats", "keep_freed_memory",
+                  "cuda_graphs"}  # change no result (cuda_graphs: the dropout masks, as the device does)
 
 
 def authors_numbers() -> pd.DataFrame:

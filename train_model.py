@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from config import (STAGES, Config, ConfigError, active_stages, parse_overrides, target_markets,
@@ -140,7 +142,7 @@ def start_log_file(run_dir: Path) -> logging.Handler:
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "acmr-checkpoint/1"
-RESUMABLE_SETTINGS = ("device", "num_threads", "keep_freed_memory", "data_dir", "log_dir")  # may differ on --resume
+RESUMABLE_SETTINGS = ("device", "num_threads", "keep_freed_memory", "cuda_graphs", "data_dir", "log_dir")  # may differ on --resume
 
 
 class CheckpointError(RuntimeError):
@@ -248,35 +250,123 @@ def epoch_batches(rng: np.random.Generator, row_lengths: np.ndarray, config: Con
     return batches
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, rows: np.ndarray,
-                rng: np.random.Generator, config: Config, desc: str) -> float:
-    """One pass over the training rows `rows`; returns the mean loss.
+def batch_loss(model: nn.Module, data: DeviceData, index: torch.Tensor, width: int,
+               config: Config) -> torch.Tensor:
+    """Summed training loss of the rows `index`, their histories cut to `width` slots (at least
+    their longest history: more slots are padding, which the model masks)."""
+    users = data.train_user[index]
+    history, candidate = data.user_history[users, :width], data.train_item[index]
+    if not config.history_includes_candidate:  # a negative is never in the history
+        history = history.masked_fill(history == candidate[:, None], 0)
+    logits = model(users, history, candidate, data.user_market[users])
+    return F.binary_cross_entropy_with_logits(logits, data.train_label[index], reduction="sum")
 
-    A batch whose layer activations (model.activation_floats) exceed `train_chunk_floats` runs
-    as several chunks whose gradients add up to the batch's (the loss is the batch mean either
-    way), so the memory of a step stays bounded however long the histories are.
+
+def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer | None:
+    """Adam over the trainable parameters (None for a model without any, as popularity); on a
+    GPU fused (one kernel per step) and, with CUDA graphs, capturable."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        return None
+    on_gpu = device.type == "cuda"
+    return torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=on_gpu,
+                            capturable=on_gpu and config.cuda_graphs)
+
+
+def graph_width(longest: int, max_width: int) -> int:
+    """History slots of a CUDA graph step for a batch whose longest history is `longest`: the
+    next power of two, at most `max_width`."""
+    return min(max_width, 1 << max(longest - 1, 0).bit_length())
+
+
+class CudaGraphSteps:
+    """Training steps on a GPU replayed as CUDA graphs (`cuda_graphs`, on by default there).
+
+    Eagerly, a step of ACMR is ~900 tiny kernels that one Python process launches at ~12 ms per
+    batch of 1024 while the GPU idles (README, Speed). Captured once as a graph (forward,
+    backward and Adam's update), it is one launch. A graph has fixed shapes, so there is one per
+    (batch size, history width), the width being the batch's longest history rounded up to a
+    power of two (at most the data's width): the extra slots are padding, which the model masks,
+    so the function is the one of the trimmed batch. Every batch still makes exactly one
+    optimizer step on its own rows: the first batch of a shape runs eagerly (the warm-up that
+    capturing needs), the second is captured and replayed, later ones copy their row indices
+    into the graph's index tensor and replay it. Unlike the eager path, a batch never runs as
+    chunks (`train_chunk_floats` bounds CPU memory; a graph of 1024 x 51 tokens takes ~1.5 GB).
+    Dropout draws from torch's CUDA generator, which graphs support, in another order than
+    eager steps would: like any change of batch composition, the same function with other masks.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData,
+                 config: Config) -> None:
+        self.model, self.optimizer, self.data, self.config = model, optimizer, data, config
+        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")  # the warm-up steps
+        self.max_width = data.user_history.shape[1]
+        self.stream = torch.cuda.Stream(data.train_user.device)  # capture wants warm-up off the main stream
+        self.warmed_up: set[tuple[int, int]] = set()
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    def step(self, rows: np.ndarray, longest: int) -> torch.Tensor:
+        """One optimizer step on the training rows `rows` (longest history `longest`); returns
+        their summed loss, a device tensor to consume at once (a graph's output is overwritten
+        by its next replay)."""
+        shape = (len(rows), graph_width(longest, self.max_width))
+        index = torch.as_tensor(rows, device=self.data.train_user.device)
+        if shape in self.graphs:
+            graph, graph_index, graph_loss = self.graphs[shape]
+            graph_index.copy_(index)
+            graph.replay()
+            return graph_loss * len(rows)
+        main = torch.cuda.current_stream()
+        self.stream.wait_stream(main)
+        with torch.cuda.stream(self.stream):
+            self.optimizer.zero_grad(set_to_none=True)
+            if shape in self.warmed_up:
+                graph, graph_index = torch.cuda.CUDAGraph(), index.clone()
+                with torch.cuda.graph(graph):
+                    graph_loss = batch_loss(self.model, self.data, graph_index, shape[1], self.config) / len(rows)
+                    graph_loss.backward()
+                    self.optimizer.step()
+                self.graphs[shape] = graph, graph_index, graph_loss
+                graph.replay()  # capturing ran nothing
+            else:
+                graph_loss = batch_loss(self.model, self.data, index, shape[1], self.config) / len(rows)
+                graph_loss.backward()
+                self.optimizer.step()
+                self.warmed_up.add(shape)
+            loss = graph_loss.detach() * len(rows)
+        main.wait_stream(self.stream)
+        return loss
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, rows: np.ndarray,
+                rng: np.random.Generator, config: Config, desc: str,
+                graph_steps: CudaGraphSteps | None = None) -> float:
+    """One pass over the training rows `rows`; returns the mean loss. With `graph_steps`, each
+    batch is one replayed CUDA graph.
+
+    Otherwise a batch whose layer activations (model.activation_floats) exceed
+    `train_chunk_floats` runs as several chunks whose gradients add up to the batch's (the loss
+    is the batch mean either way), so the memory of a step stays bounded however long the
+    histories are.
     """
     model.train()
-    loss_function = nn.BCEWithLogitsLoss(reduction="sum")
     row_lengths = data.history_length[data.train_user[torch.as_tensor(rows)]].cpu().numpy()
     total, count = torch.zeros((), device=data.train_user.device), 0  # no per-batch device sync
     for batch in tqdm(epoch_batches(rng, row_lengths, config), desc=desc, leave=False,
                       mininterval=2.0):
+        count += len(batch)
+        if graph_steps is not None:
+            total += graph_steps.step(rows[batch], int(row_lengths[batch].max()))
+            continue
         floats = activation_floats(len(batch), int(row_lengths[batch].max()) + 1)
         optimizer.zero_grad(set_to_none=True)
         for chunk in np.array_split(batch, min(len(batch), -(-floats // config.train_chunk_floats))):
             index = torch.as_tensor(rows[chunk], device=data.train_user.device)
-            users = data.train_user[index]
             longest = int(row_lengths[chunk].max())  # = history_length[users].max(), known on the host
-            history, candidate = data.user_history[users, :longest], data.train_item[index]
-            if not config.history_includes_candidate:  # a negative is never in the history
-                history = history.masked_fill(history == candidate[:, None], 0)
-            logits = model(users, history, candidate, data.user_market[users])
-            loss = loss_function(logits, data.train_label[index]) / len(batch)
+            loss = batch_loss(model, data, index, longest, config) / len(batch)
             loss.backward()
             total += loss.detach() * len(batch)
         optimizer.step()
-        count += len(batch)
     return total.item() / max(count, 1)
 
 
@@ -295,16 +385,15 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     negative_rows = torch.as_tensor(np.flatnonzero(dataset.train_label == 0), device=device)
     data = DeviceData.from_dataset(dataset, device)
     model = build_model(config, dataset).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # none for popularity
-    optimizer = (torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay,
-                                  fused=device.type == "cuda")  # one kernel per step on GPU
-                 if trainable else None)
+    optimizer = make_optimizer(model, config, device)
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
         model.load_state_dict(checkpoint["model"])
         best_state = checkpoint["best_model"]
         if optimizer is not None:
             optimizer.load_state_dict(checkpoint["optimizer"])
+            for group in optimizer.param_groups:  # the checkpoint's were for the device it ran on
+                group.update({key: optimizer.defaults[key] for key in ("fused", "capturable")})
         restore_generators(checkpoint["rng"], batch_rng, negatives_rng)
         data.train_item.copy_(checkpoint["train_item"].to(device))
     stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
@@ -314,6 +403,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
         save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
                         negatives_rng, data.train_item)
 
+    graph_steps = (CudaGraphSteps(model, optimizer, data, config)
+                   if optimizer is not None and device.type == "cuda" and config.cuda_graphs else None)
     stages = active_stages(config)
     for stage in stages[stages.index(progress.stage):]:  # one optimizer: Adam state carries over
         rows = stage_rows[stage]
@@ -321,7 +412,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             log.info(f"seed {seed} {stage}: {len(rows):,} training rows")
         # authors' early stopping: `patience` non-improving epochs end the stage, and an
         # improvement does not give the budget back (patience_resets=False)
-        while trainable and progress.epoch < config.num_epochs and progress.non_improving < config.patience:
+        while optimizer is not None and progress.epoch < config.num_epochs and progress.non_improving < config.patience:
             epoch = progress.epoch + 1
             started = time.perf_counter()
             if config.resample_train_negatives and progress.epochs_trained > 0:
@@ -329,7 +420,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
                 data.train_item[negative_rows] = torch.as_tensor(new_negatives, device=device)
             progress.epochs_trained += 1
             loss = train_epoch(model, optimizer, data, rows, batch_rng, config,
-                               desc=f"seed {seed} {stage} epoch {epoch}")
+                               desc=f"seed {seed} {stage} epoch {epoch}", graph_steps=graph_steps)
             train_seconds = time.perf_counter() - started
             valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
             seconds = time.perf_counter() - started

@@ -11,7 +11,7 @@ import torch
 
 from data_loader import DeviceData, build_dataset
 from model import ACMR
-from train_model import epoch_batches, train_epoch
+from train_model import batch_loss, epoch_batches, graph_width, train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,3 +89,25 @@ print(mapped, kept)
         result[setting] = [int(number) for number in output.split()]
     assert result["true"][0] == 0 and result["true"][1] > 60 * 2**20  # the 64 MB, give or take
     assert result["false"][0] >= 2**26 and result["false"][1] < 32 * 2**20  # unmapped, not kept
+
+
+def test_padding_a_batch_to_a_graph_width_keeps_its_loss_and_gradient(frames, small_config):
+    """CudaGraphSteps pads each batch's histories to a power of two: the same function."""
+    dataset = build_dataset(frames, "in", seed=0, config=small_config)
+    data = DeviceData.from_dataset(dataset, torch.device("cpu"))
+    index = torch.nonzero(data.history_length[data.train_user] < 20).squeeze(1)[::3]  # short histories
+    longest = int(data.history_length[data.train_user[index]].max())
+    torch.manual_seed(0)
+    model = ACMR(dataset.num_items, len(dataset.markets), dropout_p=0.0)
+    results = []
+    for width in (longest, data.user_history.shape[1]):
+        model.zero_grad()
+        loss = batch_loss(model, data, index, width, small_config)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert longest < data.user_history.shape[1]
+    (trimmed_loss, trimmed), (padded_loss, padded) = results
+    torch.testing.assert_close(padded_loss, trimmed_loss)
+    for a, b in zip(padded, trimmed):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert [graph_width(n, 50) for n in (1, 2, 3, 8, 9, 33, 50)] == [1, 2, 4, 8, 16, 50, 50]

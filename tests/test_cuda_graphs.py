@@ -1,0 +1,47 @@
+"""train_model.CudaGraphSteps: training steps replayed as CUDA graphs make the same steps as eager
+ones. Needs a GPU (skipped elsewhere; gpu_run.sh runs it on the lent GPU machine)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from data_loader import DeviceData, build_dataset
+from model import ACMR
+from train_model import CudaGraphSteps, make_optimizer, train_epoch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def train(frames, config, graphs: bool, epochs: int = 3):
+    device = torch.device("cuda")
+    dataset = build_dataset(frames, "in", seed=0, config=config)
+    data = DeviceData.from_dataset(dataset, device)
+    config = dataclasses.replace(config, cuda_graphs=graphs)
+    torch.manual_seed(0)
+    model = ACMR(dataset.num_items, len(dataset.markets), dropout_p=config.dropout).to(device)
+    optimizer = make_optimizer(model, config, device)
+    steps = CudaGraphSteps(model, optimizer, data, config) if graphs else None
+    rng, rows = np.random.default_rng(0), np.arange(len(dataset.train_user))
+    losses = [train_epoch(model, optimizer, data, rows, rng, config, "test", steps) for _ in range(epochs)]
+    return losses, [p.detach().clone() for p in model.parameters()], steps
+
+
+def test_graph_steps_make_the_eager_steps(frames, small_config):
+    """Without dropout (whose masks come in another order), three epochs of replayed graphs
+    end where three eager epochs end; batches of several widths got graphs."""
+    config = dataclasses.replace(small_config, dropout=0.0, batch_size=64)
+    eager_losses, eager_weights, _ = train(frames, config, graphs=False)
+    graph_losses, graph_weights, steps = train(frames, config, graphs=True)
+    assert len({width for _, width in steps.graphs}) >= 2
+    np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-4)
+    for graph_weight, eager_weight in zip(graph_weights, eager_weights):
+        torch.testing.assert_close(graph_weight, eager_weight, rtol=1e-3, atol=1e-4)
+
+
+def test_graph_steps_with_dropout_learn(frames, small_config):
+    config = dataclasses.replace(small_config, batch_size=64)
+    losses, _, steps = train(frames, config, graphs=True, epochs=4)
+    assert steps.graphs and losses[-1] < losses[0]
