@@ -305,17 +305,17 @@ class CudaGraphSteps:
         self.warmed_up: set[tuple[int, int]] = set()
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 
-    def step(self, rows: np.ndarray, longest: int) -> torch.Tensor:
-        """One optimizer step on the training rows `rows` (longest history `longest`); returns
-        their summed loss, a device tensor to consume at once (a graph's output is overwritten
-        by its next replay)."""
-        shape = (len(rows), graph_width(longest, self.max_width))
-        index = torch.as_tensor(rows, device=self.data.train_user.device)
+    def step(self, index: torch.Tensor, longest: int) -> torch.Tensor:
+        """One optimizer step on the training rows `index` (on the GPU; longest history
+        `longest`); returns their summed loss, a device tensor to consume at once (a graph's
+        output is overwritten by its next replay)."""
+        size = len(index)
+        shape = (size, graph_width(longest, self.max_width))
         if shape in self.graphs:
             graph, graph_index, graph_loss = self.graphs[shape]
             graph_index.copy_(index)
             graph.replay()
-            return graph_loss * len(rows)
+            return graph_loss * size
         main = torch.cuda.current_stream()
         self.stream.wait_stream(main)
         with torch.cuda.stream(self.stream):
@@ -323,17 +323,17 @@ class CudaGraphSteps:
             if shape in self.warmed_up:
                 graph, graph_index = torch.cuda.CUDAGraph(), index.clone()
                 with torch.cuda.graph(graph):
-                    graph_loss = batch_loss(self.model, self.data, graph_index, shape[1], self.config) / len(rows)
+                    graph_loss = batch_loss(self.model, self.data, graph_index, shape[1], self.config) / size
                     graph_loss.backward()
                     self.optimizer.step()
                 self.graphs[shape] = graph, graph_index, graph_loss
                 graph.replay()  # capturing ran nothing
             else:
-                graph_loss = batch_loss(self.model, self.data, index, shape[1], self.config) / len(rows)
+                graph_loss = batch_loss(self.model, self.data, index, shape[1], self.config) / size
                 graph_loss.backward()
                 self.optimizer.step()
                 self.warmed_up.add(shape)
-            loss = graph_loss.detach() * len(rows)
+            loss = graph_loss.detach() * size
         main.wait_stream(self.stream)
         return loss
 
@@ -352,11 +352,14 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
     model.train()
     row_lengths = data.history_length[data.train_user[torch.as_tensor(rows)]].cpu().numpy()
     total, count = torch.zeros((), device=data.train_user.device), 0  # no per-batch device sync
-    for batch in tqdm(epoch_batches(rng, row_lengths, config), desc=desc, leave=False,
-                      mininterval=2.0):
+    batches = epoch_batches(rng, row_lengths, config)
+    if graph_steps is not None:  # one copy to the GPU per epoch: a copy per batch would wait for the GPU
+        batch_rows = torch.as_tensor(rows[np.concatenate(batches)], device=total.device).split(
+            [len(batch) for batch in batches])
+    for b, batch in enumerate(tqdm(batches, desc=desc, leave=False, mininterval=2.0)):
         count += len(batch)
         if graph_steps is not None:
-            total += graph_steps.step(rows[batch], int(row_lengths[batch].max()))
+            total += graph_steps.step(batch_rows[b], int(row_lengths[batch].max()))
             continue
         floats = activation_floats(len(batch), int(row_lengths[batch].max()) + 1)
         optimizer.zero_grad(set_to_none=True)
