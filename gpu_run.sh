@@ -7,9 +7,6 @@
 #      padded nn.TransformerEncoder baseline), then uk seed 0 alone, timed (log/results);
 #   3. sweep.py over plans/gpu.txt, JOBS at a time, until DEADLINE_S seconds after the start;
 #   4. the finished run folders (no checkpoints, no candidate files) packed into $OUT/runs.tgz.
-# log/ is also copied to .devlog/ (ignored by git, so it stays on a warm machine between calls)
-# and back at the start of the next call: a second call on the same machine skips the first's
-# finished runs and resumes its interrupted ones.
 # Dry run on CPU: DEVICE=cpu PLAN=... EXTRA="--num_epochs=1 --max_batches_per_epoch=2" ./gpu_run.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}; DEVICE=${DEVICE:-cuda}; PLAN=${PLAN:-plans/gpu.txt}
@@ -29,7 +26,6 @@ if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then  
   else echo "MPS on"; fi
 fi
 
-[ -d .devlog ] && cp -rn .devlog/. log/
 touch /tmp/sweep_start
 if [ "$BENCH" = 1 ]; then
 echo "== 1. smoke run and function check ($SECONDS s)"
@@ -72,7 +68,6 @@ $PYTHON sweep.py --plan=$PLAN --jobs=$JOBS --deadline_minutes=$MINUTES --device=
 [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 
 echo "== 4. pack ($SECONDS s)"
-mkdir -p .devlog && cp -r log/. .devlog/
 new_folders=$(find log -mindepth 2 -maxdepth 2 -type d -newer /tmp/sweep_start)
 finished=$(for f in $new_folders; do [ -f $f/results.json ] && echo $f; done)
 tar czf "$OUT/runs.tgz" --exclude='*_candidates.tsv.gz' --exclude=checkpoint.pt $finished

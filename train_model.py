@@ -326,7 +326,7 @@ class CudaGraphSteps:
                     graph_loss = batch_loss(self.model, self.data, graph_index, shape[1], self.config) / size
                     graph_loss.backward()
                     self.optimizer.step()
-                self.graphs[shape] = graph, graph_index, graph_loss
+                self.graphs[shape] = graph, graph_index, graph_loss.detach()  # not its autograd graph
                 graph.replay()  # capturing ran nothing
             else:
                 graph_loss = batch_loss(self.model, self.data, index, shape[1], self.config) / size

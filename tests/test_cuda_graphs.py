@@ -31,14 +31,18 @@ def train(frames, config, graphs: bool, epochs: int = 3):
 
 def test_graph_steps_make_the_eager_steps(frames, small_config):
     """Without dropout (whose masks come in another order), three epochs of replayed graphs
-    end where three eager epochs end; batches of several widths got graphs."""
+    end where three eager epochs end; batches of several widths got graphs. The losses agree
+    closely; the weights less so, as Adam turns rounding differences of near-zero gradients
+    (graphs pad to other widths) into steps of up to lr = 1e-3: on an H100 they differed by up
+    to 3.1e-3 after these 168 steps, so the tolerance is 1e-2 (a wrong step would move the
+    losses far more)."""
     config = dataclasses.replace(small_config, dropout=0.0, batch_size=64)
     eager_losses, eager_weights, _ = train(frames, config, graphs=False)
     graph_losses, graph_weights, steps = train(frames, config, graphs=True)
     assert len({width for _, width in steps.graphs}) >= 2
     np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-4)
     for graph_weight, eager_weight in zip(graph_weights, eager_weights):
-        torch.testing.assert_close(graph_weight, eager_weight, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(graph_weight, eager_weight, rtol=0.0, atol=1e-2)
 
 
 def test_graph_steps_with_dropout_learn(frames, small_config):
