@@ -7,13 +7,17 @@
 #      padded nn.TransformerEncoder baseline), then uk seed 0 alone, timed (log/results);
 #   3. sweep.py over plans/gpu.txt, JOBS at a time, until DEADLINE_S seconds after the start;
 #   4. the finished run folders (no checkpoints, no candidate files) packed into $OUT/runs.tgz.
+# The logs and the bench JSON go into $OUT/logs.tgz after each step (the tool returns at most
+# eight files, so they travel as one).
 # Dry run on CPU: DEVICE=cpu PLAN=... EXTRA="--num_epochs=1 --max_batches_per_epoch=2" ./gpu_run.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}; DEVICE=${DEVICE:-cuda}; PLAN=${PLAN:-plans/gpu.txt}
 JOBS=${JOBS:-12}; DEADLINE_S=${DEADLINE_S:-470}; EXTRA=${EXTRA:-}; BENCH=${BENCH:-1}
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 XMREC_DIR=$PWD/.devdata/xmrec
-mkdir -p "$OUT" "$XMREC_DIR" && tar xzf .devdata/xmrec.tgz -C "$XMREC_DIR" || exit 1
+LOGS=/tmp/gpu_logs
+save_logs() { tar czf "$OUT/logs.tgz" -C "$(dirname $LOGS)" "$(basename $LOGS)"; }
+mkdir -p "$OUT" "$LOGS" "$XMREC_DIR" && tar xzf .devdata/xmrec.tgz -C "$XMREC_DIR" || exit 1
 $PYTHON -c "import torch, numpy, pandas, sklearn, tqdm, matplotlib as m; print('torch', torch.__version__, 'numpy', numpy.__version__, 'pandas', pandas.__version__, 'matplotlib', m.__version__, 'cuda', torch.cuda.is_available())"
 nvidia-smi -L 2>/dev/null; nproc
 
@@ -30,8 +34,8 @@ touch /tmp/sweep_start
 if [ "$BENCH" = 1 ]; then
 echo "== 1. smoke run and function check ($SECONDS s)"
 $PYTHON train_model.py --device=$DEVICE --target_market=in --seeds=1 --num_epochs=1 --max_batches_per_epoch=3 \
-  --log_dir=/tmp/smoke >"$OUT/smoke.log" 2>&1 || { tail -30 "$OUT/smoke.log"; exit 1; }
-grep "test" "$OUT/smoke.log" | tail -2
+  --log_dir=/tmp/smoke >"$LOGS/smoke.log" 2>&1 || { tail -30 "$LOGS/smoke.log"; save_logs; exit 1; }
+grep "test" "$LOGS/smoke.log" | tail -2
 echo "in seed 0 test candidates sha256: $(zcat /tmp/smoke/in-*/seed0/test_candidates.tsv.gz | sha256sum)"
 $PYTHON - "$DEVICE" <<'PY' || exit 1
 import sys, torch
@@ -49,24 +53,27 @@ print(f"{device} float32 forward vs CPU float64: relative error {error:.2e}")
 sys.exit(0 if error < 1e-4 else 1)
 PY
 if [ "$DEVICE" = cuda ]; then
-  $PYTHON -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tee "$OUT/test_cuda_graphs.log" | tail -3
+  $PYTHON -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tee "$LOGS/test_cuda_graphs.log" | tail -3
   if [ "${PIPESTATUS[0]}" != 0 ]; then echo "CUDA GRAPH TESTS FAILED: eager steps from here on"; EXTRA="$EXTRA --cuda_graphs=false"; fi
 fi
+save_logs
 
 echo "== 2. bench uk ($SECONDS s)"
-$PYTHON bench.py --device=$DEVICE --target_market=uk --baseline_batches=${BASELINE_BATCHES:-5} --json="$OUT/bench_uk.json" $EXTRA \
+$PYTHON bench.py --device=$DEVICE --target_market=uk --baseline_batches=${BASELINE_BATCHES:-5} --json="$LOGS/bench_uk.json" $EXTRA \
   2>&1 | grep -v "it/s\]" | tail -12
 started=$SECONDS  # one whole (market, seed) run, alone on the device: uk seed 0 of the results
 timeout ${SOLO_S:-180} $PYTHON train_model.py --device=$DEVICE --target_market=uk --seeds=1 --log_dir=log/results $EXTRA \
-  >"$OUT/uk_solo.log" 2>&1 && echo "uk seed 0 alone: $((SECONDS - started)) s wall, $(grep -c epoch log/results/uk-*/metrics.jsonl) epochs"
+  >"$LOGS/uk_solo.log" 2>&1 && echo "uk seed 0 alone: $((SECONDS - started)) s wall, $(grep -c epoch log/results/uk-*/metrics.jsonl) epochs"
 
 fi
 
+save_logs
 echo "== 3. sweep ($SECONDS s)"
 MINUTES=$($PYTHON -c "print(max(0.5, ($DEADLINE_S - $SECONDS) / 60))")
-$PYTHON sweep.py --plan=$PLAN --jobs=$JOBS --deadline_minutes=$MINUTES --device=$DEVICE $EXTRA 2>&1 | tee "$OUT/sweep.log" | tail -40
+$PYTHON sweep.py --plan=$PLAN --jobs=$JOBS --deadline_minutes=$MINUTES --device=$DEVICE $EXTRA 2>&1 | tee "$LOGS/sweep.log" | tail -40
 [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 
+save_logs
 echo "== 4. pack ($SECONDS s)"
 new_folders=$(find log -mindepth 2 -maxdepth 2 -type d -newer /tmp/sweep_start)
 finished=$(for f in $new_folders; do [ -f $f/results.json ] && echo $f; done)

@@ -273,6 +273,14 @@ def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> to
                             capturable=on_gpu and config.cuda_graphs)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """A checkpoint's optimizer state, with this device's implementation flags (a run may
+    resume on another device than it started on: fused and capturable are GPU settings)."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group.update({key: optimizer.defaults[key] for key in ("fused", "capturable")})
+
+
 def graph_width(longest: int, max_width: int) -> int:
     """History slots of a CUDA graph step for a batch whose longest history is `longest`: the
     next power of two, at most `max_width`."""
@@ -394,9 +402,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
         model.load_state_dict(checkpoint["model"])
         best_state = checkpoint["best_model"]
         if optimizer is not None:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            for group in optimizer.param_groups:  # the checkpoint's were for the device it ran on
-                group.update({key: optimizer.defaults[key] for key in ("fused", "capturable")})
+            load_optimizer_state(optimizer, checkpoint["optimizer"])
         restore_generators(checkpoint["rng"], batch_rng, negatives_rng)
         data.train_item.copy_(checkpoint["train_item"].to(device))
     stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}

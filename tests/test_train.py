@@ -11,7 +11,7 @@ import torch
 
 from data_loader import DeviceData, build_dataset
 from model import ACMR
-from train_model import batch_loss, epoch_batches, graph_width, train_epoch
+from train_model import batch_loss, epoch_batches, graph_width, load_optimizer_state, make_optimizer, train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,3 +111,16 @@ def test_padding_a_batch_to_a_graph_width_keeps_its_loss_and_gradient(frames, sm
     for a, b in zip(padded, trimmed):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert [graph_width(n, 50) for n in (1, 2, 3, 8, 9, 33, 50)] == [1, 2, 4, 8, 16, 50, 50]
+
+
+def test_an_optimizer_state_from_a_gpu_run_resumes_with_this_devices_flags(small_config):
+    """A GPU run's Adam state (fused, capturable) continues on the CPU as a CPU Adam."""
+    model = torch.nn.Linear(3, 1)
+    gpu_state = make_optimizer(model, small_config, torch.device("cpu")).state_dict()
+    gpu_state["param_groups"][0].update(fused=True, capturable=True)
+    optimizer = make_optimizer(model, small_config, torch.device("cpu"))
+    load_optimizer_state(optimizer, gpu_state)
+    assert (optimizer.param_groups[0]["fused"], optimizer.param_groups[0]["capturable"]) == (False, False)
+    model(torch.ones(2, 3)).sum().backward()
+    optimizer.step()
+    assert optimizer.state[model.weight]["step"] == 1
