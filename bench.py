@@ -29,7 +29,7 @@ from config import ConfigError, parse_overrides
 from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
 from model import ACMR
-from train_model import (CudaGraphSteps, Progress, configure_host, environment, make_optimizer, resolve_device,
+from train_model import (Progress, configure_host, environment, make_graph_steps, make_optimizer, resolve_device,
                          run_seed, train_epoch)
 
 
@@ -102,8 +102,7 @@ def main(argv: list[str]) -> dict[str, object]:
     model = ACMR(dataset.num_items, len(dataset.markets), config.hidden_size, config.num_layers,
                  config.num_heads, config.ff_size, config.dropout).to(device)
     optimizer = make_optimizer(model, config, device)
-    graph_steps = (CudaGraphSteps(model, optimizer, data, config)
-                   if device.type == "cuda" and config.cuda_graphs else None)
+    graph_steps = make_graph_steps(model, optimizer, data, config, device)
     rows = np.arange(len(dataset.train_user))
     for epoch in ("pretrain_epoch_s", "pretrain_second_epoch_s")[:2 if graph_steps else 1]:
         synchronize(device)  # the second epoch replays the graphs that the first captured

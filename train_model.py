@@ -346,6 +346,14 @@ class CudaGraphSteps:
         return loss
 
 
+def make_graph_steps(model: nn.Module, optimizer: torch.optim.Optimizer | None, data: DeviceData,
+                     config: Config, device: torch.device) -> CudaGraphSteps | None:
+    """The CUDA-graph steps of a run on a GPU with `cuda_graphs`; None elsewhere (eager steps)."""
+    if optimizer is None or device.type != "cuda" or not config.cuda_graphs:
+        return None
+    return CudaGraphSteps(model, optimizer, data, config)
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, rows: np.ndarray,
                 rng: np.random.Generator, config: Config, desc: str,
                 graph_steps: CudaGraphSteps | None = None) -> float:
@@ -412,8 +420,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
         save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
                         negatives_rng, data.train_item)
 
-    graph_steps = (CudaGraphSteps(model, optimizer, data, config)
-                   if optimizer is not None and device.type == "cuda" and config.cuda_graphs else None)
+    graph_steps = make_graph_steps(model, optimizer, data, config, device)
     stages = active_stages(config)
     for stage in stages[stages.index(progress.stage):]:  # one optimizer: Adam state carries over
         rows = stage_rows[stage]
