@@ -18,7 +18,8 @@ function the model computes:
   The reason is speed on CPU, where torch runs this small model (head size 4, ~10 tokens) as
   many passes over memory: there the attention (scores, softmax, dropout of the
   probabilities, weighted sum; forward and backward) is one compiled pass per (sequence,
-  head), `_AttentionCPU`, and dropout one compiled pass, `dropout`. Other devices use torch
+  head), `_AttentionCPU`, and dropout one compiled pass, `dropout`. Evaluation has its own
+  attention kernel for short sequences, `_attention_inference_cpu`, and adds in place. Other devices use torch
   ops (`attention`). The dropout masks are drawn by our own generator, seeded from torch's,
   so for a seed they differ from the masks torch would draw; their distribution is the same.
 - `forward` returns the logit; the authors apply the sigmoid inside the model and train with
@@ -279,6 +280,64 @@ def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: in
                     grad_qkv[b, j, hidden + h * head_size + d] = grad_keys[d, j]
                     grad_qkv[b, j, 2 * hidden + h * head_size + d] = grad_values[d, j]
 
+_LANES = 16  # sequences per vector in `_attention_inference_cpu` (16 float32 = one AVX-512 register)
+_LANE_KERNEL_MAX_TOKENS = 11  # longer evaluation sequences go to `_attention_cpu` (EncoderLayer.attention)
+
+
+@njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
+def _attention_inference_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, out: np.ndarray) -> None:
+    """`_attention_cpu` without dropout and without saving anything, for evaluation: the same
+    steps (results agree to float32 rounding), but every loop runs over 16 sequences at once
+    instead of over the queries of one sequence. Evaluation batches hold sequences of one length, often
+    short (a user with one training item gives 2 tokens), which the other kernel pads to 16
+    queries; here no lane is wasted except in the last block of a batch. Each block of 16
+    sequences is first copied to (feature, token, sequence) order."""
+    batch, length, hidden = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    head_size = hidden // num_heads
+    scale = np.float32(1.0 / math.sqrt(head_size))
+    for block in prange((batch + _LANES - 1) // _LANES):
+        first, lanes = block * _LANES, min(_LANES, batch - block * _LANES)
+        local = np.zeros((3 * hidden, length, _LANES), np.float32)
+        real = np.ones((length, _LANES), np.float32)  # lanes past the batch: all keys real
+        for lane in range(lanes):
+            for j in range(length):
+                real[j, lane] = key_real[first + lane, j]
+                for c in range(3 * hidden):
+                    local[c, j, lane] = qkv[first + lane, j, c]
+        weights = np.zeros((length, _LANES), np.float32)  # (key, sequence) for one query
+        top, total = np.zeros(_LANES, np.float32), np.zeros(_LANES, np.float32)
+        attended = np.zeros((head_size, _LANES), np.float32)
+        for h in range(num_heads):
+            query, key, value = h * head_size, hidden + h * head_size, 2 * hidden + h * head_size
+            for i in range(length):
+                top[:] = -3.0e38
+                for j in range(length):
+                    weights[j, :] = 0.0
+                    for d in range(head_size):
+                        for lane in range(_LANES):
+                            weights[j, lane] += local[key + d, j, lane] * local[query + d, i, lane]
+                    for lane in range(_LANES):
+                        if real[j, lane] > 0:
+                            top[lane] = max(top[lane], weights[j, lane])
+                total[:] = 0.0
+                for j in range(length):
+                    for lane in range(_LANES):
+                        weights[j, lane] = _exp_nonpositive(min((weights[j, lane] - top[lane]) * scale, 0.0)) * real[j, lane]
+                        total[lane] += weights[j, lane]
+                for lane in range(_LANES):
+                    total[lane] = np.float32(1.0) / total[lane]
+                attended[:] = 0.0
+                for j in range(length):
+                    for lane in range(_LANES):
+                        weights[j, lane] *= total[lane]
+                    for d in range(head_size):
+                        for lane in range(_LANES):
+                            attended[d, lane] += weights[j, lane] * local[value + d, j, lane]
+                for lane in range(lanes):
+                    for d in range(head_size):
+                        out[first + lane, i, h * head_size + d] = attended[d, lane]
+
+
 class _AttentionCPU(torch.autograd.Function):
     """Multi-head attention with dropout on the probabilities, from `in_proj`'s output to the
     heads' concatenated outputs, in one compiled pass forward (`_attention_cpu`) and one
@@ -355,11 +414,24 @@ class EncoderLayer(nn.Module):
         self.num_heads = num_heads
         self.p = dropout_p
 
+    def inference(self) -> bool:
+        """Whether this is evaluation (eval mode, no autograd), which has faster paths: nothing
+        is saved for a backward pass, so results can be written in place."""
+        return not self.training and not torch.is_grad_enabled()
+
     def attention(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """The heads' concatenated outputs (B, T, H), before `out_proj`; padding (B, T) True
-        where the key is padding."""
+        where the key is padding. On CPU, evaluation batches of short sequences go to
+        `_attention_inference_cpu`, which is faster there than `_AttentionCPU` (which pads the
+        queries to 16); from 12 tokens on, the latter is faster (measured on this machine's
+        Xeon: 2.8 vs 2.8 ms per call at 12 tokens, 2.4 vs 2.7 at 10, 1.4 vs 2.6 at 6)."""
         qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)  # (B, T, 3H)
         p = self.p if self.training else 0.0
+        if x.device.type == "cpu" and self.inference() and x.shape[1] <= _LANE_KERNEL_MAX_TOKENS:
+            out = qkv.new_empty(qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3)
+            _attention_inference_cpu(qkv.contiguous().numpy(), (~padding).to(torch.uint8).numpy(),
+                                     self.num_heads, out.numpy())
+            return out
         if x.device.type == "cpu":
             seed = int(torch.randint(2**63 - 1, ())) if p > 0.0 else 0
             return _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), self.num_heads, p, seed)
@@ -368,6 +440,9 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """x (B, T, H); padding (B, T) True where the token is padding."""
         attended = self.attention(x, padding)
+        if self.inference():  # the same function, with the sums and the ReLU written in place
+            x = self.norm1(self.self_attn.out_proj(attended).add_(x))
+            return self.norm2(self.linear2(self.linear1(x).relu_()).add_(x))
         x = self.norm1(x + dropout(self.self_attn.out_proj(attended), self.p, self.training))
         hidden_ff = dropout(self.linear1(x), self.p, self.training, relu=True)
         return self.norm2(x + dropout(self.linear2(hidden_ff), self.p, self.training))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from model import ACMR, Encoder, EncoderLayer, _AttentionCPU, _exp_nonpositive, _kept, attention, dropout
+from model import (ACMR, Encoder, EncoderLayer, _AttentionCPU, _attention_inference_cpu, _exp_nonpositive, _kept,
+                   attention, dropout)
 
 
 def reference_encoder(num_layers: int = 4) -> nn.TransformerEncoder:
@@ -170,6 +172,37 @@ def test_compiled_attention_is_attention_with_dropout_in_value_and_gradient():
         ours_grad, = torch.autograd.grad(ours, qkv, grad_out)
         reference_grad, = torch.autograd.grad(reference, qkv, grad_out)
         torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 11, 12, 20])
+def test_evaluation_attention_kernel_is_attention(length: int):
+    """_attention_inference_cpu, which works on 16 sequences at once, against torch ops and
+    _AttentionCPU, on a batch that is not a multiple of 16, with padded keys."""
+    torch.manual_seed(length)
+    batch = 37
+    qkv = torch.randn(batch, length, 96)
+    padding = torch.rand(batch, length) < 0.3
+    padding[:, -1] = False  # the candidate is never padding
+    out = torch.empty(batch, length, 32)
+    _attention_inference_cpu(qkv.numpy(), (~padding).to(torch.uint8).numpy(), 8, out.numpy())
+    torch.testing.assert_close(out, attention(qkv, padding, 8, 0.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), 8, 0.0, 0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_evaluation_path_computes_the_training_path_function():
+    """In eval mode without autograd the layers take their in-place (and, on short sequences,
+    their own attention kernel's) path: it must give what the autograd path gives."""
+    torch.manual_seed(0)
+    model = ACMR(num_items=200, num_markets=7).eval()
+    for parameter in model.parameters():  # trained weights differ from layer to layer
+        parameter.data.add_(torch.randn_like(parameter) * 0.1)
+    for length in (3, 11, 30):
+        history, candidate, market = random_batch(batch=50, length=length, seed=length)
+        with_autograd = model(None, history, candidate, market)
+        with torch.inference_mode():
+            evaluation = model(None, history, candidate, market)
+        torch.testing.assert_close(evaluation, with_autograd.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_the_vectorized_exponential_is_float32_accurate():
