@@ -104,6 +104,8 @@ CHOICES = {
     "market_embedding": ("shared", "none", "item"),
     "stages": ("pretrain+finetune", "pretrain", "finetune"),
 }
+PROTOCOL_SETTINGS = ("eval_negative_pool", "eval_mode", "split", "history_includes_candidate",
+                     "resample_train_negatives", "patience_resets", "held_out_in_negatives")  # SPEC section 7
 PROTOCOL_CHOICES = {  # the sound variants are documented in PROTOCOL.md
     "eval_negative_pool": ("global", "target"),
     "eval_mode": ("sampled", "full"),

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from config import MARKETS, PRESETS, STAGES, Config  # noqa: E402
+from config import MARKETS, PRESETS, PROTOCOL_SETTINGS, STAGES, Config  # noqa: E402
 from evaluate import METRICS  # noqa: E402
 
 AUTHORS_RUNS = Path(__file__).resolve().parent / "data" / "authors_logged_runs.json"
@@ -44,16 +44,28 @@ def authors_numbers() -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["market", "stage"])
 
 
-def variant_name(config: dict) -> str:
-    """The preset (config.PRESETS) a run's settings match best, followed by the other settings
-    that differ from config.py's defaults and change results, e.g. `gmf (lr=0.01)`."""
+def variant_parts(config: dict) -> tuple[str, str]:
+    """(model, protocol) of a run's settings: the model is the preset (config.PRESETS) they
+    match best, followed by the other settings that differ from config.py's defaults and change
+    results except the protocol's, e.g. `gmf (lr=0.01)`; the protocol is the protocol settings
+    (config.PROTOCOL_SETTINGS) that differ, e.g. `split=temporal`, "" for the authors'."""
     defaults = dataclasses.asdict(Config())
     changed = {k: v for k, v in config.items()
                if k not in NOT_EXPERIMENT and k in defaults and defaults[k] != v}
     matching = [name for name, settings in PRESETS.items() if settings.items() <= changed.items()]
     preset = max(matching, key=lambda name: len(PRESETS[name]))  # "acmr" ({}) always matches
-    rest = " ".join(f"{k}={v}" for k, v in changed.items() if k not in PRESETS[preset])
-    return f"{preset} ({rest})" if rest else preset
+    rest = " ".join(f"{k}={v}" for k, v in changed.items()
+                    if k not in PRESETS[preset] and k not in PROTOCOL_SETTINGS)
+    protocol = " ".join(f"{k}={changed[k]}" for k in PROTOCOL_SETTINGS if k in changed)
+    return (f"{preset} ({rest})" if rest else preset), protocol
+
+
+def variant_name(config: dict) -> str:
+    """The model and the protocol of a run in one name, e.g. `gmf (lr=0.01 split=temporal)`."""
+    model, protocol = variant_parts(config)
+    if not protocol:
+        return model
+    return f"{model[:-1]} {protocol})" if model.endswith(")") else f"{model} ({protocol})"
 
 
 def find_run_folders(paths: list[Path]) -> list[Path]:
@@ -79,10 +91,11 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     results, curves = [], []
     for folder in folders:
         config = json.loads((folder / "config.json").read_text())
-        variant = variant_name(config)
+        variant, (model, protocol) = variant_name(config), variant_parts(config)
         for run in json.loads((folder / "results.json").read_text())["runs"]:
             for stage in (s for s in STAGES if s in run):  # a run may skip a stage (config.stages)
-                results.append({"variant": variant, "market": config["target_market"],
+                results.append({"variant": variant, "model": model, "protocol": protocol,
+                                "market": config["target_market"],
                                 "seed": run["seed"], "stage": stage, "folder": folder.name,
                                 "epochs": run[stage]["epochs"],
                                 "test_candidates": run.get("candidates_sha256", {}).get("test"),
@@ -209,6 +222,40 @@ def model_comparison(table: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
+def protocol_order(protocol: str) -> tuple:
+    """The authors' protocol first, then one switch, then several, each in config's order."""
+    return protocol.count("="), [PROTOCOL_SETTINGS.index(part.split("=")[0]) for part in protocol.split()]
+
+
+def protocol_study(results: pd.DataFrame) -> list[str]:
+    """Markdown lines of PROTOCOL.md's study table, where the runs have more than one protocol:
+    a row per protocol, a column per (model, market), each cell the test HR@10 / NDCG@10 after
+    the model's last stage, mean ± std (seeds)."""
+    if results["protocol"].nunique() < 2:
+        return []
+    order = results["stage"].map({stage: i for i, stage in enumerate(STAGES)})
+    last = results[order == order.groupby([results["variant"], results["market"], results["seed"]]).transform("max")]
+    stats = last.groupby(["protocol", "model", "market"])[["HR@10", "NDCG@10"]].agg(["mean", "std", "count"])
+    columns = [(model, market) for model in sorted(set(last["model"])) for market in MARKETS
+               if ((last["model"] == model) & (last["market"] == market)).any()]
+    lines = ["## Protocol study: test HR@10 / NDCG@10 after each model's last stage (PROTOCOL.md)", "",
+             "Mean ± sample std (seeds); an empty cell: not run.", "",
+             "| protocol | " + " | ".join(f"{model}, `{market}`" for model, market in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for protocol in sorted(set(last["protocol"]), key=protocol_order):
+        cells = []
+        for model, market in columns:
+            if (protocol, model, market) not in stats.index:
+                cells.append("")
+                continue
+            row = stats.loc[(protocol, model, market)]
+            hr, ndcg = (mean_std(pd.Series({"mean": row[(m, "mean")], "std": row[(m, "std")]}))
+                        for m in ("HR@10", "NDCG@10"))
+            cells.append(f"{hr} / {ndcg} ({row[('HR@10', 'count')]:.0f})")
+        lines.append(f"| {f'`{protocol}`' if protocol else 'authors (default)'} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFrame, command: str) -> str:
     lines = ["# ACMR reproduction report", "",
              f"Built with `{command}` from {results['folder'].nunique()} run folder(s). "
@@ -228,6 +275,7 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFram
             lines.append("")
     if table["variant"].nunique() > 1:
         lines += model_comparison(table)
+    lines += protocol_study(results)
     lines += breakdown_lines(breakdowns)
     missing = [m for m in MARKETS if m not in set(results["market"])]
     lines += ["Markets without runs: " + (", ".join(missing) if missing else "none") + ".", ""]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from config import Config
-from report import candidates_line, collect, comparison_text
+from report import candidates_line, collect, comparison_text, protocol_study
 from tests.conftest import REPO
 
 AUTHORS = json.loads((REPO / "data" / "authors_logged_runs.json").read_text())["markets"]
@@ -164,3 +164,30 @@ def test_the_breakdown_table_averages_each_group_over_the_seeds_that_have_it(tmp
     report = (tmp_path / "report.md").read_text()
     assert ("| acmr | after fine-tuning | in | 1.0000 / 0.5000 (6) | 0.6500 / 0.3250 (236) "
             "| 0.8500 / 0.4250 (205) | 0.3000 / 0.1500 (34) | 2 |") in report
+
+
+def test_the_protocol_study_table_has_a_row_per_protocol_and_a_column_per_model_and_market(tmp_path):
+    fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.5, 1: 0.7})
+    fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.3}, eval_negative_pool="target")
+    fabricate(tmp_path, "in-20260103-000000", "in", {0: 0.2, 1: 0.4}, eval_mode="full", split="temporal")
+    fabricate(tmp_path, "jp-20260101-000000", "jp", {0: 0.6}, model="popularity", stages="finetune",
+              split="temporal")
+    pretrain_only = fabricate(tmp_path, "jp-20260102-000000", "jp", {0: 0.4}, stages="pretrain", lr=0.01)
+    stored = json.loads((pretrain_only / "results.json").read_text())
+    for run in stored["runs"]:
+        del run["finetune"]  # its last stage is pre-training
+    (pretrain_only / "results.json").write_text(json.dumps(stored))
+    results, _ = collect(sorted(tmp_path.iterdir()))
+    assert set(zip(results["model"], results["protocol"])) == {
+        ("acmr", ""), ("acmr", "eval_negative_pool=target"), ("acmr", "eval_mode=full split=temporal"),
+        ("popularity", "split=temporal"), ("acmr-no-finetuning (lr=0.01)", "")}
+    lines = protocol_study(results)
+    # last stage: fine-tuning adds 0.02; HR@10 = value + 0.1 + 0.02, NDCG@10 = value - 0.05 + 0.02
+    assert lines[4:] == [
+        "| protocol | acmr, `in` | acmr-no-finetuning (lr=0.01), `jp` | popularity, `jp` |",
+        "|---|---|---|---|",
+        "| authors (default) | 0.7200 ± 0.1414 / 0.5700 ± 0.1414 (2) | 0.5000 / 0.3500 (1) |  |",
+        "| `eval_negative_pool=target` | 0.4200 / 0.2700 (1) |  |  |",
+        "| `split=temporal` |  |  | 0.7200 / 0.5700 (1) |",
+        "| `eval_mode=full split=temporal` | 0.4200 ± 0.1414 / 0.2700 ± 0.1414 (2) |  |  |", ""]
+    assert protocol_study(results[results["protocol"] == ""]) == []  # one protocol: no study
