@@ -44,11 +44,12 @@ def authors_numbers() -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["market", "stage"])
 
 
-def variant_parts(config: dict) -> tuple[str, str]:
-    """(model, protocol) of a run's settings: the model is the preset (config.PRESETS) they
-    match best, followed by the other settings that differ from config.py's defaults and change
-    results except the protocol's, e.g. `gmf (lr=0.01)`; the protocol is the protocol settings
-    (config.PROTOCOL_SETTINGS) that differ, e.g. `split=temporal`, "" for the authors'."""
+def variant_parts(config: dict) -> tuple[str, str, str]:
+    """(variant, model, protocol) of a run's settings. The model is the preset (config.PRESETS)
+    they match best, followed by the other settings that differ from config.py's defaults and
+    change results, except the protocol's, e.g. `gmf (lr=0.01)`; the protocol is the protocol
+    settings (config.PROTOCOL_SETTINGS) that differ, e.g. `split=temporal`, "" for the
+    authors'; the variant names both, e.g. `gmf (lr=0.01 split=temporal)`."""
     defaults = dataclasses.asdict(Config())
     changed = {k: v for k, v in config.items()
                if k not in NOT_EXPERIMENT and k in defaults and defaults[k] != v}
@@ -57,15 +58,13 @@ def variant_parts(config: dict) -> tuple[str, str]:
     rest = " ".join(f"{k}={v}" for k, v in changed.items()
                     if k not in PRESETS[preset] and k not in PROTOCOL_SETTINGS)
     protocol = " ".join(f"{k}={changed[k]}" for k in PROTOCOL_SETTINGS if k in changed)
-    return (f"{preset} ({rest})" if rest else preset), protocol
+    both = " ".join(part for part in (rest, protocol) if part)
+    return (f"{preset} ({both})" if both else preset), (f"{preset} ({rest})" if rest else preset), protocol
 
 
 def variant_name(config: dict) -> str:
-    """The model and the protocol of a run in one name, e.g. `gmf (lr=0.01 split=temporal)`."""
-    model, protocol = variant_parts(config)
-    if not protocol:
-        return model
-    return f"{model[:-1]} {protocol})" if model.endswith(")") else f"{model} ({protocol})"
+    """The model and the protocol of a run in one name (variant_parts)."""
+    return variant_parts(config)[0]
 
 
 def find_run_folders(paths: list[Path]) -> list[Path]:
@@ -91,7 +90,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     results, curves = [], []
     for folder in folders:
         config = json.loads((folder / "config.json").read_text())
-        variant, (model, protocol) = variant_name(config), variant_parts(config)
+        variant, model, protocol = variant_parts(config)
         for run in json.loads((folder / "results.json").read_text())["runs"]:
             for stage in (s for s in STAGES if s in run):  # a run may skip a stage (config.stages)
                 results.append({"variant": variant, "model": model, "protocol": protocol,
@@ -248,10 +247,8 @@ def protocol_study(results: pd.DataFrame) -> list[str]:
             if (protocol, model, market) not in stats.index:
                 cells.append("")
                 continue
-            row = stats.loc[(protocol, model, market)]
-            hr, ndcg = (mean_std(pd.Series({"mean": row[(m, "mean")], "std": row[(m, "std")]}))
-                        for m in ("HR@10", "NDCG@10"))
-            cells.append(f"{hr} / {ndcg} ({row[('HR@10', 'count')]:.0f})")
+            row = stats.loc[(protocol, model, market)]  # (metric, mean / std / count)
+            cells.append(f"{mean_std(row['HR@10'])} / {mean_std(row['NDCG@10'])} ({row['HR@10', 'count']:.0f})")
         lines.append(f"| {f'`{protocol}`' if protocol else 'authors (default)'} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
