@@ -53,9 +53,9 @@ def score_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tenso
 
     Users with the same history length are scored together, so no sequence carries padding,
     in forward passes whose layer activations (model.activation_floats) stay under `batch_floats`
-    (0 = 2 M on CPU, where passes that fit the caches are faster, 32 M on other devices).
+    (0 = 4 M on CPU, where passes that fit the caches are faster, 32 M on other devices).
     """
-    batch_floats = batch_floats or (2_000_000 if candidates.device.type == "cpu" else 32_000_000)
+    batch_floats = batch_floats or (4_000_000 if candidates.device.type == "cpu" else 32_000_000)
     was_training = model.training
     model.eval()
     num_candidates = candidates.shape[1]

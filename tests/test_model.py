@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from model import (ACMR, Encoder, EncoderLayer, _AttentionCPU, _attention_inference_cpu, _exp_nonpositive, _kept,
-                   attention, dropout)
+from model import (ACMR, Encoder, EncoderLayer, _add_norm_cpu, _add_relu_cpu, _AttentionCPU,
+                   _attention_inference_cpu, _exp_nonpositive, _kept, attention, dropout)
 
 
 def reference_encoder(num_layers: int = 4) -> nn.TransformerEncoder:
@@ -176,18 +177,35 @@ def test_compiled_attention_is_attention_with_dropout_in_value_and_gradient():
 
 @pytest.mark.parametrize("length", [1, 2, 7, 11, 12, 20])
 def test_evaluation_attention_kernel_is_attention(length: int):
-    """_attention_inference_cpu, which works on 16 sequences at once, against torch ops and
-    _AttentionCPU, on a batch that is not a multiple of 16, with padded keys."""
+    """_attention_inference_cpu, which works on 16 sequences at once and adds in_proj's bias,
+    against torch ops and _AttentionCPU, on a batch that is not a multiple of 16, with padded
+    keys."""
     torch.manual_seed(length)
     batch = 37
     qkv = torch.randn(batch, length, 96)
     padding = torch.rand(batch, length) < 0.3
     padding[:, -1] = False  # the candidate is never padding
     out = torch.empty(batch, length, 32)
-    _attention_inference_cpu(qkv.numpy(), (~padding).to(torch.uint8).numpy(), 8, out.numpy())
+    bias = torch.randn(96)
+    _attention_inference_cpu((qkv - bias).numpy(), bias.numpy(), (~padding).to(torch.uint8).numpy(), 8,
+                             out.numpy())
     torch.testing.assert_close(out, attention(qkv, padding, 8, 0.0), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), 8, 0.0, 0),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [32, 20])
+def test_evaluation_add_norm_and_add_relu_kernels_are_their_torch_ops(width: int):
+    """The fused evaluation steps, on a width that is and one that is not a multiple of 16."""
+    torch.manual_seed(width)
+    y, residual = torch.randn(101, width), torch.randn(101, width)
+    bias, weight, shift = torch.randn(width), torch.randn(width), torch.randn(width)
+    expected = F.layer_norm(y + bias + residual, (width,), weight, shift, eps=1e-5)
+    _add_norm_cpu(y.numpy(), bias.numpy(), residual.numpy(), weight.numpy(), shift.numpy(), 1e-5)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    expected = torch.relu(y + bias)
+    _add_relu_cpu(y.numpy(), bias.numpy())
+    torch.testing.assert_close(y, expected)
 
 
 def test_evaluation_path_computes_the_training_path_function():
