@@ -283,7 +283,7 @@ def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: in
 
 
 _LANES = 16  # sequences per vector in `_attention_inference_cpu` (16 float32 = one AVX-512 register)
-_LANE_KERNEL_MAX_TOKENS = 11  # longer evaluation sequences go to `_attention_cpu` (EncoderLayer.attention)
+_LANE_KERNEL_MAX_TOKENS = 11  # longer evaluation sequences go to `_attention_cpu` (EncoderLayer.inference_cpu)
 
 
 @njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
