@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from model import (ACMR, Encoder, EncoderLayer, _add_norm_cpu, _add_relu_cpu, _AttentionCPU,
+from model import (_LANES, ACMR, Encoder, EncoderLayer, _add_norm_cpu, _add_relu_cpu, _AttentionCPU,
                    _attention_inference_cpu, _exp_nonpositive, _kept, attention, dropout)
 
 
@@ -175,7 +175,7 @@ def test_compiled_attention_is_attention_with_dropout_in_value_and_gradient():
         torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("length", [1, 2, 7, 11, 12, 20])
+@pytest.mark.parametrize("length", [1, 2, 7, 11, 20, 21])
 def test_evaluation_attention_kernel_is_attention(length: int):
     """_attention_inference_cpu, which works on 16 sequences at once and adds in_proj's bias,
     against torch ops and _AttentionCPU, on a batch that is not a multiple of 16, with padded
@@ -188,7 +188,7 @@ def test_evaluation_attention_kernel_is_attention(length: int):
     out = torch.empty(batch, length, 32)
     bias = torch.randn(96)
     _attention_inference_cpu((qkv - bias).numpy(), bias.numpy(), (~padding).to(torch.uint8).numpy(), 8,
-                             out.numpy())
+                             out.numpy(), _LANES)
     torch.testing.assert_close(out, attention(qkv, padding, 8, 0.0), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), 8, 0.0, 0),
                                rtol=1e-5, atol=1e-5)
@@ -215,7 +215,7 @@ def test_evaluation_path_computes_the_training_path_function():
     model = ACMR(num_items=200, num_markets=7).eval()
     for parameter in model.parameters():  # trained weights differ from layer to layer
         parameter.data.add_(torch.randn_like(parameter) * 0.1)
-    for length in (3, 11, 30):
+    for length in (3, 19, 30):
         history, candidate, market = random_batch(batch=50, length=length, seed=length)
         with_autograd = model(None, history, candidate, market)
         with torch.inference_mode():
