@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,22 @@ print(mapped, kept)
         result[setting] = [int(number) for number in output.split()]
     assert result["true"][0] == 0 and result["true"][1] > 60 * 2**20  # the 64 MB, give or take
     assert result["false"][0] >= 2**26 and result["false"][1] < 32 * 2**20  # unmapped, not kept
+
+
+def test_num_threads_holds_for_torch_and_numba_after_a_dropout_pass():
+    """Starting numba's OpenMP pool used to put torch back on all cores, whatever num_threads said."""
+    script = """
+import numba, torch
+from config import Config
+from model import dropout
+from train_model import configure_host
+configure_host(Config(num_threads=1))
+dropout(torch.ones(64, 8), 0.5, True)
+print(torch.get_num_threads(), numba.get_num_threads())
+"""
+    output = subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, capture_output=True,
+                            text=True, env={**os.environ, "NUMBA_NUM_THREADS": "2"}).stdout
+    assert output.split() == ["1", "1"]
 
 
 def test_padding_a_batch_to_a_graph_width_keeps_its_loss_and_gradient(frames, small_config):
