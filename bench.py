@@ -108,7 +108,7 @@ def main(argv: list[str]) -> dict[str, object]:
         synchronize(device)  # the second epoch replays the graphs that the first captured
         started = time.perf_counter()
         train_epoch(model, optimizer, data, rows, np.random.default_rng(0), config, "pretrain epoch",
-                    graph_steps)
+                    bucket=config.bucket_pretrain_batches, graph_steps=graph_steps)
         synchronize(device)
         report[epoch] = time.perf_counter() - started
     report["pretrain_batches"] = -(-len(rows) // config.batch_size)

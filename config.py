@@ -42,6 +42,8 @@ class Config:
     ff_size: int = 128
     dropout: float = 0.3
     max_history: int = 50  # longer histories are randomly subsampled to this many items
+    history_repeats: bool = True  # a history lists an item once per training purchase, as the
+    # authors' code does (SPEC 3.6); False = each distinct training item once
 
     # ---- training (SPEC section 5) ----
     stages: str = "pretrain+finetune"  # pre-train on all markets, then fine-tune on the target;
@@ -49,14 +51,20 @@ class Config:
     lr: float = 1e-3
     weight_decay: float = 1e-7
     batch_size: int = 1024
-    num_epochs: int = 50  # cap on the epochs of each stage (pre-training, fine-tuning)
+    pretrain_epochs: int = 50  # cap on the epochs of pre-training
+    finetune_epochs: int = 50  # cap on the epochs of fine-tuning
     patience: int = 3  # early-stopping budget of non-improving epochs
-    num_train_negatives: int = 4  # training negatives per training positive
+    num_train_negatives: int = 4  # training negatives per unit of train_negatives_per
+    train_negatives_per: str = "distinct_item"  # a user gets num_train_negatives x his number of
+    # distinct training items, as the authors' code (SPEC 3.5); "positive_row": x his training rows
     max_batches_per_epoch: int = 0  # 0 = all; a cap makes smoke tests fast (never in real runs)
     train_chunk_floats: int = 6_000_000  # a batch whose layer activations exceed this runs as
     # chunks (same gradient, bounded memory); see model.activation_floats
-    bucket_batches: bool = True  # group rows of similar history length into batches (speed only);
-    # False = plain uniform shuffling. Both trim each batch to its longest history.
+    bucket_pretrain_batches: bool = True  # pre-training batches group rows of similar history
+    # length (~10x faster on CPU, SPEED.md; results within seed noise); False = uniform shuffling.
+    # Both trim each batch to its longest history
+    bucket_finetune_batches: bool = False  # the same for fine-tuning; the authors shuffle uniformly
+    # (and bucketing saves nothing there: ~8 batches per epoch on in)
     cuda_graphs: bool = True  # on a GPU, replay each training step as a CUDA graph (speed only;
     # train_model.CudaGraphSteps); False = eager steps. No effect on CPU
 
@@ -103,7 +111,34 @@ CHOICES = {
     "model": ("acmr", "popularity", "gmf", "mlp", "nmf"),
     "market_embedding": ("shared", "none", "item"),
     "stages": ("pretrain+finetune", "pretrain", "finetune"),
+    "train_negatives_per": ("distinct_item", "positive_row"),
 }
+
+# Settings renamed or added since runs were first committed: what a config.json or command line
+# without them meant. `num_epochs` capped both stages; `bucket_batches` bucketed both stages.
+RENAMED = {"num_epochs": ("pretrain_epochs", "finetune_epochs"),
+           "bucket_batches": ("bucket_pretrain_batches", "bucket_finetune_batches")}
+BEFORE_ADDED = {"history_repeats": False, "train_negatives_per": "positive_row"}
+
+
+def upgrade_saved(saved: dict[str, object]) -> dict[str, object]:
+    """A config.json's settings in today's names. A file written before a setting existed
+    meant that setting's behaviour of the time (BEFORE_ADDED, RENAMED), not today's default."""
+    upgraded = dict(saved)
+    for old, new_keys in RENAMED.items():
+        if old in upgraded:
+            value = upgraded.pop(old)
+            upgraded.update({key: value for key in new_keys})
+    for key, value in BEFORE_ADDED.items():
+        upgraded.setdefault(key, value)
+    return upgraded
+
+
+def config_from_saved(saved: dict[str, object]) -> Config:
+    """The Config of a run folder's config.json (upgrade_saved), validated."""
+    config = Config(**upgrade_saved(saved))
+    validate(config)
+    return config
 PROTOCOL_SETTINGS = ("eval_negative_pool", "eval_mode", "split", "history_includes_candidate",
                      "resample_train_negatives", "patience_resets", "held_out_in_negatives")  # SPEC section 7
 PROTOCOL_CHOICES = {  # the sound variants are documented in PROTOCOL.md
@@ -142,7 +177,10 @@ def parse_overrides(args: list[str], config: Config | None = None,
         if not arg.startswith("--") or "=" not in arg:
             raise ConfigError(f"bad argument {arg!r}: expected --key=value")
         key, text = arg[2:].split("=", 1)
-        if key in types:
+        if key in RENAMED:  # an old command line (a committed command.txt) still runs
+            for new_key in RENAMED[key]:
+                setattr(config, new_key, _parse_value(key, text, types[new_key]))
+        elif key in types:
             setattr(config, key, _parse_value(key, text, types[key]))
         elif key in extra:
             extras[key] = _parse_value(key, text, extra[key])
@@ -163,7 +201,7 @@ def validate(config: Config) -> None:
     if "{market}" not in c.data_url:
         raise ConfigError(f"data_url={c.data_url!r}: must contain {{market}}")
     positive_ints = ("seeds", "hidden_size", "num_layers", "num_heads", "ff_size", "max_history",
-                     "batch_size", "num_epochs", "patience", "num_train_negatives",
+                     "batch_size", "pretrain_epochs", "finetune_epochs", "patience", "num_train_negatives",
                      "num_eval_negatives", "train_chunk_floats")
     for key in positive_ints:
         if getattr(c, key) < 1:

@@ -280,21 +280,21 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
     train_user_pos = train["user"].to_numpy()
     train_item_pos = train["item"].to_numpy()
 
-    # histories: the distinct training items of each user, at most max_history, drawn at random
-    distinct = train[["user", "item"]].drop_duplicates()
-    distinct = distinct.iloc[rng.permutation(len(distinct))].sort_values("user", kind="stable")
-    slot = distinct.groupby("user").cumcount().to_numpy()
+    # histories: each user's training items (once per purchase, or once per distinct item), at
+    # most max_history of them, drawn at random
+    entries = train[["user", "item"]] if config.history_repeats else train[["user", "item"]].drop_duplicates()
+    entries = entries.iloc[rng.permutation(len(entries))].sort_values("user", kind="stable")
+    slot = entries.groupby("user").cumcount().to_numpy()
     keep = slot < config.max_history
     user_history = np.zeros((num_users, config.max_history), dtype=np.int64)
-    user_history[distinct["user"].to_numpy()[keep], slot[keep]] = distinct["item"].to_numpy()[keep]
-    history_length = np.bincount(distinct["user"].to_numpy()[keep], minlength=num_users)
+    user_history[entries["user"].to_numpy()[keep], slot[keep]] = entries["item"].to_numpy()[keep]
+    history_length = np.bincount(entries["user"].to_numpy()[keep], minlength=num_users)
 
-    # training negatives: num_train_negatives per positive, from the global item pool
+    # training negatives, from the global item pool
     pool = np.arange(1, len(item_names))
-    negative_items = draw_train_negatives(rng, train_user_pos, train_item_pos, num_users,
-                                          len(pool), config.num_train_negatives)
-    negative_users = np.repeat(np.arange(num_users), config.num_train_negatives
-                               * np.bincount(train_user_pos, minlength=num_users))
+    negative_counts = train_negative_counts(train_user_pos, train_item_pos, num_users, config)
+    negative_items = sample_negatives(rng, negative_counts, pool, train_user_pos, train_item_pos)
+    negative_users = np.repeat(np.arange(num_users), negative_counts)
 
     # evaluation candidates: the held-out item, then negatives from the pool that are neither
     # the user's training items nor the held-out item (nor, optionally, the other held-out item)
@@ -337,19 +337,22 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
         test_repeat=test_repeat, test_item_seen=np.isin(held_out["test"], target_train_items))
 
 
-def draw_train_negatives(rng: np.random.Generator, positive_user: np.ndarray, positive_item: np.ndarray,
-                         num_users: int, num_items: int, per_positive: int) -> np.ndarray:
-    """`per_positive` negatives per training positive, from all items, none of them among the
-    user's positives; grouped by user (user 0's first)."""
-    counts = per_positive * np.bincount(positive_user, minlength=num_users)
-    return sample_negatives(rng, counts, np.arange(1, num_items + 1), positive_user, positive_item)
+def train_negative_counts(positive_user: np.ndarray, positive_item: np.ndarray, num_users: int,
+                          config: Config) -> np.ndarray:
+    """(num_users,) training negatives of each user: num_train_negatives times his number of
+    distinct training items (the authors') or of his training rows (`train_negatives_per`)."""
+    if config.train_negatives_per == "distinct_item":
+        positive_user = np.unique(np.column_stack([positive_user, positive_item]), axis=0)[:, 0]
+    return config.num_train_negatives * np.bincount(positive_user, minlength=num_users)
 
 
-def resample_train_negatives(dataset: Dataset, rng: np.random.Generator, per_positive: int) -> np.ndarray:
-    """New training negatives for the rows of `dataset` that hold negatives, in their order."""
+def resample_train_negatives(dataset: Dataset, rng: np.random.Generator, config: Config) -> np.ndarray:
+    """New training negatives for the rows of `dataset` that hold negatives, in their order
+    (grouped by user, user 0's first: as build_dataset draws them)."""
     positive = dataset.train_label == 1
-    return draw_train_negatives(rng, dataset.train_user[positive], dataset.train_item[positive],
-                                len(dataset.user_names), dataset.num_items, per_positive)
+    users, items = dataset.train_user[positive], dataset.train_item[positive]
+    counts = train_negative_counts(users, items, len(dataset.user_names), config)
+    return sample_negatives(rng, counts, np.arange(1, dataset.num_items + 1), users, items)
 
 
 def all_allowed_items(pool: np.ndarray, num_users: int, excluded_user: np.ndarray,

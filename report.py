@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from config import MARKETS, PRESETS, PROTOCOL_SETTINGS, STAGES, Config  # noqa: E402
+from config import MARKETS, PRESETS, PROTOCOL_SETTINGS, STAGES, Config, upgrade_saved  # noqa: E402
 from evaluate import METRICS  # noqa: E402
 
 AUTHORS_RUNS = Path(__file__).resolve().parent / "data" / "authors_logged_runs.json"
@@ -51,8 +51,8 @@ def variant_parts(config: dict) -> tuple[str, str, str]:
     settings (config.PROTOCOL_SETTINGS) that differ, e.g. `split=temporal`, "" for the
     authors'; the variant names both, e.g. `gmf (lr=0.01 split=temporal)`."""
     defaults = dataclasses.asdict(Config())
-    changed = {k: v for k, v in config.items()
-               if k not in NOT_EXPERIMENT and k in defaults and defaults[k] != v}
+    changed = {k: config[k] for k in defaults  # in config.py's order
+               if k not in NOT_EXPERIMENT and k in config and config[k] != defaults[k]}
     matching = [name for name, settings in PRESETS.items() if settings.items() <= changed.items()]
     preset = max(matching, key=lambda name: len(PRESETS[name]))  # "acmr" ({}) always matches
     rest = " ".join(f"{k}={v}" for k, v in changed.items()
@@ -89,7 +89,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test metrics, one row per (variant, market, seed, stage), and the per-epoch records."""
     results, curves = [], []
     for folder in folders:
-        config = json.loads((folder / "config.json").read_text())
+        config = upgrade_saved(json.loads((folder / "config.json").read_text()))
         variant, model, protocol = variant_parts(config)
         for run in json.loads((folder / "results.json").read_text())["runs"]:
             for stage in (s for s in STAGES if s in run):  # a run may skip a stage (config.stages)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import report
-from config import MARKETS, PRESETS, ConfigError, parse_overrides
+from config import MARKETS, PRESETS, ConfigError, parse_overrides, upgrade_saved
 from train_model import CHECKPOINT, RESUMABLE_SETTINGS
 
 REPO = Path(__file__).resolve().parent
@@ -86,7 +86,7 @@ def run_folders(log_dir: str, market: str) -> list[tuple[Path, dict, set[int]]]:
     folders = []
     for folder in sorted(Path(log_dir).glob(f"{market}-*"), reverse=True):
         try:
-            saved = json.loads((folder / "config.json").read_text())
+            saved = upgrade_saved(json.loads((folder / "config.json").read_text()))
             results = folder / "results.json"
             done = {run["seed"] for run in json.loads(results.read_text())["runs"]} if results.is_file() else set()
         except (OSError, ValueError, KeyError):

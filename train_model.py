@@ -35,8 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from config import (STAGES, Config, ConfigError, active_stages, parse_overrides, target_markets,
-                    validate)
+from config import (STAGES, Config, ConfigError, active_stages, config_from_saved, parse_overrides,
+                    target_markets, upgrade_saved)
 from data_loader import (DataError, DeviceData, build_dataset, export_candidates, load_markets,
                          resample_train_negatives)
 from evaluate import METRICS, breakdown, evaluate_candidates, mean_and_std, ranking_metrics, score_candidates
@@ -218,9 +218,7 @@ def resume_config(run_dir: Path, overrides: Config, given: set[str]) -> Config:
     """The run folder's config; settings given on the command line must agree with it, except
     the ones that say where or how fast to run (RESUMABLE_SETTINGS)."""
     try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        config = Config(**saved)
-        validate(config)
+        config = config_from_saved(json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(f"--resume={run_dir}: not a run folder of this program ({error})") from None
     for key in given:
@@ -235,15 +233,16 @@ def resume_config(run_dir: Path, overrides: Config, given: set[str]) -> Config:
 
 # ---------------------------------------------------------------- training
 
-def epoch_batches(rng: np.random.Generator, row_lengths: np.ndarray, config: Config) -> list[np.ndarray]:
-    """Row indices of each batch of one epoch. With bucketing, rows are sorted by history length
+def epoch_batches(rng: np.random.Generator, row_lengths: np.ndarray, config: Config,
+                  bucket: bool) -> list[np.ndarray]:
+    """Row indices of each batch of one epoch. With `bucket`, rows are sorted by history length
     (random order among equal lengths) and the batches are visited in random order, so each
     batch is padded to little more than its own rows' lengths; without, a plain shuffle."""
     order = rng.permutation(len(row_lengths))
-    if config.bucket_batches:
+    if bucket:
         order = order[np.argsort(row_lengths[order], kind="stable")]
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    if config.bucket_batches:
+    if bucket:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     if config.max_batches_per_epoch:
         batches = batches[:config.max_batches_per_epoch]
@@ -355,10 +354,10 @@ def make_graph_steps(model: nn.Module, optimizer: torch.optim.Optimizer | None, 
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, rows: np.ndarray,
-                rng: np.random.Generator, config: Config, desc: str,
+                rng: np.random.Generator, config: Config, desc: str, *, bucket: bool,
                 graph_steps: CudaGraphSteps | None = None) -> float:
-    """One pass over the training rows `rows`; returns the mean loss. With `graph_steps`, each
-    batch is one replayed CUDA graph.
+    """One pass over the training rows `rows` in batches (epoch_batches, bucketed or not);
+    returns the mean loss. With `graph_steps`, each batch is one replayed CUDA graph.
 
     Otherwise a batch whose layer activations (model.activation_floats) exceed
     `train_chunk_floats` runs as several chunks whose gradients add up to the batch's (the loss
@@ -368,7 +367,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
     model.train()
     row_lengths = data.history_length[data.train_user[torch.as_tensor(rows)]].cpu().numpy()
     total, count = torch.zeros((), device=data.train_user.device), 0  # no per-batch device sync
-    batches = epoch_batches(rng, row_lengths, config)
+    batches = epoch_batches(rng, row_lengths, config, bucket)
     if graph_steps is not None:  # one copy to the GPU per epoch: a copy per batch would wait for the GPU
         batch_rows = torch.as_tensor(rows[np.concatenate(batches)], device=total.device).split(
             [len(batch) for batch in batches])
@@ -414,6 +413,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
         restore_generators(checkpoint["rng"], batch_rng, negatives_rng)
         data.train_item.copy_(checkpoint["train_item"].to(device))
     stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
+    epoch_cap = {"pretrain": config.pretrain_epochs, "finetune": config.finetune_epochs}
+    bucket = {"pretrain": config.bucket_pretrain_batches, "finetune": config.bucket_finetune_batches}
     metrics_file = run_dir / "metrics.jsonl"
 
     def save() -> None:
@@ -428,15 +429,16 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             log.info(f"seed {seed} {stage}: {len(rows):,} training rows")
         # authors' early stopping: `patience` non-improving epochs end the stage, and an
         # improvement does not give the budget back (patience_resets=False)
-        while optimizer is not None and progress.epoch < config.num_epochs and progress.non_improving < config.patience:
+        while optimizer is not None and progress.epoch < epoch_cap[stage] and progress.non_improving < config.patience:
             epoch = progress.epoch + 1
             started = time.perf_counter()
             if config.resample_train_negatives and progress.epochs_trained > 0:
-                new_negatives = resample_train_negatives(dataset, negatives_rng, config.num_train_negatives)
+                new_negatives = resample_train_negatives(dataset, negatives_rng, config)
                 data.train_item[negative_rows] = torch.as_tensor(new_negatives, device=device)
             progress.epochs_trained += 1
             loss = train_epoch(model, optimizer, data, rows, batch_rng, config,
-                               desc=f"seed {seed} {stage} epoch {epoch}", graph_steps=graph_steps)
+                               desc=f"seed {seed} {stage} epoch {epoch}", bucket=bucket[stage],
+                               graph_steps=graph_steps)
             train_seconds = time.perf_counter() - started
             valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
             seconds = time.perf_counter() - started
@@ -499,7 +501,8 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
         run_dir = resume_dir
         checkpoint = load_checkpoint(run_dir)
         settings = dataclasses.asdict(config)  # config.json's, with RESUMABLE_SETTINGS overridden
-        if any(checkpoint["config"].get(k) != v for k, v in settings.items() if k not in RESUMABLE_SETTINGS):
+        saved = upgrade_saved(checkpoint["config"])
+        if any(saved.get(k) != v for k, v in settings.items() if k not in RESUMABLE_SETTINGS):
             raise CheckpointError(f"{run_dir / CHECKPOINT}: written by a run with other settings "
                                   f"than {run_dir / 'config.json'}")
         with open(run_dir / "command.txt", "a") as f:

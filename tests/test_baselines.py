@@ -48,7 +48,7 @@ def train_and_test(preset: str, config: Config, tmp_path) -> float:
 @pytest.fixture(scope="module")
 def planted_config() -> Config:
     return Config(eval_negative_pool="target", num_eval_negatives=49, lr=1e-2, batch_size=256,
-                  num_epochs=20, patience=20, seeds=1, dropout=0.1)
+                  pretrain_epochs=20, finetune_epochs=20, patience=20, seeds=1, dropout=0.1)
 
 
 # ACMR learns co-occurrences, not user vectors: a slower learning rate. Its training positives
@@ -56,7 +56,7 @@ def planted_config() -> Config:
 # (history_includes_candidate=True) a few epochs teach it "candidate in history => bought",
 # which never holds for a held-out item. 3 epochs were at the edge (HR@10 0.13-0.46 over
 # dropout seeds); 10 give 0.91-0.97.
-ACMR_SETTINGS = {"lr": 3e-3, "num_epochs": 10, "history_includes_candidate": False}
+ACMR_SETTINGS = {"lr": 3e-3, "pretrain_epochs": 10, "finetune_epochs": 10, "history_includes_candidate": False}
 PLANTED = {"gmf": {}, "mlp": {}, "nmf": {}, "gmf++": {}, "forec": {},
            "acmr": ACMR_SETTINGS, "acmr-no-market-embedding": ACMR_SETTINGS,
            "acmr-item-market-embedding": ACMR_SETTINGS, "acmr-no-pretraining": ACMR_SETTINGS}
@@ -94,7 +94,7 @@ def test_item_market_embedding_gives_each_market_its_own_item_vectors(frames, sm
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_runs_end_to_end_on_the_real_data(preset, real_config, tmp_path):
-    config = dataclasses.replace(real_config, **PRESETS[preset], seeds=1, num_epochs=1, max_batches_per_epoch=1)
+    config = dataclasses.replace(real_config, **PRESETS[preset], seeds=1, pretrain_epochs=1, finetune_epochs=1, max_batches_per_epoch=1)
     progress = Progress(stage=config.stages.split("+")[0])
     run_seed(tmp_path, real_frames(real_config), "in", config, torch.device("cpu"), progress, None)
     for stage in config.stages.split("+"):
@@ -112,11 +112,11 @@ def real_frames(config):
 
 def test_the_sweep_runs_models_and_writes_one_report_row_per_model(real_config, tmp_path, monkeypatch):
     monkeypatch.setenv("XMREC_DIR", real_config.data_dir)
-    sweep.main(["--models=popularity,gmf", "--markets=in", "--seeds=2", "--num_epochs=1",
+    sweep.main(["--models=popularity,gmf", "--markets=in", "--seeds=2", "--pretrain_epochs=1", "--finetune_epochs=1",
                 "--max_batches_per_epoch=1", f"--log_dir={tmp_path}"])
     report = (tmp_path / "report.md").read_text()
-    assert "| popularity (num_epochs=1 max_batches_per_epoch=1) | after fine-tuning |" in report
-    assert "| gmf (num_epochs=1 max_batches_per_epoch=1) | after fine-tuning |" in report
+    assert "| popularity (pretrain_epochs=1 finetune_epochs=1 max_batches_per_epoch=1) | after fine-tuning |" in report
+    assert "| gmf (pretrain_epochs=1 finetune_epochs=1 max_batches_per_epoch=1) | after fine-tuning |" in report
     assert len(list(tmp_path.glob("in-*"))) == 4  # one folder per (model, seed)
 
 

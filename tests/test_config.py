@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from config import Config, ConfigError, parse_overrides, target_markets
+from config import Config, ConfigError, config_from_saved, parse_overrides, target_markets
 from tests.conftest import REPO
 
 
@@ -14,17 +14,39 @@ def test_defaults_are_the_papers_settings():
     config = Config()
     assert (config.hidden_size, config.num_layers, config.num_heads, config.ff_size) == (32, 4, 8, 128)
     assert (config.dropout, config.lr, config.weight_decay, config.batch_size) == (0.3, 1e-3, 1e-7, 1024)
-    assert (config.num_epochs, config.patience, config.max_history) == (50, 3, 50)
+    assert (config.pretrain_epochs, config.finetune_epochs, config.patience, config.max_history) == (50, 50, 3, 50)
     assert (config.num_train_negatives, config.num_eval_negatives, config.seeds) == (4, 99, 5)
     assert (config.eval_negative_pool, config.eval_mode, config.split) == ("global", "sampled", "random")
     assert config.history_includes_candidate and not config.resample_train_negatives
     assert not config.patience_resets and config.held_out_in_negatives
+    # the authors' data side (SPEC 3.5, 3.6) and their uniformly shuffled fine-tuning batches
+    assert config.history_repeats and config.train_negatives_per == "distinct_item"
+    assert config.bucket_pretrain_batches and not config.bucket_finetune_batches
+
+
+def test_a_config_json_from_before_a_setting_existed_means_that_times_behaviour():
+    """Run folders committed before the per-stage caps and the authors' data-side defaults
+    still read as what they ran: distinct histories, negatives per row, bucketing in both stages."""
+    old = {key: value for key, value in vars(Config()).items()
+           if key not in ("pretrain_epochs", "finetune_epochs", "bucket_pretrain_batches",
+                          "bucket_finetune_batches", "history_repeats", "train_negatives_per")}
+    config = config_from_saved({**old, "num_epochs": 7, "bucket_batches": True})
+    assert (config.pretrain_epochs, config.finetune_epochs) == (7, 7)
+    assert config.bucket_pretrain_batches and config.bucket_finetune_batches
+    assert not config.history_repeats and config.train_negatives_per == "positive_row"
+    assert config_from_saved(vars(Config())) == Config()  # today's files read as they are
+
+
+def test_an_old_command_line_num_epochs_caps_both_stages():
+    config, _ = parse_overrides(["--num_epochs=3", "--bucket_batches=false"])
+    assert (config.pretrain_epochs, config.finetune_epochs) == (3, 3)
+    assert not config.bucket_pretrain_batches and not config.bucket_finetune_batches
 
 
 def test_overrides_are_parsed_with_the_settings_types():
     config, extra = parse_overrides(["--target_market=jp", "--seeds=2", "--lr=0.01",
-                                     "--bucket_batches=false", "--seed=3"], extra={"seed": int})
-    assert (config.target_market, config.seeds, config.lr, config.bucket_batches) == ("jp", 2, 0.01, False)
+                                     "--bucket_pretrain_batches=false", "--seed=3"], extra={"seed": int})
+    assert (config.target_market, config.seeds, config.lr, config.bucket_pretrain_batches) == ("jp", 2, 0.01, False)
     assert extra == {"seed": 3}
     assert target_markets(parse_overrides(["--target_market=all"])[0]) == ["ca", "de", "fr", "in", "jp", "mx", "uk"]
 
@@ -36,7 +58,7 @@ def test_overrides_are_parsed_with_the_settings_types():
     ("--seeds=0", "seeds=0: must be an integer >= 1"),
     ("--num_heads=5", "num_heads=5: must divide hidden_size=32"),
     ("--dropout=1.5", "dropout=1.5: must be in [0, 1)"),
-    ("--bucket_batches=maybe", "--bucket_batches: expected true or false"),
+    ("--bucket_finetune_batches=maybe", "--bucket_finetune_batches: expected true or false"),
     ("--device=tpu", "device='tpu': allowed auto, cpu, cuda, cuda:N"),
     ("--learning_rate=0.1", "unknown setting --learning_rate; allowed: batch_size, "),
     ("lr=0.1", "bad argument 'lr=0.1': expected --key=value"),

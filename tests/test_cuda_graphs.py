@@ -25,7 +25,7 @@ def train(frames, config, graphs: bool, epochs: int = 3):
     optimizer = make_optimizer(model, config, device)
     steps = CudaGraphSteps(model, optimizer, data, config) if graphs else None
     rng, rows = np.random.default_rng(0), np.arange(len(dataset.train_user))
-    losses = [train_epoch(model, optimizer, data, rows, rng, config, "test", steps) for _ in range(epochs)]
+    losses = [train_epoch(model, optimizer, data, rows, rng, config, "test", bucket=True, graph_steps=steps) for _ in range(epochs)]
     return losses, [p.detach().clone() for p in model.parameters()], steps
 
 

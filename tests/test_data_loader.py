@@ -50,17 +50,23 @@ def test_source_markets_keep_all_interactions_for_training(frames, small_config)
     assert len(dataset.target_rows()) == (dataset.user_market[dataset.train_user] == dataset.target_id).sum()
 
 
-def test_training_negatives_avoid_the_users_positives_and_have_the_configured_count(frames, small_config):
-    dataset = build_dataset(frames, "de", seed=1, config=small_config)
+@pytest.mark.parametrize("per", ["distinct_item", "positive_row"])
+def test_training_negatives_avoid_the_users_positives_and_have_the_configured_count(frames, small_config, per):
+    config = dataclasses.replace(small_config, train_negatives_per=per)
+    dataset = build_dataset(frames, "de", seed=1, config=config)
     positive = dataset.train_label == 1
+    saw_repeat = False
     for user in range(len(dataset.user_names)):
         mine = dataset.train_user == user
         positives = dataset.train_item[mine & positive]
         negatives = dataset.train_item[mine & ~positive]
-        assert len(negatives) == small_config.num_train_negatives * len(positives)
+        units = len(set(positives)) if per == "distinct_item" else len(positives)
+        assert len(negatives) == config.num_train_negatives * units
         assert len(set(negatives)) == len(negatives)
         assert not set(negatives) & set(positives)
         assert negatives.min() >= 1 and negatives.max() <= dataset.num_items
+        saw_repeat |= len(set(positives)) < len(positives)
+    assert saw_repeat, "the synthetic data must hold repeat purchases, where the two counts differ"
 
 
 def test_evaluation_negatives_avoid_training_items_and_the_held_out_item(frames, small_config):
@@ -87,21 +93,30 @@ def test_global_pool_draws_items_the_target_market_does_not_sell(frames, small_c
     assert not set(dataset.test_candidates[:, 1:].ravel()) <= target_items
 
 
-def test_histories_are_the_distinct_training_items_capped_at_max_history(frames, small_config):
-    config = dataclasses.replace(small_config, max_history=50)
+@pytest.mark.parametrize("repeats", [True, False])
+def test_histories_are_the_training_purchases_or_distinct_items_capped_at_max_history(frames, small_config, repeats):
+    config = dataclasses.replace(small_config, max_history=50, history_repeats=repeats)
     dataset = build_dataset(frames, "in", seed=0, config=config)
     positive = dataset.train_label == 1
     assert dataset.user_history.shape[1] == 50
-    saw_long = False
+    saw_long = saw_repeat = False
     for user in range(len(dataset.user_names)):
-        distinct = set(dataset.train_item[positive & (dataset.train_user == user)])
+        purchases = dataset.train_item[positive & (dataset.train_user == user)]
         length = dataset.history_length[user]
         history = dataset.user_history[user]
-        assert length == min(50, len(distinct))
         assert (history[length:] == 0).all() and (history[:length] > 0).all()
-        assert len(set(history[:length])) == length and set(history[:length]) <= distinct
-        saw_long |= len(distinct) > 50
+        entries = Counter(history[:length].tolist())
+        bought = Counter(purchases.tolist())
+        if repeats:  # a sub-multiset of the purchases; all of them when there are at most 50
+            assert length == min(50, len(purchases))
+            assert all(entries[item] <= bought[item] for item in entries)
+        else:
+            assert length == min(50, len(bought)) and max(entries.values()) == 1
+            assert set(entries) <= set(bought)
+        saw_long |= len(purchases) > 50
+        saw_repeat |= length < 50 and max(entries.values()) > 1
     assert saw_long, "the synthetic data must exercise the subsampling"
+    assert saw_repeat == repeats
 
 
 def test_same_seed_gives_identical_data_and_another_seed_a_different_split(frames, small_config):

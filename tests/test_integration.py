@@ -59,7 +59,7 @@ def test_tiny_run_writes_a_complete_run_folder(tiny_run):
         "command.txt", "config.json", "environment.json", "metrics.jsonl", "results.json",
         "seed0", "train.log"]
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["target_market"] == "in" and config["num_epochs"] == 2 and config["lr"] == 1e-3
+    assert config["target_market"] == "in" and config["pretrain_epochs"] == config["finetune_epochs"] == 2 and config["lr"] == 1e-3
     assert (run_dir / "command.txt").read_text().strip() == "python train_model.py " + " ".join(args)
     environment = json.loads((run_dir / "environment.json").read_text())
     assert {"python", "torch", "numpy", "pandas", "device", "git_commit"} <= set(environment)

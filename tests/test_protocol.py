@@ -80,7 +80,7 @@ def test_held_out_items_can_be_kept_out_of_each_others_negatives(frames, small_c
 
 def test_resampled_training_negatives_are_new_and_still_valid(frames, small_config):
     dataset = build_dataset(frames, "in", 0, small_config)
-    fresh = resample_train_negatives(dataset, np.random.default_rng(9), small_config.num_train_negatives)
+    fresh = resample_train_negatives(dataset, np.random.default_rng(9), small_config)
     negative = dataset.train_label == 0
     assert len(fresh) == negative.sum()
     assert (fresh != dataset.train_item[negative]).mean() > 0.9
@@ -102,7 +102,7 @@ class SpyModel(ACMR):
 def test_the_candidate_can_be_left_out_of_its_own_history(include, frames, small_config, tmp_path, monkeypatch):
     monkeypatch.setattr(train_model, "build_model", lambda config, dataset: SpyModel(dataset.num_items, 3))
     SpyModel.seen_candidate_in_history = []
-    config = dataclasses.replace(small_config, history_includes_candidate=include, num_epochs=1, seeds=1)
+    config = dataclasses.replace(small_config, history_includes_candidate=include, pretrain_epochs=1, finetune_epochs=1, seeds=1)
     run_seed(tmp_path, frames, "in", config, torch.device("cpu"), Progress(), None)
     assert any(SpyModel.seen_candidate_in_history) == include
 
@@ -120,7 +120,7 @@ def controlled_run(monkeypatch, tmp_path, frames, config, valid_scores):
 
 @pytest.mark.parametrize("resets, epochs", [(False, 6), (True, 8)])
 def test_the_early_stopping_budget_can_reset_on_improvement(resets, epochs, frames, small_config, tmp_path, monkeypatch):
-    config = dataclasses.replace(small_config, patience_resets=resets, patience=3, num_epochs=20)
+    config = dataclasses.replace(small_config, patience_resets=resets, patience=3, pretrain_epochs=20, finetune_epochs=20)
     pretrain = [0.1, 0.05, 0.2, 0.1, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1]
     run = controlled_run(monkeypatch, tmp_path, frames, config, pretrain[:epochs] + [0.5] * 20)
     assert run["pretrain"]["epochs"] == epochs and run["pretrain"]["best_epoch"] == 5
@@ -134,14 +134,14 @@ def test_training_negatives_are_redrawn_every_epoch_when_asked(frames, small_con
                         lambda *args: calls.append(1) or original(*args))
     for resample in (False, True):
         calls.clear()
-        config = dataclasses.replace(small_config, resample_train_negatives=resample, num_epochs=2,
+        config = dataclasses.replace(small_config, resample_train_negatives=resample, pretrain_epochs=2, finetune_epochs=2,
                                      max_batches_per_epoch=1)
         run_seed(tmp_path, frames, "in", config, torch.device("cpu"), Progress(), None)
         assert len(calls) == (3 if resample else 0)  # every epoch of both stages but the first
 
 
 def test_results_break_down_repeat_purchases_and_unseen_items(frames, small_config, tmp_path):
-    config = dataclasses.replace(small_config, num_epochs=1, max_batches_per_epoch=1)
+    config = dataclasses.replace(small_config, pretrain_epochs=1, finetune_epochs=1, max_batches_per_epoch=1)
     progress = Progress()
     run_seed(tmp_path, frames, "in", config, torch.device("cpu"), progress, None)
     parts = progress.runs[0]["finetune"]["breakdown"]

@@ -191,3 +191,18 @@ def test_the_protocol_study_table_has_a_row_per_protocol_and_a_column_per_model_
         "| `split=temporal` |  |  | 0.7200 / 0.5700 (1) |",
         "| `eval_mode=full split=temporal` | 0.4200 ± 0.1414 / 0.2700 ± 0.1414 (2) |  |  |", ""]
     assert protocol_study(results[results["protocol"] == ""]) == []  # one protocol: no study
+
+
+def test_a_run_folder_from_before_the_authors_data_defaults_is_named_by_what_it_ran(tmp_path):
+    """A config.json without history_repeats / train_negatives_per / the per-stage settings
+    (committed before they existed) is not today's default ACMR."""
+    old = fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.5})
+    saved = json.loads((old / "config.json").read_text())
+    for key in ("history_repeats", "train_negatives_per", "pretrain_epochs", "finetune_epochs",
+                "bucket_pretrain_batches", "bucket_finetune_batches"):
+        del saved[key]
+    (old / "config.json").write_text(json.dumps({**saved, "num_epochs": 50, "bucket_batches": True}))
+    fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.6})
+    results, _ = collect(sorted(tmp_path.iterdir()))
+    assert sorted(set(results["variant"])) == [
+        "acmr", "acmr (history_repeats=False train_negatives_per=positive_row bucket_finetune_batches=True)"]

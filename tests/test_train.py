@@ -20,15 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_row_is_in_exactly_one_batch_and_buckets_hold_similar_lengths(small_config):
     lengths = np.random.default_rng(0).integers(1, 51, size=10_000)
     config = dataclasses.replace(small_config, batch_size=1000)
-    batches = epoch_batches(np.random.default_rng(1), lengths, config)
+    batches = epoch_batches(np.random.default_rng(1), lengths, config, True)
     assert sorted(np.concatenate(batches).tolist()) == list(range(10_000))
     assert max(np.ptp(lengths[b]) for b in batches) <= 6
     order = [int(lengths[b].min()) for b in batches]
     assert order != sorted(order), "bucketed batches are visited in random order"
-    plain = epoch_batches(np.random.default_rng(1), lengths, dataclasses.replace(config, bucket_batches=False))
+    plain = epoch_batches(np.random.default_rng(1), lengths, config, False)
     assert sorted(np.concatenate(plain).tolist()) == list(range(10_000))
     assert min(np.ptp(lengths[b]) for b in plain) > 40
-    capped = epoch_batches(np.random.default_rng(1), lengths, dataclasses.replace(config, max_batches_per_epoch=3))
+    capped = epoch_batches(np.random.default_rng(1), lengths, dataclasses.replace(config, max_batches_per_epoch=3), True)
     assert len(capped) == 3
 
 
@@ -43,7 +43,7 @@ def test_chunked_steps_give_the_gradient_of_the_whole_batch(frames, small_config
         torch.manual_seed(0)
         model = ACMR(dataset.num_items, len(dataset.markets), dropout_p=0.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        loss = train_epoch(model, optimizer, data, rows, np.random.default_rng(0), config, "test")
+        loss = train_epoch(model, optimizer, data, rows, np.random.default_rng(0), config, "test", bucket=True)
         weights.append((loss, [p.detach().clone() for p in model.parameters()]))
     (loss_whole, whole), (loss_chunked, chunked) = weights
     assert abs(loss_whole - loss_chunked) < 1e-5
@@ -61,7 +61,7 @@ def test_training_on_planted_data_beats_chance(frames, small_config):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     rng = np.random.default_rng(0)
     rows = np.arange(len(dataset.train_user))
-    losses = [train_epoch(model, optimizer, data, rows, rng, config, "test") for _ in range(3)]
+    losses = [train_epoch(model, optimizer, data, rows, rng, config, "test", bucket=True) for _ in range(3)]
     assert losses[-1] < losses[0]
 
 
