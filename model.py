@@ -128,7 +128,16 @@ def _exp_nonpositive(x: float) -> float:
 # so every process computes the same bits. With reassociation, a kernel compiled in the process
 # and the same kernel loaded from numba's cache summed in different orders, and a resumed run
 # drifted from an uninterrupted one in the last bits (tests/test_resume.py).
-_NO_REASSOCIATION = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+# Nor "arcp" (approximate reciprocals): with it, LLVM computes a softmax's 1 / total as a
+# reciprocal estimate (vrcp14ps) and one Newton step, 1 - 2^-24 for a total of 1, so the saved
+# probabilities of a row summed to 1 - 1e-7 instead of 1 to rounding (at every width but
+# 49-64 tokens, whose 64 query slots the compiled loop divided exactly). The backward,
+# p * (dp - sum p dp), assumes they sum to 1: where dp is the same at every key (one real key, or
+# a history of one repeated item: equal keys and values) the true gradient of the queries and
+# keys is 0, and the kernel gave 1e-7 * dp * |key| instead (1e-5 of the largest gradient on
+# large scores, several times torch's error). An exact division costs nothing measurable here
+# (one per query, beside head size x keys multiply-adds).
+_NO_REASSOCIATION = {"nnan", "ninf", "nsz", "contract", "afn"}
 
 
 @njit(inline="always")

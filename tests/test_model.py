@@ -175,6 +175,59 @@ def test_compiled_attention_is_attention_with_dropout_in_value_and_gradient():
         torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-4, atol=1e-5)
 
 
+def repeated_token_batch(length: int, batch: int = 24):
+    """qkv (batch, length, 96) of histories that repeat a few tokens (history_repeats: an item once
+    per purchase), so keys tie exactly, with large scores (rows near one-hot); ~30% padded keys,
+    never the last. Sequence 0 is one token repeated, sequence 1 has only its last key real."""
+    generator = torch.Generator().manual_seed(length)
+    tokens = torch.randn(batch, max(1, length // 3), 32, generator=generator)
+    pick = torch.randint(0, tokens.shape[1], (batch, length), generator=generator)
+    pick[0] = 0
+    x = torch.gather(tokens, 1, pick[..., None].expand(-1, -1, 32))
+    qkv = x @ (torch.randn(96, 32, generator=generator) * 8 / 32**0.5).T + 0.1 * torch.randn(96, generator=generator)
+    padding = torch.rand(batch, length, generator=generator) < 0.3
+    padding[:, -1] = False
+    padding[1, :-1] = True
+    return qkv, padding, torch.randn(batch, length, 32, generator=generator)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 11, 12, 16, 17, 33, 51])
+def test_compiled_attention_is_attention_on_repeated_tokens(length: int):
+    """_AttentionCPU (dropout 0), value and gradient, against `attention` in float64: no further
+    from it than `attention` in float32 is, on widths that are and are not multiples of 16. Where
+    one key is real, its probability is exactly 1, so the output is that key's value and the
+    queries' and keys' gradient 0, exactly, as in torch (with approximate reciprocals the kernel
+    saved 1 - 2^-24, and its backward, which assumes probabilities summing to 1, left
+    1e-7 * |grad of the probabilities| there)."""
+    qkv, padding, grad_out = repeated_token_batch(length)
+    results = {}
+    for name, dtype in (("ours", torch.float32), ("torch", torch.float32), ("exact", torch.float64)):
+        x = qkv.to(dtype).requires_grad_()
+        if name == "ours":
+            out = _AttentionCPU.apply(x, (~padding).to(torch.uint8), 8, 0.0, 0)
+        else:
+            out = attention(x, padding, 8, 0.0)
+        results[name] = out.detach().double(), torch.autograd.grad(out, x, grad_out.to(dtype))[0].double()
+    for k, kind in enumerate(("value", "gradient")):
+        exact = results["exact"][k]
+        ours, torch_error = (results["ours"][k] - exact).abs().max(), (results["torch"][k] - exact).abs().max()
+        assert ours <= 1.5 * torch_error + 1e-6 * exact.abs().max(), (kind, float(ours), float(torch_error))
+    out, grad = (r.float() for r in results["ours"])
+    assert torch.equal(out[1], qkv[1, -1:, 64:].expand(length, -1))
+    assert torch.equal(grad[1, :, :64], torch.zeros(length, 64))
+
+
+def test_evaluation_attention_kernel_with_one_real_key_returns_its_value():
+    """As in training (above): where one key is real, the output is exactly its value."""
+    for length in (1, 2, 11, 20):
+        qkv, padding, _ = repeated_token_batch(length, batch=37)
+        out = torch.empty(37, length, 32)
+        _attention_inference_cpu(qkv.numpy(), torch.zeros(96).numpy(), (~padding).to(torch.uint8).numpy(), 8,
+                                 out.numpy(), _LANES)
+        torch.testing.assert_close(out, attention(qkv.double(), padding, 8, 0.0).float(), rtol=1e-5, atol=1e-4)
+        assert torch.equal(out[1], qkv[1, -1:, 64:].expand(length, -1))
+
+
 @pytest.mark.parametrize("length", [1, 2, 7, 11, 20, 21])
 def test_evaluation_attention_kernel_is_attention(length: int):
     """_attention_inference_cpu, which works on 16 sequences at once and adds in_proj's bias,
