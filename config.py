@@ -1,89 +1,135 @@
 """Every setting of the ACMR reproduction, in one place.
 
 Edit the defaults below, or override any of them on the command line of
-`train_model.py` / `data_loader.py` with `--key=value` (e.g. `--target_market=jp --seeds=1`).
-The defaults reproduce the paper's protocol (SPEC.md in this repo documents it, with
-the authors' quirks that are kept on purpose).
+`train_model.py` / `data_loader.py` with `--key=value` (e.g. `--target_market=jp --seeds=1`);
+`--help` lists them, from the fields below. The defaults reproduce the paper's protocol
+(SPEC.md in this repo documents it, with the authors' quirks that are kept on purpose).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
+import textwrap
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 MARKETS = ("ca", "de", "fr", "in", "jp", "mx", "uk")  # sorted: this order fixes the market ids
 STAGES = ("pretrain", "finetune")  # training on all markets, then on the target market
 DATA_URL = "https://raw.githubusercontent.com/hamedrab/FOREC/main/DATA/proc_data/{market}_5core.txt"
 
 
+EXPERIMENT, SPEED, SELECTION = "experiment", "speed", "selection"  # the kinds of settings:
+# what changes results; where and how fast things run (never results, may change on --resume);
+# which markets and seeds to run
+
+
+def setting(default: Any, help_line: str, kind: str = EXPERIMENT) -> Any:
+    """A Config field: its default, its line of --help, and its kind."""
+    return dataclasses.field(default=default, metadata={"help": help_line, "kind": kind})
+
+
 @dataclass
 class Config:
     # ---- what to run ----
-    target_market: str = "in"  # one of ca de fr in jp mx uk, or "all" to run the seven in turn
-    seeds: int = 5  # number of seeded runs; seeds 0 .. seeds-1, results are averaged over them
-    first_seed: int = 0  # run seeds first_seed .. first_seed+seeds-1 instead (e.g. one seed per
-    # process: the report merges the folders of one market and setting)
-    device: str = "auto"  # "auto" (GPU when present, else CPU), "cpu", "cuda" or "cuda:N"
-    num_threads: int = 0  # CPU threads for torch; 0 = torch's default (all cores)
-    keep_freed_memory: bool = True  # glibc keeps freed memory for the next tensors instead of
-    # returning it to the kernel (speed only; train_model.configure_host has the measurements)
+    target_market: str = setting("in", "one of ca de fr in jp mx uk, or all to run the seven in turn",
+                                 SELECTION)
+    seeds: int = setting(5, "number of seeded runs; seeds first_seed .. first_seed+seeds-1, results are "
+                            "averaged over them", SELECTION)
+    first_seed: int = setting(0, "the first seed (e.g. one seed per process: the report merges the folders "
+                                 "of one market and setting)", SELECTION)
+    device: str = setting("auto", "auto (GPU when present, else CPU), cpu, cuda or cuda:N", SPEED)
+    num_threads: int = setting(0, "CPU threads for torch; 0 = torch's default (all cores)", SPEED)
+    keep_freed_memory: bool = setting(True, "glibc keeps freed memory for the next tensors instead of "
+                                            "returning it to the kernel (train_model.configure_host)", SPEED)
 
     # ---- where things are ----
-    data_dir: str = "data"  # the <market>_5core.txt files; else $XMREC_DIR; else downloaded here
-    data_url: str = DATA_URL  # public source, {market} is replaced; files are checksum-verified
-    log_dir: str = "log"  # one run folder <log_dir>/<target>-<timestamp>/ per target market
+    data_dir: str = setting("data", "folder of the <market>_5core.txt files; else $XMREC_DIR; else they are "
+                                    "downloaded here", SPEED)
+    data_url: str = setting(DATA_URL, "public source of the files, {market} is replaced; files are "
+                                      "checksum-verified", SPEED)
+    log_dir: str = setting("log", "one run folder <log_dir>/<target>-<timestamp>/ per target market", SPEED)
 
     # ---- model (SPEC section 4) ----
-    model: str = "acmr"  # acmr, or a baseline of baselines.py: popularity, gmf, mlp, nmf
-    market_embedding: str = "shared"  # ACMR's market-specific part: shared (one vector per market,
-    # the paper's), none (ablation) or item (one vector per item and market, our extension)
-    hidden_size: int = 32
-    num_layers: int = 4
-    num_heads: int = 8
-    ff_size: int = 128
-    dropout: float = 0.3
-    max_history: int = 50  # longer histories are randomly subsampled to this many items
-    history_repeats: bool = True  # a history lists an item once per training purchase, as the
-    # authors' code does (SPEC 3.6); False = each distinct training item once
+    model: str = setting("acmr", "acmr, or a baseline of baselines.py: popularity, gmf, mlp, nmf")
+    market_embedding: str = setting("shared", "ACMR's market-specific part: shared (one vector per market, "
+                                              "the paper's), none (ablation) or item (one vector per item "
+                                              "and market, our extension)")
+    hidden_size: int = setting(32, "width of the item and market embeddings and of the encoder")
+    num_layers: int = setting(4, "encoder layers")
+    num_heads: int = setting(8, "attention heads; must divide hidden_size")
+    ff_size: int = setting(128, "width of each layer's feed-forward part")
+    dropout: float = setting(0.3, "dropout probability, in [0, 1)")
+    max_history: int = setting(50, "longer histories are randomly subsampled to this many items")
+    history_repeats: bool = setting(True, "a history lists an item once per training purchase, as the "
+                                          "authors' code does (SPEC 3.6); false = each distinct training "
+                                          "item once")
+    embedding_size: int = setting(8, "GMF, MLP, NMF: width of the user and item embeddings (NMF: of each "
+                                     "tower's)")
+    mlp_layers: str = setting("64,32,16,8", "MLP and NMF's MLP tower: widths of the layers over the concatenated "
+                                            "user and item embeddings, comma separated (FOREC's 16 -> 64 -> 32 "
+                                            "-> 16 -> 8 at embedding_size 8)")
+    embedding_init_std: float = setting(1.0, "GMF, MLP, NMF: their embeddings start normal with this std; 1 = "
+                                             "torch's default (FOREC's code), 0.01 = the NCF paper's")
 
     # ---- training (SPEC section 5) ----
-    stages: str = "pretrain+finetune"  # pre-train on all markets, then fine-tune on the target;
-    # "pretrain" = all markets only (no fine-tuning), "finetune" = target market only
-    lr: float = 1e-3
-    weight_decay: float = 1e-7
-    batch_size: int = 1024
-    pretrain_epochs: int = 50  # cap on the epochs of pre-training
-    finetune_epochs: int = 50  # cap on the epochs of fine-tuning
-    patience: int = 3  # early-stopping budget of non-improving epochs
-    num_train_negatives: int = 4  # training negatives per unit of train_negatives_per
-    train_negatives_per: str = "distinct_item"  # a user gets num_train_negatives x his number of
-    # distinct training items, as the authors' code (SPEC 3.5); "positive_row": x his training rows
-    max_batches_per_epoch: int = 0  # 0 = all; a cap makes smoke tests fast (never in real runs)
-    train_chunk_floats: int = 6_000_000  # a batch whose layer activations exceed this runs as
-    # chunks (same gradient, bounded memory); see model.activation_floats
-    bucket_pretrain_batches: bool = True  # pre-training batches group rows of similar history
-    # length (~10x faster on CPU, SPEED.md; results within seed noise); False = uniform shuffling.
-    # Both trim each batch to its longest history
-    bucket_finetune_batches: bool = False  # the same for fine-tuning; the authors shuffle uniformly
-    # (and bucketing saves nothing there: ~8 batches per epoch on in)
-    cuda_graphs: bool = True  # on a GPU, replay each training step as a CUDA graph (speed only;
-    # train_model.CudaGraphSteps); False = eager steps. No effect on CPU
+    stages: str = setting("pretrain+finetune", "pre-train on all markets, then fine-tune on the target; "
+                                               "pretrain = all markets only, finetune = target market only")
+    lr: float = setting(1e-3, "Adam's learning rate")
+    weight_decay: float = setting(1e-7, "Adam's weight decay")
+    batch_size: int = setting(1024, "training rows per optimizer step")
+    pretrain_epochs: int = setting(50, "cap on the epochs of pre-training")
+    finetune_epochs: int = setting(50, "cap on the epochs of fine-tuning")
+    patience: int = setting(3, "early-stopping budget of non-improving epochs")
+    num_train_negatives: int = setting(4, "training negatives per unit of train_negatives_per")
+    train_negatives_per: str = setting("distinct_item", "a user gets num_train_negatives x his number of "
+                                                        "distinct training items, as the authors' code "
+                                                        "(SPEC 3.5); positive_row: x his training rows")
+    max_batches_per_epoch: int = setting(0, "0 = all; a cap makes smoke runs fast (never in real runs)")
+    train_chunk_floats: int = setting(6_000_000, "a batch whose layer activations exceed this runs as "
+                                                 "chunks (same gradient, bounded memory); see "
+                                                 "model.activation_floats", SPEED)
+    bucket_pretrain_batches: bool = setting(True, "pre-training batches group rows of similar history "
+                                                  "length (~10x faster on CPU, SPEED.md; results within "
+                                                  "seed noise); false = uniform shuffling. Both trim each "
+                                                  "batch to its longest history")
+    bucket_finetune_batches: bool = setting(False, "the same for fine-tuning; the authors shuffle uniformly "
+                                                   "(and bucketing saves nothing there: ~8 batches per "
+                                                   "epoch on in)")
+    cuda_graphs: bool = setting(True, "on a GPU, replay each training step as a CUDA graph "
+                                      "(train_model.CudaGraphSteps; other dropout masks, as another device "
+                                      "draws); false = eager steps. No effect on CPU", SPEED)
+    fast_kernels: bool = setting(True, "on CPU, ACMR's dropout, attention and evaluation layers run as "
+                                       "compiled kernels (cpu_kernels.py, SPEED.md): the same results to "
+                                       "float rounding, other dropout masks; false = plain torch everywhere "
+                                       "(model.py), the reference path. No effect on GPU", SPEED)
 
     # ---- evaluation (SPEC section 6) ----
-    num_eval_negatives: int = 99  # sampled negatives per held-out positive
-    eval_batch_floats: int = 0  # activations of one layer in an evaluation forward pass,
-    # sequences x tokens x (128 + 8 x tokens) (feed-forward and attention): bounds memory.
-    # 0 = per device: 4 M on CPU (uk validation 3.95 s against 4.3 s at 2 M and 16 M),
-    # 32 M on GPU (fewer, larger launches)
+    num_eval_negatives: int = setting(99, "sampled negatives per held-out positive")
+    eval_batch_floats: int = setting(0, "activations of one layer in an evaluation forward pass, sequences "
+                                        "x tokens x (128 + 8 x tokens): bounds memory. 0 = per device: "
+                                        "4 M on CPU, 32 M on GPU", SPEED)
+    # (uk validation on CPU: 3.95 s at 4 M against 4.3 s at 2 M and 16 M)
 
     # ---- protocol (SPEC section 7): defaults are the authors' behaviour ----
-    eval_negative_pool: str = "global"  # "global": all seven markets' items; "target": the target's
-    eval_mode: str = "sampled"  # "sampled": 1 + 99 candidates; "full": all target items
-    split: str = "random"  # "random" leave-one-out in shuffled order; "temporal": latest by date
-    history_includes_candidate: bool = True  # a training positive's own item is in its history
-    resample_train_negatives: bool = False  # redraw the training negatives every epoch
-    patience_resets: bool = False  # an improvement resets the early-stopping budget
-    held_out_in_negatives: bool = True  # a user's test item may be a negative of his valid item
-    # and vice versa (the authors' code does not prevent it)
+    eval_negative_pool: str = setting("global", "global: evaluation negatives from all seven markets' "
+                                                "items; target: from the target's")
+    eval_mode: str = setting("sampled", "sampled: 1 + num_eval_negatives candidates; full: all target "
+                                        "items")
+    split: str = setting("random", "random: leave-one-out in shuffled order; temporal: the latest by date")
+    history_includes_candidate: bool = setting(True, "a training positive's own item is in its history")
+    resample_train_negatives: bool = setting(False, "redraw the training negatives every epoch")
+    patience_resets: bool = setting(False, "an improvement resets the early-stopping budget")
+    held_out_in_negatives: bool = setting(True, "a user's test item may be a negative of his valid item "
+                                                "and vice versa (the authors' code does not prevent it)")
+
+
+RUN_ONLY_SETTINGS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == SPEED)
+SELECTION_SETTINGS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == SELECTION)
+KIND_TITLES = {SELECTION: "what to run", SPEED: "where and how fast it runs (no effect on results; a --resume "
+               "may change these)", EXPERIMENT: "what changes results (config.py's defaults are the paper's)"}
+MAX_INT = 2**63 - 1  # integer settings, seeds included, are 64-bit in numpy and torch
 
 
 # Named settings for the models and ablations that sweep.py runs and the report names
@@ -101,6 +147,33 @@ PRESETS: dict[str, dict[str, str]] = {
     "nmf++": {"model": "nmf", "stages": "pretrain"},
     "forec": {"model": "nmf"},  # NMF pre-trained on all markets, fine-tuned on the target
 }
+# The baselines as tune.py chose them on validation (results/baselines/search/chosen.json, where
+# every trial's settings and score are): (model, market) -> the settings besides the model's
+# preset that differ from the defaults above. Preset `<model>-tuned-<market>` for that market;
+# markets whose searches chose the same settings share one, e.g. `mlp-tuned-jp+mx`.
+TRAINED_AS_NCF = {"embedding_init_std": 0.01, "patience_resets": True, "patience": 10, "finetune_epochs": 100}
+TUNED: dict[tuple[str, str], dict[str, object]] = {  # tune.py's FIXED (TRAINED_AS_NCF) and what it drew
+    ("gmf", "in"): {**TRAINED_AS_NCF, "lr": 0.002873612568137506, "embedding_size": 64, "weight_decay": 1e-05},
+    ("gmf", "jp"): {**TRAINED_AS_NCF, "lr": 0.0005841847330229364, "embedding_size": 64, "weight_decay": 1e-05},
+    ("gmf", "mx"): {**TRAINED_AS_NCF, "lr": 0.004721893330014706},
+    ("mlp", "in"): {**TRAINED_AS_NCF, "lr": 0.004721893330014706},
+    ("mlp", "jp"): {**TRAINED_AS_NCF, "lr": 0.0007778376481024083, "mlp_layers": "32,16,8"},
+    ("mlp", "mx"): {**TRAINED_AS_NCF, "lr": 0.0007778376481024083, "mlp_layers": "32,16,8"},
+    ("nmf", "in"): {**TRAINED_AS_NCF, "lr": 0.002873612568137506, "embedding_size": 64, "weight_decay": 1e-05,
+                    "mlp_layers": "256,128,64"},
+    ("nmf", "jp"): {**TRAINED_AS_NCF, "lr": 0.0030088557671858578, "embedding_size": 64},
+    ("nmf", "mx"): {**TRAINED_AS_NCF, "lr": 0.0030088557671858578, "embedding_size": 64},
+}
+
+
+def tuned_preset(model: str, market: str) -> str:
+    """The name of the preset of TUNED[(model, market)]."""
+    same = [m for (other, m), settings in TUNED.items() if other == model and settings == TUNED[(model, market)]]
+    return f"{model}-tuned-{'+'.join(same)}"
+
+
+PRESETS.update({tuned_preset(model, market): {**PRESETS[model], **settings}
+                for (model, market), settings in TUNED.items()})
 
 
 class ConfigError(ValueError):
@@ -162,20 +235,48 @@ def _parse_value(key: str, text: str, kind: type) -> object:
         raise ConfigError(f"--{key}: expected {kind.__name__}, got {text!r}") from None
 
 
+def help_text(extra: dict[str, type]) -> str:
+    """--help: the running script's docstring, then every setting of Config with its default and
+    its help line, by kind, then the script's own options (`extra`)."""
+    script = Path(sys.argv[0]).name
+    lines = [(sys.modules["__main__"].__doc__ or "").strip(), "",
+             f"usage: python {script} [--key=value ...]   settings of config.py, defaults shown:"]
+    for kind, title in KIND_TITLES.items():
+        lines += ["", f"{title}:"]
+        for f in dataclasses.fields(Config):
+            if f.metadata["kind"] != kind:
+                continue
+            default = str(f.default).lower() if isinstance(f.default, bool) else f.default
+            option = f"  --{f.name}={default}"
+            if len(option) > 32:  # the help on the lines below
+                lines.append(option)
+                option = ""
+            lines += textwrap.wrap(f.metadata["help"], 100, initial_indent=option.ljust(33),
+                                   subsequent_indent=" " * 33)
+    if extra:
+        lines += ["", *textwrap.wrap(f"options of {script} (see above): " + ", ".join(
+            f"--{key}={kind.__name__.upper()}" for key, kind in extra.items()), 100)]
+    return "\n".join(lines)
+
+
 def parse_overrides(args: list[str], config: Config | None = None,
                     extra: dict[str, type] | None = None) -> tuple[Config, dict[str, object]]:
     """Apply `--key=value` arguments to a Config (type-checked) and validate it.
 
     `extra` names additional keys a script accepts (e.g. `seed`, `export`); their parsed
     values are returned separately. Raises ConfigError on anything unknown or invalid.
+    `-h` or `--help` prints help_text and exits.
     """
     config = dataclasses.replace(config) if config is not None else Config()
     types = {f.name: type(f.default) for f in dataclasses.fields(Config)}
     extra = extra or {}
+    if "-h" in args or "--help" in args:
+        print(help_text(extra))
+        sys.exit(0)
     extras: dict[str, object] = {}
     for arg in args:
         if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"bad argument {arg!r}: expected --key=value")
+            raise ConfigError(f"bad argument {arg!r}: expected --key=value (--help lists the settings)")
         key, text = arg[2:].split("=", 1)
         if key in RENAMED:  # an old command line (a committed command.txt) still runs
             for new_key in RENAMED[key]:
@@ -200,7 +301,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"device={c.device!r}: allowed auto, cpu, cuda, cuda:N")
     if "{market}" not in c.data_url:
         raise ConfigError(f"data_url={c.data_url!r}: must contain {{market}}")
-    positive_ints = ("seeds", "hidden_size", "num_layers", "num_heads", "ff_size", "max_history",
+    positive_ints = ("seeds", "hidden_size", "embedding_size", "num_layers", "num_heads", "ff_size", "max_history",
                      "batch_size", "pretrain_epochs", "finetune_epochs", "patience", "num_train_negatives",
                      "num_eval_negatives", "train_chunk_floats")
     for key in positive_ints:
@@ -209,6 +310,15 @@ def validate(config: Config) -> None:
     for key in ("first_seed", "num_threads", "max_batches_per_epoch", "eval_batch_floats"):
         if getattr(c, key) < 0:
             raise ConfigError(f"{key}={getattr(c, key)}: must be >= 0 (0 = default / no cap)")
+    for f in dataclasses.fields(Config):
+        value = getattr(c, f.name)
+        if isinstance(value, int) and value > MAX_INT:
+            raise ConfigError(f"{f.name}={value}: must be below 2**63 (a 64-bit integer)")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}={value}: must be a finite number")
+    if c.first_seed + c.seeds - 1 > MAX_INT:
+        raise ConfigError(f"first_seed={c.first_seed}: the last seed, first_seed + seeds - 1, must be below "
+                          f"2**63 (torch's seeds are 64-bit)")
     if c.hidden_size % c.num_heads:
         raise ConfigError(f"num_heads={c.num_heads}: must divide hidden_size={c.hidden_size}")
     if not 0.0 <= c.dropout < 1.0:
@@ -217,6 +327,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"lr={c.lr}: must be > 0")
     if not c.weight_decay >= 0:
         raise ConfigError(f"weight_decay={c.weight_decay}: must be >= 0")
+    if not all(w.isdigit() and int(w) > 0 for w in c.mlp_layers.split(",")):
+        raise ConfigError(f"mlp_layers={c.mlp_layers!r}: expected positive integers separated by commas, e.g. 64,32,16,8")
+    if not c.embedding_init_std > 0:
+        raise ConfigError(f"embedding_init_std={c.embedding_init_std}: must be > 0")
     for key, choices in {**CHOICES, **PROTOCOL_CHOICES}.items():
         if getattr(c, key) not in choices:
             raise ConfigError(f"{key}={getattr(c, key)!r}: allowed {', '.join(choices)}")

@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from config import MARKETS, Config, ConfigError, parse_overrides, target_markets
+from config import MARKETS, MAX_INT, Config, ConfigError, parse_overrides, target_markets
+from files import WriteError, write_bytes
 
 COLUMNS = ["userId", "itemId", "rate", "date"]
 CHECKSUM_FILE = Path(__file__).resolve().parent / "data" / "SHA256SUMS"
@@ -61,26 +62,32 @@ def verify_file(path: Path, market: str) -> None:
 
 
 def download(url: str, dest: Path, market: str) -> None:
-    """Download `url` to `dest` with a progress bar; verify it before it takes the final name."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
+    """Download `url` with a progress bar and verify it; only then is it written to `dest` (so a
+    failed download leaves neither a file nor a new folder)."""
+    advice = "put the files in data_dir or set XMREC_DIR to a folder holding them"
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+        with urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
+            content = bytearray()
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
                 for block in iter(lambda: response.read(1 << 16), b""):
-                    out.write(block)
+                    content += block
                     bar.update(len(block))
-        verify_file(partial, market)
-    except (OSError, DataError) as error:
-        partial.unlink(missing_ok=True)
-        raise DataError(f"could not download {url} to {dest}: {error}; put the files in data_dir "
-                        f"or set XMREC_DIR to a folder holding them") from None
-    os.replace(partial, dest)
+    except OSError as error:
+        raise DataError(f"could not download {url} to {dest}: {error}; {advice}") from None
+    expected, actual = expected_checksums()[market], hashlib.sha256(content).hexdigest()
+    if actual != expected:
+        raise DataError(f"could not download {url} to {dest}: SHA-256 mismatch (expected {expected}, got "
+                        f"{actual}): not the XMarket release; {advice}")
+    try:
+        write_bytes(dest, bytes(content))
+    except WriteError as error:
+        raise DataError(f"{error}; {advice}") from None
 
 
 def locate_data_file(market: str, config: Config) -> Path:
-    """The verified `<market>_5core.txt`: from data_dir, else $XMREC_DIR, else downloaded."""
+    """The verified `<market>_5core.txt`: from data_dir, else $XMREC_DIR, else downloaded into
+    data_dir (not when XMREC_DIR is set: a file missing there is an error)."""
     if market not in MARKETS:
         raise ConfigError(f"unknown market {market!r}; allowed: {', '.join(MARKETS)}")
     name = f"{market}_5core.txt"
@@ -98,6 +105,10 @@ def locate_data_file(market: str, config: Config) -> Path:
             except OSError as error:
                 raise DataError(f"{path}: cannot be read ({error.strerror})") from None
             return path
+    if os.environ.get("XMREC_DIR"):
+        raise DataError(f"{folders[-1] / name}: no such file (XMREC_DIR={folders[-1]}; nor is it in "
+                        f"data_dir={config.data_dir}); put it there, or unset XMREC_DIR to download the "
+                        f"files into data_dir")
     path = Path(config.data_dir) / name
     download(config.data_url.format(market=market), path, market)
     return path
@@ -134,8 +145,26 @@ def read_market_file(path: Path) -> pd.DataFrame:
 
 
 def load_markets(config: Config) -> dict[str, pd.DataFrame]:
-    """All seven markets, found or downloaded, verified and read."""
-    return {market: read_market_file(locate_data_file(market, config)) for market in MARKETS}
+    """All seven markets, found or downloaded and verified (all of them first), then read."""
+    paths = {market: locate_data_file(market, config) for market in MARKETS}
+    return {market: read_market_file(path) for market, path in paths.items()}
+
+
+def check_eval_negatives(frames: dict[str, pd.DataFrame], target_market: str, config: Config) -> None:
+    """Raise ConfigError if some user of the target could have fewer allowed items than
+    num_eval_negatives (sampled evaluation): the pool without the user's own items of the target."""
+    if config.eval_mode != "sampled":
+        return
+    target = frames[target_market]
+    if config.eval_negative_pool == "global":
+        pool = pd.concat([frame["itemId"] for frame in frames.values()]).nunique()
+    else:
+        pool = target["itemId"].nunique()
+    most_own = int(target.groupby("userId")["itemId"].nunique().max())
+    if config.num_eval_negatives > pool - most_own:
+        raise ConfigError(f"num_eval_negatives={config.num_eval_negatives}: the {config.eval_negative_pool} "
+                          f"pool of {target_market} holds {pool} items and a user has {most_own} of his own, "
+                          f"which are never his negatives; use at most {pool - most_own}")
 
 
 def market_statistics(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -375,7 +404,6 @@ def export_candidates(dataset: Dataset, folder: Path) -> dict[str, str]:
     Returns each split's SHA-256 of the uncompressed table, which results.json records: equal
     sums mean equal candidates, and the run folders need not keep (or commit) the files. The
     files are byte-identical for identical candidates (no time stamp in the gzip header)."""
-    folder.mkdir(parents=True, exist_ok=True)
     sums = {}
     for split, candidates in (("valid", dataset.valid_candidates), ("test", dataset.test_candidates)):
         names = dataset.item_names[candidates]
@@ -385,21 +413,28 @@ def export_candidates(dataset: Dataset, folder: Path) -> dict[str, str]:
             "negatives": [" ".join(row) for row in names[:, 1:]],
         })
         text = table.to_csv(sep="\t", index=False, lineterminator="\n").encode()
-        path = folder / f"{split}_candidates.tsv.gz"
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_bytes(gzip.compress(text, mtime=0))
-        os.replace(temporary, path)
+        write_bytes(folder / f"{split}_candidates.tsv.gz", gzip.compress(text, mtime=0))
         sums[split] = hashlib.sha256(text).hexdigest()
     return sums
 
 
 def main(argv: list[str]) -> None:
     config, extra = parse_overrides(argv, extra={"seed": int, "export": str})
+    seed = extra.get("seed", 0)
+    if not 0 <= seed <= MAX_INT:
+        raise ConfigError(f"--seed={seed}: must be in 0 .. 2**63-1")
+    if "export" in extra:  # before any work: a folder that cannot be made
+        try:
+            Path(extra["export"]).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"--export={extra['export']}: cannot create that folder "
+                              f"({error.strerror}: {error.filename})") from None
     frames = load_markets(config)
     if "export" not in extra:
         print(market_statistics(frames).to_string())
         return
-    seed = extra.get("seed", 0)
+    for target in target_markets(config):
+        check_eval_negatives(frames, target, config)
     for target in target_markets(config):
         dataset = build_dataset(frames, target, seed, config)
         folder = Path(extra["export"])
@@ -412,5 +447,5 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, WriteError) as error:
         sys.exit(f"error: {error}")

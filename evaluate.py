@@ -1,10 +1,12 @@
 """Ranking metrics (HR@k, NDCG@k over 1 positive + sampled negatives) and scoring of candidates.
 
-    python evaluate.py report --log_dir=log/results     # report of run folders (report.py)
+    python evaluate.py report --log_dir=log             # report of run folders (report.py)
+    python evaluate.py report --docs                    # the documents' generated tables
 
 Each user has one relevant item, its held-out positive, in column 0 of its candidate row.
 Its rank is 1 + the number of other candidates scored at least as high: a tie never favours
-the positive. HR@k = [rank <= k]; NDCG@k = 1 / log2(rank + 1) if rank <= k else 0.
+the positive, and a score that is not finite (a model that diverged) counts as -inf, the worst.
+HR@k = [rank <= k]; NDCG@k = 1 / log2(rank + 1) if rank <= k else 0.
 """
 from __future__ import annotations
 
@@ -21,9 +23,14 @@ KS = (5, 10)
 METRICS = tuple(f"{name}@{k}" for name in ("HR", "NDCG") for k in KS)  # HR@5 HR@10 NDCG@5 NDCG@10
 
 
+class NonFiniteScores(ValueError):
+    """The model scored a candidate NaN or infinite: it has diverged."""
+
+
 def positive_rank(scores: torch.Tensor) -> torch.Tensor:
     """scores (users, candidates), positive in column 0 -> its 1-based rank (users,), ties
-    counted against it."""
+    counted against it; a NaN or infinite score is -inf (a NaN positive ranks last, not first)."""
+    scores = scores.where(torch.isfinite(scores), float("-inf"))
     return 1 + (scores[:, 1:] >= scores[:, :1]).sum(dim=1)
 
 
@@ -49,7 +56,8 @@ def mean_and_std(values: list[float]) -> dict[str, float | None]:
 def score_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tensor,
                      batch_floats: int) -> torch.Tensor:
     """Logits of every (target user, candidate) pair: candidates (U, C) -> (U, C), one row per
-    user of `data.target_users`. Candidate 0 (padding) scores -inf.
+    user of `data.target_users`. Candidate 0 (padding) scores -inf. Raises NonFiniteScores if
+    the model scores a candidate NaN or infinite.
 
     Users with the same history length are scored together, so no sequence carries padding,
     in forward passes whose layer activations (model.activation_floats) stay under `batch_floats`
@@ -64,14 +72,18 @@ def score_candidates(model: nn.Module, data: DeviceData, candidates: torch.Tenso
     scores = torch.empty(candidates.shape, device=candidates.device)
     for length in torch.unique(lengths).tolist():
         same_length = torch.nonzero(lengths == length).squeeze(1)
-        group_size = max(1, batch_floats // activation_floats(num_candidates, length + 1))
+        group_size = max(1, batch_floats // activation_floats(model, num_candidates, length + 1))
         for picked in torch.split(same_length, group_size):
             batch_users = users[picked].repeat_interleave(num_candidates)  # (G*C,)
             logits = model(batch_users, data.user_history[batch_users, :length],
                            candidates[picked].reshape(-1), data.user_market[batch_users])
             scores[picked] = logits.float().reshape(len(picked), num_candidates)
-    scores[candidates == 0] = float("-inf")  # padding of full-ranking rows: never ranked
     model.train(was_training)
+    padding = candidates == 0  # of full-ranking rows: never ranked
+    not_finite = int((~torch.isfinite(scores) & ~padding).sum())
+    if not_finite:
+        raise NonFiniteScores(f"{not_finite} of {int((~padding).sum())} candidate scores are not finite")
+    scores[padding] = float("-inf")
     return scores
 
 
@@ -90,7 +102,11 @@ def breakdown(scores: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str
 
 
 if __name__ == "__main__":
+    if "-h" in sys.argv or "--help" in sys.argv:  # this module's command line is report.py's
+        import report
+        print(__doc__.strip() + "\n\n" + (report.__doc__ or "").strip())
+        sys.exit(0)
     if sys.argv[1:2] != ["report"]:
-        sys.exit("usage: python evaluate.py report [RUN_FOLDERS...] [--log_dir=DIR] [--out=DIR]")
-    import report
+        sys.exit("usage: python evaluate.py report [RUN_FOLDERS...] [--log_dir=DIR] [--out=DIR] | --docs")
+    import report  # report.py imports nothing of this module: no cycle
     report.main(sys.argv[2:])

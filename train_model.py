@@ -2,6 +2,8 @@
 
     python train_model.py                                  # config.py's defaults
     python train_model.py --target_market=jp --seeds=1     # any setting as --key=value
+    python train_model.py --resume=log/in-20261127-040027  # continue an interrupted run
+    python train_model.py --help                           # every setting
 
 Each target market gets a run folder <log_dir>/<target>-<timestamp>/ with the resolved
 config, the command, the environment, the log, per-epoch metrics, the results and each
@@ -9,15 +11,19 @@ seed's evaluation candidates (README.md lists them).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import dataclasses
+import fcntl
 import json
 import logging
+import math
 import os
 import platform
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +32,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 import numba
 import numpy as np
@@ -35,26 +42,23 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from config import (STAGES, Config, ConfigError, active_stages, config_from_saved, parse_overrides,
-                    target_markets, upgrade_saved)
-from data_loader import (DataError, DeviceData, build_dataset, export_candidates, load_markets,
-                         resample_train_negatives)
-from evaluate import METRICS, breakdown, evaluate_candidates, mean_and_std, ranking_metrics, score_candidates
+from config import (RENAMED, RUN_ONLY_SETTINGS, STAGES, Config, ConfigError, active_stages, config_from_saved,
+                    parse_overrides, target_markets, upgrade_saved)
+from data_loader import (DataError, DeviceData, build_dataset, check_eval_negatives, export_candidates,
+                         load_markets, resample_train_negatives)
+from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, ranking_metrics,
+                      score_candidates)
+from files import CHECKPOINT, WriteError, json_text, save_torch, write_json, write_text
 from model import activation_floats, build_model
 from report import comparison_text
+from evaluate import positive_rank  # the per-user ranks of ranks.json (paired.py)
+from paired import save_ranks
 
 REPO = Path(__file__).resolve().parent
 log = logging.getLogger("acmr")
 
 
 # ---------------------------------------------------------------- run folder and files
-
-def write_json(path: Path, payload: object) -> None:
-    """Write JSON atomically: a crash never leaves a half-written file under the final name."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(temporary, path)
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -130,6 +134,47 @@ def make_run_dir(log_dir: str, target: str) -> Path:
     raise ConfigError(f"log_dir={log_dir!r}: too many run folders named {target}-{stamp}")
 
 
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock while working in it, so that a second process refuses to: an
+    flock(2) on the folder itself, which the kernel releases when the process ends, however."""
+    descriptor = os.open(run_dir, os.O_RDONLY)  # not inherited by child processes
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(f"{run_dir}: another process is working in this run folder; wait for it "
+                                  f"to end (or stop it) before resuming it") from None
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def start_run_folder(run_dir: Path, config: Config, device: torch.device, command: str) -> None:
+    """A new run folder's files and first checkpoint (resumable from the start: Ctrl-C in the
+    first epoch loses nothing). On failure the folder goes: nothing in it is worth keeping."""
+    try:
+        write_json(run_dir / "config.json", dataclasses.asdict(config))
+        write_text(run_dir / "command.txt", command + "\n")
+        write_json(run_dir / "environment.json", environment(device))
+        save_checkpoint(run_dir, config, Progress(seed=config.first_seed, stage=active_stages(config)[0]))
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def continue_run_folder(run_dir: Path, device: torch.device, command: str) -> None:
+    """A resumed run's command and environment, added to the run folder's."""
+    write_text(run_dir / "command.txt", (run_dir / "command.txt").read_text() + command + "\n")
+    started = json.loads((run_dir / "environment.json").read_text())  # the code may have changed since
+    started.setdefault("resumed", []).append(environment(device))
+    write_json(run_dir / "environment.json", started)
+
+
+def resume_command(run_dir: Path) -> str:
+    return shlex.join(["python", "train_model.py", f"--resume={run_dir}"])
+
+
 def start_log_file(run_dir: Path) -> logging.Handler:
     """Everything logged goes to the console and to <run_dir>/train.log."""
     handler = logging.FileHandler(run_dir / "train.log")
@@ -140,13 +185,22 @@ def start_log_file(run_dir: Path) -> logging.Handler:
 
 # ---------------------------------------------------------------- checkpoints
 
-CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "acmr-checkpoint/1"
-RESUMABLE_SETTINGS = ("device", "num_threads", "keep_freed_memory", "cuda_graphs", "data_dir", "log_dir")  # may differ on --resume
+DIVERGED = "diverged.txt"  # in a run folder whose training diverged: why; a resume refuses
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says why."""
+
+
+class Diverged(RuntimeError):
+    """Training produced a loss, weight or score that is not finite; the message says where."""
+
+
+def diverged(config: Config, seed: int, stage: str, epoch: int, what: str) -> Diverged:
+    return Diverged(f"seed {seed} {stage} epoch {epoch}: {what}: training diverged, most likely because "
+                    f"lr={config.lr} is too large. The last good checkpoint is kept, but --resume would "
+                    f"diverge the same way (it continues exactly): start a new run with a smaller --lr")
 
 
 @dataclass
@@ -183,17 +237,22 @@ def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: nn
     if model is not None:  # mid-seed; the training items change with resample_train_negatives
         payload.update(model=model.state_dict(), best_model=best_state, train_item=train_item.cpu(),
                        optimizer=optimizer.state_dict() if optimizer is not None else None)
-    temporary = run_dir / (CHECKPOINT + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, run_dir / CHECKPOINT)
+    save_torch(run_dir / CHECKPOINT, payload)
 
 
-def load_checkpoint(run_dir: Path) -> dict:
+def load_checkpoint(run_dir: Path, config: Config) -> dict:
+    """The checkpoint of a run folder to resume with `config` (its config.json's). Refused, with
+    one line, if it is missing or unreadable, if the run diverged, if it was written with other
+    settings, or if metrics.jsonl lacks records that it follows."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         done = (run_dir / "results.json").is_file() and not (run_dir / CHECKPOINT).exists()
         raise CheckpointError(f"{path}: no checkpoint" + (
             "; this run is complete (see results.json)" if done else "; not a resumable run folder"))
+    if (run_dir / DIVERGED).is_file():
+        raise CheckpointError(f"{run_dir / DIVERGED}: this run diverged, and a resume continues exactly, so it "
+                              f"would diverge again: start a new run with a smaller --lr (or delete "
+                              f"{DIVERGED} to resume anyway)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
@@ -201,6 +260,16 @@ def load_checkpoint(run_dir: Path) -> dict:
                               f"truncated or not written by this program") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an ACMR checkpoint of format {CHECKPOINT_FORMAT}")
+    saved = upgrade_saved(payload["config"])
+    if any(saved.get(k) != v for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY_SETTINGS):
+        raise CheckpointError(f"{path}: written by a run with other settings than {run_dir / 'config.json'}")
+    metrics = run_dir / "metrics.jsonl"
+    records = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+    expected = payload["progress"]["metrics_lines"]
+    if records < expected:
+        raise CheckpointError(f"{metrics}: {records} epoch records, but the checkpoint follows {expected}: the "
+                              f"file was deleted or cut, and a resume cannot write them again; put it back, or "
+                              f"start a new run")
     return payload
 
 
@@ -216,14 +285,14 @@ def restore_generators(rng_state: dict, batch_rng: np.random.Generator,
 
 def resume_config(run_dir: Path, overrides: Config, given: set[str]) -> Config:
     """The run folder's config; settings given on the command line must agree with it, except
-    the ones that say where or how fast to run (RESUMABLE_SETTINGS)."""
+    the ones that say where or how fast to run (config.RUN_ONLY_SETTINGS)."""
     try:
         config = config_from_saved(json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(f"--resume={run_dir}: not a run folder of this program ({error})") from None
     for key in given:
         value = getattr(overrides, key)
-        if key in RESUMABLE_SETTINGS:
+        if key in RUN_ONLY_SETTINGS:
             setattr(config, key, value)
         elif value != getattr(config, key):
             raise ConfigError(f"--{key}={value} differs from the run folder's {key}="
@@ -376,7 +445,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
         if graph_steps is not None:
             total += graph_steps.step(batch_rows[b], int(row_lengths[batch].max()))
             continue
-        floats = activation_floats(len(batch), int(row_lengths[batch].max()) + 1)
+        floats = activation_floats(model, len(batch), int(row_lengths[batch].max()) + 1)
         optimizer.zero_grad(set_to_none=True)
         for chunk in np.array_split(batch, min(len(batch), -(-floats // config.train_chunk_floats))):
             index = torch.as_tensor(rows[chunk], device=data.train_user.device)
@@ -440,7 +509,14 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
                                desc=f"seed {seed} {stage} epoch {epoch}", bucket=bucket[stage],
                                graph_steps=graph_steps)
             train_seconds = time.perf_counter() - started
-            valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
+            if not math.isfinite(loss):
+                raise diverged(config, seed, stage, epoch, f"the training loss is {loss}")
+            if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
+                raise diverged(config, seed, stage, epoch, "a weight is not finite (a gradient overflowed)")
+            try:
+                valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
+            except NonFiniteScores as error:
+                raise diverged(config, seed, stage, epoch, f"validation: {error}") from None
             seconds = time.perf_counter() - started
             progress.epoch, progress.seconds = epoch, progress.seconds + seconds
             if valid["NDCG@5"] > progress.best_score:
@@ -455,12 +531,17 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
                      + f"  {seconds:.1f}s" + ("  *best" if progress.best_epoch == epoch else ""))
             record = {"seed": seed, "stage": stage, "epoch": epoch, "loss": loss, "valid": valid,
                       "train_seconds": train_seconds, "seconds": seconds}
-            with open(metrics_file, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            records = metrics_file.read_text() if metrics_file.is_file() else ""
+            write_text(metrics_file, records + json_text(record) + "\n")  # then the checkpoint that follows it
             progress.metrics_lines += 1
             save()
+            log.info(run_line(config, progress))
         model.load_state_dict(best_state)
-        test = test_metrics(model, data, config)
+        try:
+            test = test_metrics(model, data, config)
+        except NonFiniteScores as error:
+            raise diverged(config, seed, stage, progress.best_epoch, f"test: {error}") from None
+        save_ranks(run_dir, seed, stage, test.pop("ranks"), progress.seed_result.get("candidates_sha256"))
         progress.seed_result[stage] = {**test, "epochs": progress.epoch, "best_epoch": progress.best_epoch}
         log.info(f"seed {seed} {stage} test  " + "  ".join(f"{k} {test[k]:.4f}" for k in METRICS)
                  + f"  (best epoch {progress.best_epoch} of {progress.epoch})")
@@ -477,7 +558,8 @@ def test_metrics(model: nn.Module, data: DeviceData, config: Config) -> dict[str
     groups = {"repeat_purchase": data.test_repeat, "new_purchase": ~data.test_repeat,
               "item_seen_in_target_training": data.test_item_seen,
               "item_unseen_in_target_training": ~data.test_item_seen}
-    return {**ranking_metrics(scores), "breakdown": breakdown(scores, groups)}
+    return {**ranking_metrics(scores), "breakdown": breakdown(scores, groups),
+            "ranks": positive_rank(scores).tolist()}  # per test user: ranks.json (paired.py)
 
 
 # ---------------------------------------------------------------- results
@@ -487,47 +569,48 @@ def summarize(runs: list[dict[str, object]]) -> dict[str, dict[str, dict[str, fl
             for stage in STAGES if stage in runs[0]}
 
 
-def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, device: torch.device,
-               command: str, resume_dir: Path | None = None) -> Path:
-    """All seeds for one target market in one run folder (a new one, or `resume_dir` continued
-    from its checkpoint); returns the folder."""
-    if resume_dir is None:
-        run_dir = make_run_dir(config.log_dir, target)
-        write_json(run_dir / "config.json", dataclasses.asdict(config))
-        (run_dir / "command.txt").write_text(command + "\n")
-        write_json(run_dir / "environment.json", environment(device))
-        checkpoint = None
-    else:
-        run_dir = resume_dir
-        checkpoint = load_checkpoint(run_dir)
-        settings = dataclasses.asdict(config)  # config.json's, with RESUMABLE_SETTINGS overridden
-        saved = upgrade_saved(checkpoint["config"])
-        if any(saved.get(k) != v for k, v in settings.items() if k not in RESUMABLE_SETTINGS):
-            raise CheckpointError(f"{run_dir / CHECKPOINT}: written by a run with other settings "
-                                  f"than {run_dir / 'config.json'}")
-        with open(run_dir / "command.txt", "a") as f:
-            f.write(command + "\n")
-        started = json.loads((run_dir / "environment.json").read_text())  # the code may have changed since
-        started.setdefault("resumed", []).append(environment(device))
-        write_json(run_dir / "environment.json", started)
+def run_line(config: Config, progress: Progress) -> str:
+    """Where the whole run of a target market stands: seed i of N, stage and epoch, the time
+    spent in epochs, and the time left, estimated from the seeds finished so far."""
+    number = progress.seed - config.first_seed + 1
+    cap = config.pretrain_epochs if progress.stage == "pretrain" else config.finetune_epochs
+    finished = [run["seconds"] for run in progress.runs]
+    line = (f"  {config.target_market}: seed {progress.seed} ({number} of {config.seeds}), {progress.stage} "
+            f"epoch {progress.epoch} of at most {cap}, {duration(sum(finished) + progress.seconds)} elapsed")
+    if not finished:
+        return line + f", time left: estimated when seed {config.first_seed} ends"
+    per_seed = sum(finished) / len(finished)
+    left = max(per_seed - progress.seconds, 0.0) + per_seed * (config.seeds - number)
+    return line + f", about {duration(left)} left"
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def run_seeds(run_dir: Path, frames: dict[str, pd.DataFrame], config: Config, device: torch.device,
+              checkpoint: dict | None) -> None:
+    """All seeds of one target market in its run folder, from the checkpoint of a resumed run or
+    from the start. results.json is written after every seed (`complete` after the last), the
+    checkpoint is deleted at the end. On a failure that leaves a checkpoint, says how to resume."""
     progress = (Progress(**checkpoint["progress"]) if checkpoint
                 else Progress(seed=config.first_seed, stage=active_stages(config)[0]))
-    if checkpoint is None:  # resumable from the start: Ctrl-C in the first epoch loses nothing
-        save_checkpoint(run_dir, config, progress)
     handler = start_log_file(run_dir)
     try:
         if checkpoint is None:
-            log.info(f"run folder {run_dir}  (target {target}, {config.seeds} seed(s), device {device})")
+            log.info(f"run folder {run_dir}  (target {config.target_market}, {config.seeds} seed(s), device {device})")
         else:
             keep_lines(run_dir / "metrics.jsonl", progress.metrics_lines)
             log.info(f"resuming {run_dir} at seed {progress.seed} {progress.stage} after epoch "
                      f"{progress.epoch}  (device {device})")
         seeds = list(range(config.first_seed, config.first_seed + config.seeds))
-        results = {"target_market": target, "seeds": seeds}
+        results = {"target_market": config.target_market, "seeds": seeds}
         while progress.seed <= seeds[-1]:
-            run_seed(run_dir, frames, target, config, device, progress, checkpoint)
+            run_seed(run_dir, frames, config.target_market, config, device, progress, checkpoint)
             checkpoint = None
-            results.update(runs=progress.runs, summary=summarize(progress.runs))
+            results.update(complete=progress.seed == seeds[-1], runs=progress.runs, summary=summarize(progress.runs))
             write_json(run_dir / "results.json", results)  # kept up to date after every seed
             progress = Progress(seed=progress.seed + 1, stage=active_stages(config)[0], runs=progress.runs,
                                 metrics_lines=progress.metrics_lines)
@@ -535,23 +618,59 @@ def run_target(frames: dict[str, pd.DataFrame], target: str, config: Config, dev
         (run_dir / CHECKPOINT).unlink()  # the run is complete: results.json is what counts
         log.info(comparison_text([run_dir]))
         log.info(f"results in {run_dir / 'results.json'}")
+    except Diverged as error:
+        write_text(run_dir / DIVERGED, f"{error}\n")
+        raise
     except KeyboardInterrupt:
         log.info(f"interrupted: progress up to the last finished epoch is saved in {run_dir / CHECKPOINT}; "
-                 f"continue with: python train_model.py --resume={run_dir}")
+                 f"continue with: {resume_command(run_dir)}")
+        raise
+    except WriteError as error:
+        raise WriteError(f"{error}; make room on the disk, then continue with: {resume_command(run_dir)}") from None
+    except Exception:
+        log.info(f"stopped by the error below; the run continues from its last checkpoint with: "
+                 f"{resume_command(run_dir)}")
         raise
     finally:
         log.removeHandler(handler)
         handler.close()
-    return run_dir
 
 
 def keep_lines(path: Path, count: int) -> None:
     """Drop lines past the first `count` (written after the checkpoint a run resumes from)."""
     if path.exists():
-        lines = path.read_text().splitlines(keepends=True)[:count]
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text("".join(lines))
-        os.replace(temporary, path)
+        write_text(path, "".join(path.read_text().splitlines(keepends=True)[:count]))
+
+
+def resume(run_dir: Path, overrides: Config, given: set[str], command: str) -> None:
+    """Continue the run in `run_dir` from its checkpoint, `given` settings of `overrides` changed."""
+    config = resume_config(run_dir, overrides, given)
+    with locked(run_dir):
+        checkpoint = load_checkpoint(run_dir, config)
+        device = resolve_device(config.device)
+        configure_host(config)
+        frames = load_markets(config)
+        continue_run_folder(run_dir, device, command)
+        run_seeds(run_dir, frames, config, device, checkpoint)
+
+
+def start(config: Config, command: str) -> None:
+    """A new run folder per target market, each run in turn; for several, all their tables at the end."""
+    device = resolve_device(config.device)
+    configure_host(config)
+    frames = load_markets(config)
+    targets = target_markets(config)
+    for target in targets:  # before any run folder
+        check_eval_negatives(frames, target, config)
+    run_dirs = []
+    for target in targets:
+        target_config = dataclasses.replace(config, target_market=target)
+        run_dirs.append(make_run_dir(config.log_dir, target))
+        with locked(run_dirs[-1]):
+            start_run_folder(run_dirs[-1], target_config, device, command)
+            run_seeds(run_dirs[-1], frames, target_config, device, checkpoint=None)
+    if len(run_dirs) > 1:
+        log.info("all target markets:\n" + comparison_text(run_dirs))
 
 
 def main(argv: list[str]) -> None:
@@ -561,25 +680,18 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     config, extra = parse_overrides(argv, extra={"resume": str})
-    resume_dir = Path(extra["resume"]) if "resume" in extra else None
-    if resume_dir is not None:
-        given = {arg[2:].split("=", 1)[0] for arg in argv} - {"resume"}
-        config = resume_config(resume_dir, config, given)
-    device = resolve_device(config.device)
-    configure_host(config)
-    frames = load_markets(config)
     command = shlex.join(["python", "train_model.py", *argv])
-    if resume_dir is not None:
-        run_target(frames, config.target_market, config, device, command, resume_dir)
+    if "resume" not in extra:
+        start(config, command)
         return
-    for target in target_markets(config):
-        run_target(frames, target, dataclasses.replace(config, target_market=target), device, command)
+    given = {arg[2:].split("=", 1)[0] for arg in argv} - {"resume"}
+    resume(Path(extra["resume"]), config, {new for key in given for new in RENAMED.get(key, (key,))}, command)
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (ConfigError, DataError, CheckpointError) as error:
+    except (ConfigError, DataError, CheckpointError, WriteError, Diverged) as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit(130)

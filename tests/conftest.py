@@ -50,6 +50,14 @@ def real_data_dir() -> Path | None:
     return None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on the real data is slow (reading and splitting it alone takes seconds): marked
+    so here, once, rather than by hand; tests that start processes carry the mark themselves."""
+    for item in items:
+        if "real_config" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def real_config() -> Config:
     folder = real_data_dir()

@@ -1,12 +1,14 @@
 """config: --key=value overrides are type-checked; bad values stop with one clear line."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
-from config import Config, ConfigError, config_from_saved, parse_overrides, target_markets
+from config import (RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config, ConfigError, config_from_saved, parse_overrides,
+                    target_markets)
 from tests.conftest import REPO
 
 
@@ -65,6 +67,10 @@ def test_overrides_are_parsed_with_the_settings_types():
     ("--split=weekly", "split='weekly': allowed random, temporal"),
     ("--eval_mode=all", "eval_mode='all': allowed sampled, full"),
     ("--eval_negative_pool=market", "eval_negative_pool='market': allowed global, target"),
+    ("--lr=inf", "lr=inf: must be a finite number"),
+    ("--weight_decay=nan", "weight_decay=nan: must be a finite number"),
+    ("--first_seed=99999999999999999999", "first_seed=99999999999999999999: must be below 2**63"),
+    ("--first_seed=9223372036854775807", "the last seed, first_seed + seeds - 1, must be below 2**63"),
 ])
 def test_bad_settings_name_the_key_and_what_is_allowed(argument, message):
     with pytest.raises(ConfigError) as error:
@@ -73,8 +79,34 @@ def test_bad_settings_name_the_key_and_what_is_allowed(argument, message):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow  # starts processes
 def test_the_command_line_prints_one_error_line_and_exits_nonzero():
     result = subprocess.run([sys.executable, "train_model.py", "--num_heads=3"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.strip() == "error: num_heads=3: must divide hidden_size=32"
+
+
+def test_every_setting_has_a_help_line_and_a_kind_and_the_run_only_ones_are_derived_from_them():
+    for f in dataclasses.fields(Config):
+        assert f.metadata["help"] and f.metadata["kind"] in ("experiment", "speed", "selection"), f.name
+    assert set(RUN_ONLY_SETTINGS) >= {"device", "num_threads", "keep_freed_memory", "data_dir", "data_url", "log_dir",
+                                      "train_chunk_floats", "cuda_graphs", "eval_batch_floats"}
+    assert not set(RUN_ONLY_SETTINGS) & {"lr", "max_batches_per_epoch", "bucket_pretrain_batches", "model"}
+    assert SELECTION_SETTINGS == ("target_market", "seeds", "first_seed")
+
+
+@pytest.mark.slow  # starts processes
+@pytest.mark.parametrize("script, flag", [("train_model.py", "--help"), ("train_model.py", "-h"),
+                                          ("data_loader.py", "--help"), ("bench.py", "--help"),
+                                          ("authors_weights.py", "-h"), ("evaluate.py", "--help")])
+def test_help_lists_every_setting_from_config_py(script, flag):
+    result = subprocess.run([sys.executable, script, flag], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr, result.stderr[-2000:]
+    if script == "evaluate.py":  # its command line is report.py's
+        assert "python evaluate.py report" in result.stdout
+        return
+    assert f"usage: python {script} [--key=value ...]" in result.stdout
+    text = " ".join(result.stdout.split())  # the help lines are wrapped
+    for f in dataclasses.fields(Config):
+        assert f"--{f.name}=" in text and " ".join(f.metadata["help"].split()) in text, f.name

@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import ndcg_score
 
 from data_loader import DeviceData, build_dataset
-from evaluate import (METRICS, mean_and_std, positive_rank, ranking_metrics, score_candidates)
+from evaluate import METRICS, NonFiniteScores, mean_and_std, positive_rank, ranking_metrics, score_candidates
 from model import ACMR
 
 
@@ -39,6 +39,24 @@ def test_ties_never_favour_the_positive():
     # a model that scores everything equal gets nothing at k smaller than the candidate count
     constant = torch.zeros(10, 100)
     assert ranking_metrics(constant) == {name: 0.0 for name in METRICS}
+
+
+def test_a_score_that_is_not_finite_ranks_last_never_first():
+    """A diverged model scores NaN; NaN >= x is False, so a NaN positive used to rank first."""
+    nan, inf = float("nan"), float("inf")
+    scores = torch.tensor([[nan, 0.5, 0.2], [1.0, nan, 0.0], [nan, nan, nan], [inf, 1.0, 2.0]])
+    assert positive_rank(scores).tolist() == [3, 1, 3, 3]
+    assert ranking_metrics(torch.full((10, 100), nan)) == {name: 0.0 for name in METRICS}
+
+
+def test_scoring_a_model_with_weights_that_are_not_finite_stops(frames, small_config):
+    dataset = build_dataset(frames, "in", seed=0, config=small_config)
+    data = DeviceData.from_dataset(dataset, torch.device("cpu"))
+    model = ACMR(dataset.num_items, len(dataset.markets))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteScores, match="candidate scores are not finite"):
+        score_candidates(model, data, data.valid_candidates, batch_floats=0)
 
 
 def test_ndcg_matches_scikit_learn_without_ties():

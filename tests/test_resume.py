@@ -2,10 +2,12 @@
 with --resume, end with exactly the results of an uninterrupted run."""
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import multiprocessing
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -66,7 +68,7 @@ def _child(argv: list[str], kill_at: str, data_dir: str) -> None:
 def run_in_child(argv: list[str], kill_at: str, data_dir: str) -> int:
     process = multiprocessing.get_context("spawn").Process(target=_child, args=(argv, kill_at, data_dir))
     process.start()
-    process.join(timeout=300)
+    process.join(timeout=1200)  # a busy machine: 300 s were once too few
     return process.exitcode
 
 
@@ -104,27 +106,34 @@ def test_a_killed_run_resumes_to_the_same_results(kill_at, uninterrupted, real_c
     (run_dir,) = tmp_path.iterdir()
     assert (run_dir / "checkpoint.pt").is_file()
     assert not (run_dir / "results.json").exists() or kill_at == "between-seeds"
+    if kill_at == "between-seeds":  # seed 0's results, which must not look like a finished run
+        assert json.loads((run_dir / "results.json").read_text())["complete"] is False
     result = train([f"--resume={run_dir}"], real_config.data_dir)
     assert "resuming" in result.stdout
     assert outcome(run_dir) == uninterrupted
+    assert "in: seed 1 (2 of 2), finetune epoch 2 of at most 2" in result.stdout  # the whole run's progress
     assert not (run_dir / "checkpoint.pt").exists()
     assert not list(run_dir.glob("*.tmp"))
+    assert json.loads((run_dir / "results.json").read_text())["complete"] is True
 
 
 def test_ctrl_c_saves_prints_the_resume_command_and_resumes(uninterrupted, real_config, tmp_path):
-    process = subprocess.Popen([sys.executable, "train_model.py", *SETTINGS, f"--log_dir={tmp_path}"],
+    log_dir = tmp_path / "a log folder"  # the printed command must survive the shell
+    process = subprocess.Popen([sys.executable, "train_model.py", *SETTINGS, f"--log_dir={log_dir}"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "XMREC_DIR": real_config.data_dir})
-    deadline = time.time() + 300  # interrupt during training, after the first epoch's record
-    while not list(tmp_path.glob("*/metrics.jsonl")) and time.time() < deadline:
+    deadline = time.time() + 600  # interrupt during training, after the first epoch's record
+    while not list(log_dir.glob("*/metrics.jsonl")) and time.time() < deadline:
         time.sleep(0.2)
-    assert list(tmp_path.glob("*/metrics.jsonl")), "no epoch finished in 300 s"
+    assert list(log_dir.glob("*/metrics.jsonl")), "no epoch finished in 600 s"
     process.send_signal(signal.SIGINT)
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 130
-    (run_dir,) = tmp_path.iterdir()
-    assert f"continue with: python train_model.py --resume={run_dir}" in stdout
-    train([f"--resume={run_dir}"], real_config.data_dir)
+    (run_dir,) = log_dir.iterdir()
+    command = stdout.split("continue with: ")[1].splitlines()[0]
+    assert shlex.split(command) == ["python", "train_model.py", f"--resume={run_dir}"]
+    train(shlex.split(command)[2:], real_config.data_dir)
+    assert (run_dir / "command.txt").read_text().splitlines()[-1] == command
     assert outcome(run_dir) == uninterrupted
     environment = json.loads((run_dir / "environment.json").read_text())
     assert len(environment["resumed"]) == 1 and "git_commit" in environment["resumed"][0]
@@ -137,6 +146,21 @@ def test_resume_refuses_other_settings_and_broken_checkpoints(real_config, tmp_p
     result = train([f"--resume={run_dir}", "--lr=0.01"], real_config.data_dir, check=False)
     assert result.returncode != 0
     assert "error: --lr=0.01 differs from the run folder's lr=0.001" in result.stderr
+
+    descriptor = os.open(run_dir, os.O_RDONLY)  # another process working in the folder
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    result = train([f"--resume={run_dir}"], real_config.data_dir, check=False)
+    os.close(descriptor)
+    assert result.returncode != 0 and (run_dir / "checkpoint.pt").is_file()
+    assert result.stderr.strip() == (f"error: {run_dir}: another process is working in this run folder; wait "
+                                     f"for it to end (or stop it) before resuming it")
+
+    (run_dir / "metrics.jsonl").rename(tmp_path / "metrics.jsonl")  # deleted by mistake
+    result = train([f"--resume={run_dir}"], real_config.data_dir, check=False)
+    assert result.returncode != 0 and not (run_dir / "metrics.jsonl").exists()
+    assert result.stderr.strip() == (f"error: {run_dir / 'metrics.jsonl'}: 0 epoch records, but the checkpoint "
+                                     f"follows 2: the file was deleted or cut, and a resume cannot write them "
+                                     f"again; put it back, or start a new run")
 
     checkpoint = run_dir / "checkpoint.pt"
     good = checkpoint.read_bytes()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from data_loader import DeviceData, build_dataset
@@ -65,6 +66,7 @@ def test_training_on_planted_data_beats_chance(frames, small_config):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow  # starts processes
 def test_keep_freed_memory_takes_blocks_from_the_heap_and_keeps_them_when_freed():
     script = """
 import ctypes, sys, torch
@@ -92,6 +94,7 @@ print(mapped, kept)
     assert result["false"][0] >= 2**26 and result["false"][1] < 32 * 2**20  # unmapped, not kept
 
 
+@pytest.mark.slow  # starts processes
 def test_num_threads_holds_for_torch_and_numba_after_a_dropout_pass():
     """Starting numba's OpenMP pool used to put torch back on all cores, whatever num_threads said."""
     script = """

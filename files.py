@@ -1,0 +1,80 @@
+"""Files written whole or not at all: every file the project writes goes through `write_file`.
+
+The content goes to `<name>.tmp` next to the file, which is then renamed over the final name:
+a crash leaves the previous version (or nothing) under the name, never half a file. A write
+that fails (a full disk, no permission) removes the temporary and raises WriteError, one line
+that names the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+
+CHECKPOINT = "checkpoint.pt"  # a run folder's resumable state (train_model.py; sweep.py looks for it)
+
+
+class WriteError(RuntimeError):
+    """A file that could not be written; the message names it, the reason and the free space."""
+
+
+def write_file(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(temporary)` writes the content to a temporary path, then it takes the name `path`
+    (the folder is created if need be). On failure no temporary is left behind."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(temporary)
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as a RuntimeError
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed"
+        raise WriteError(f"cannot write {path}: {reason} ({free_space(path)})") from None
+    finally:
+        with contextlib.suppress(OSError):  # the temporary is still there only if something failed
+            temporary.unlink(missing_ok=True)
+
+
+def free_space(path: Path) -> str:
+    """`N MB free` on the disk of `path` (or of its nearest existing folder)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free there"
+    except OSError:
+        return "free space unknown"
+
+
+def write_bytes(path: Path, content: bytes) -> None:
+    write_file(path, lambda temporary: temporary.write_bytes(content))
+
+
+def write_text(path: Path, text: str) -> None:
+    write_file(path, lambda temporary: temporary.write_text(text))
+
+
+def json_text(payload: object, indent: int | None = None) -> str:
+    """Strict JSON (as any JSON reader accepts it): a number that is not finite becomes null."""
+    def finite(value: object) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+    return json.dumps(finite(payload), indent=indent, allow_nan=False)
+
+
+def write_json(path: Path, payload: object) -> None:
+    write_text(path, json_text(payload, indent=1) + "\n")
+
+
+def save_torch(path: Path, payload: object) -> None:
+    import torch  # here: importing this module loads nothing heavy (report.py's imports stay light)
+    write_file(path, lambda temporary: torch.save(payload, temporary))
