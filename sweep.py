@@ -1,8 +1,9 @@
 """Run several models and ablations on several markets and seeds, then build the report.
 
     python sweep.py --models=acmr,popularity,gmf,nmf,forec --markets=in,jp,mx --seeds=3
-    python sweep.py --models=gmf,nmf --markets=in --seeds=3 --log_dir=log/sweep --num_epochs=20
-    python sweep.py --plan=plans/gpu.txt --jobs=10 --deadline_minutes=8
+    python sweep.py --models=gmf,nmf --markets=in --seeds=3 --log_dir=log/sweep --finetune_epochs=20
+    python sweep.py --plan=plans/paper.txt --jobs=10 --deadline_minutes=8
+    python sweep.py --plan=plans/paper.txt --ray_address=auto --gpus_per_job=0.125   # on a Ray cluster
 
 Models are the presets of config.PRESETS. Every (model, market, seed) is one job, a
 `python train_model.py --first_seed=S --seeds=1 ...` process with its own run folder under
@@ -21,32 +22,67 @@ resumes one that has a checkpoint there (`--redo=true` runs every job afresh), s
 command continues an interrupted or extended sweep. Do not run two sweeps on one log_dir at
 once. `--dry_run=true` lists what would run, resume or be skipped, and runs nothing.
 
---jobs=N runs N jobs at a time (each with --num_threads=1 unless given): on a GPU, small
-jobs leave the device mostly idle, so several share it. --deadline_minutes=M stops the
-sweep after M minutes: running jobs are interrupted (their last epoch is checkpointed and
-`train_model.py --resume=FOLDER` continues them), jobs not started are listed. Ctrl-C, or
-SIGINT / SIGTERM sent to the sweep process alone, does the same at once (exit 130).
+Each job is a Ray task (docs.ray.io) that runs the job's process. --ray_address= (the default)
+starts a Ray instance on this machine for the sweep; --ray_address=auto (the cluster this
+machine is a node of) or HOST:PORT (the head node's GCS port, 6379 by default) runs the jobs
+on a running Ray cluster, whose nodes must see the repository, the working directory and the
+log folder at the same paths (README.md, "On a cluster"). An address where no cluster
+answers, or a cluster that refuses this client (token authentication), is an error at once.
+The sweep's $XMREC_DIR goes to every job.
+
+--jobs=N runs N jobs at a time on this machine; on a cluster, as many as its nodes' CPUs and
+GPUs hold (at most N if given). --cpus_per_job=C reserves C CPUs for each job, which runs torch
+on C threads (--num_threads=C unless given); by default 1, except for a lone job on this
+machine (--jobs=1), which gets all its cores and torch's default threads. --gpus_per_job=F
+reserves F of a GPU for each job: 0.125 puts eight jobs on each GPU (small jobs leave a GPU
+mostly idle; eight at once measured best, SPEED.md); 0 (the default) reserves none and lets
+every job see every GPU, as before Ray. A job whose process, Ray worker or node dies (killed,
+out of memory, node lost) runs again, resumed from its last checkpoint, up to --retries=R
+times (default 3); a job that fails on its own (exit 1) is not run again.
+
+--deadline_minutes=M stops the sweep after M minutes: running jobs are interrupted (their last
+epoch is checkpointed and `train_model.py --resume=FOLDER` continues them), jobs not started
+are listed. Ctrl-C, or SIGINT / SIGTERM sent to the sweep process alone, does the same at once
+(exit 130).
+
+The console lists each job's start and end, and below them a status line of the grid: jobs
+done, running and waiting, failures, and an estimate of the time left (on a terminal, one line
+redrawn in place; elsewhere printed whenever a job ends). A job's output goes to its run
+folder's train.log; the last lines of a failed job's output are printed.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
+import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import report
-from config import MARKETS, PRESETS, ConfigError, parse_overrides, upgrade_saved
-from train_model import CHECKPOINT, RESUMABLE_SETTINGS
+from config import MARKETS, PRESETS, RUN_ONLY_SETTINGS, ConfigError, help_text, parse_overrides, upgrade_saved
+from files import CHECKPOINT
 
 REPO = Path(__file__).resolve().parent
+FORWARDED_ENV = ("XMREC_DIR",)  # the sweep's own goes to every job, on whichever node it runs
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+# Asks the cluster's GCS for its ID, as ray.init does first: refused at once without its token.
+GCS_PROBE = """import sys
+from ray._raylet import GcsClient
+try:
+    GcsClient(address=sys.argv[1])
+except Exception as error:
+    sys.exit(f"{type(error).__name__}: {error}")
+"""
 
 
 class Interrupted(Exception):
@@ -64,6 +100,7 @@ class Job:
     seed: int
     settings: list[str]  # --key=value for train_model.py
     resume: Path | None = None  # the run folder of this job's interrupted run, if any
+    attempt: int = 1  # 2 and up: run again after its process, Ray worker or node died
 
     @property
     def name(self) -> str:
@@ -72,11 +109,19 @@ class Job:
 
     def command(self) -> list[str]:
         if self.resume is not None:  # where and how fast to run may change; nothing else
-            where = [s for s in self.settings if s[2:].split("=", 1)[0] in RESUMABLE_SETTINGS]
+            where = [s for s in self.settings if s[2:].split("=", 1)[0] in RUN_ONLY_SETTINGS]
             return [sys.executable, str(REPO / "train_model.py"), f"--resume={self.resume}", *where]
         preset = [f"--{k}={v}" for k, v in PRESETS[self.model].items()]
         return [sys.executable, str(REPO / "train_model.py"), *preset, f"--target_market={self.market}",
                 f"--first_seed={self.seed}", "--seeds=1", *self.settings]
+
+
+@dataclass
+class Resources:
+    """What each job reserves on the Ray cluster, and how many jobs may run at once."""
+    cpus: int
+    gpus: float
+    most: int | None  # --jobs (on a cluster only if given); None: as many as the cluster holds
 
 
 @functools.cache
@@ -145,64 +190,341 @@ def setting(job: Job, key: str, default: str) -> str:
     return values[-1] if values else default
 
 
-def run_jobs(jobs: list[Job], parallel: int, deadline: float | None) -> list[Job]:
-    """Run the jobs, `parallel` at a time, until done or the deadline; returns those not
-    finished (failed, interrupted or never started)."""
-    waiting, running, unfinished = list(jobs), [], []
+# ---------------------------------------------------------------- on a Ray node
+
+def run_job(args: list[str], cwd: str, env: dict[str, str]) -> tuple[int, str]:
+    """One job, as a Ray task on the node Ray picks: `python ARGS` in `cwd`, with `env` added to
+    the environment; returns its exit code and, if not 0, the last lines of its output.
+    ray.cancel (the deadline, Ctrl-C) raises KeyboardInterrupt here: the job gets SIGINT, saves
+    its checkpoint and exits 130. The job dies with the Ray worker (SIGKILL), so that a retry
+    never runs beside it in the same run folder."""
+    import ctypes
+    prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None  # looked up before the fork
+
+    def in_child() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])  # Ray's worker blocks it
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen([sys.executable, *args], cwd=cwd, env={**os.environ, **env}, stdout=output,
+                                   stderr=subprocess.STDOUT, preexec_fn=in_child)
+        try:
+            while process.poll() is None:  # not wait(): ray.cancel's KeyboardInterrupt comes between bytecodes
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            process.wait()
+        output.seek(0)
+        return process.returncode, "".join(output.readlines()[-15:]) if process.returncode else ""
+
+
+def node_problem(paths: list[str], log_dirs: list[str], probe: str) -> str:
+    """What a node (this Ray task's) lacks to run the sweep's jobs: one of `paths`, or a log
+    folder that holds the driver's `probe` file and takes a new one; "" when nothing."""
+    host = socket.gethostname()
+    for path in paths:
+        if not os.path.exists(path):
+            return f"node {host} has no {path}"
+    for folder in log_dirs:
+        if not os.path.exists(os.path.join(folder, probe)):
+            return (f"node {host} does not share the log folder {folder} with this machine: on a cluster "
+                    f"it must be on storage all nodes share")
+        mine = os.path.join(folder, f"{probe}-{host}-{os.getpid()}")
+        try:
+            open(mine, "w").close()
+            os.remove(mine)
+        except OSError as error:
+            return f"node {host} cannot write to the log folder {folder} ({error.strerror})"
+    return ""
+
+
+# ---------------------------------------------------------------- this machine, the driver
+
+def start_ray(address: str, cpus: int) -> None:
+    """Start a Ray instance of `cpus` CPUs on this machine (address ""), or join the cluster
+    at `address` (auto or HOST:PORT); a cluster that does not answer or refuses this client is
+    a ConfigError within seconds (ray.init itself would retry for minutes)."""
+    import ray
+    if not address:
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="error")
+        return
+    from ray._private.services import canonicalize_bootstrap_address  # `auto` as ray.init reads it
+    try:
+        gcs = canonicalize_bootstrap_address(address) or ""  # None for `local`
+    except ConnectionError:
+        raise ConfigError(f"--ray_address={address}: no Ray cluster runs on this machine (none was started "
+                          f"here with `ray start`, and RAY_ADDRESS is not set)") from None
+    except ValueError:
+        gcs = ""
+    host, _, port = gcs.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"--ray_address={address}: expected auto or HOST:PORT "
+                          f"(or nothing: a Ray instance on this machine)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ConfigError(f"--ray_address={address}: no Ray cluster answers at {gcs} ({error.strerror or error}); "
+                          f"start one with `ray start --head`, or correct the address") from None
+    if address != "auto":  # `auto` finds a token of this machine (~/.ray/auth_token) by itself
+        try:
+            probe = subprocess.run([sys.executable, "-c", GCS_PROBE, gcs], capture_output=True, text=True,
+                                   timeout=10)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"--ray_address={address}: {gcs} answers, but not as a Ray cluster's GCS "
+                              f"(the port of `ray start --head --port=PORT`, 6379 by default)") from None
+        if probe.returncode != 0:
+            raise join_error(address, gcs, (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1])
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="error")
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as error:
+        causes = [error]
+        while causes[-1].__cause__ is not None:
+            causes.append(causes[-1].__cause__)
+        raise join_error(address, gcs, " ".join(str(cause) for cause in causes)) from None
+
+
+def join_error(address: str, gcs: str, why: str) -> ConfigError:
+    """The one line that says why this client could not join the cluster at `gcs`."""
+    if "AuthenticationError" not in why and "InvalidAuthToken" not in why:
+        first_line = why.strip().split("\n")[0]
+        return ConfigError(f"--ray_address={address}: cannot join the Ray cluster at {gcs}: {first_line}")
+    refused = ("refused this client's token" if os.environ.get("RAY_AUTH_MODE") == "token" else
+               "requires token authentication (RAY_AUTH_MODE=token) and refused this client")
+    return ConfigError(f"--ray_address={address}: the Ray cluster at {gcs} {refused}: run the sweep with "
+                       f"RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token, in the file named by "
+                       f"RAY_AUTH_TOKEN_PATH or in RAY_AUTH_TOKEN (`ray get-auth-token` on its head node prints it)")
+
+
+def check_nodes(jobs: list[Job]) -> None:
+    """ConfigError unless every node of the Ray cluster sees the repository, this working
+    directory and the jobs' log folders, and can write to those (Ray tasks, one per node)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    log_dirs = sorted({str(Path(setting(job, "log_dir", "log/sweep")).resolve()) for job in jobs})
+    probe = f".sweep-probe-{uuid.uuid4().hex}"
+    try:
+        for folder in log_dirs:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / probe).touch()
+    except OSError as error:
+        raise ConfigError(f"log_dir {error.filename}: cannot write there ({error.strerror})") from None
+    try:
+        task = ray.remote(node_problem)
+        paths = [str(Path.cwd()), str(REPO / "train_model.py")]
+        nodes = [NodeAffinitySchedulingStrategy(node["NodeID"], soft=False) for node in ray.nodes() if node["Alive"]]
+        answers = [task.options(num_cpus=0, scheduling_strategy=on).remote(paths, log_dirs, probe) for on in nodes]
+        try:
+            problems = [answer for answer in ray.get(answers, timeout=120) if answer]
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigError("a node of the Ray cluster did not run a task within 2 minutes") from None
+        if problems:
+            raise ConfigError(problems[0])
+    finally:
+        for folder in log_dirs:
+            (Path(folder) / probe).unlink(missing_ok=True)
+
+
+def job_slots(resources: Resources) -> int:
+    """How many jobs the live nodes of the Ray cluster hold at once (at most resources.most)."""
+    import ray
+    slots = 0
+    for node in ray.nodes():
+        if node["Alive"]:
+            have = node["Resources"]
+            fits = int(have.get("CPU", 0) // resources.cpus)
+            if resources.gpus:
+                fits = min(fits, int(have.get("GPU", 0) / resources.gpus + 1e-6))
+            slots += fits
+    return slots if resources.most is None else min(slots, resources.most)
+
+
+def outcome(ref: object) -> tuple[int | None, str]:
+    """A finished job task's exit code and output tail; None and the reason when Ray lost the
+    task's worker or node."""
+    import ray
+    try:
+        return ray.get(ref)
+    except ray.exceptions.TaskCancelledError:  # stopped before it started
+        return 130, ""
+    except ray.exceptions.RayTaskError as error:  # run_job failed, e.g. no Python at this path there
+        return 1, str(error)
+    except ray.exceptions.RayError as error:  # its worker or its node died
+        return None, type(error).__name__
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+class Console:
+    """Lines about the jobs, and the grid's status line below them: on a terminal one line
+    redrawn in place, elsewhere printed whenever a job ends."""
+
+    def __init__(self) -> None:
+        self.live = sys.stdout.isatty()
+        self.started = time.time()
+        self.status = ""
+
+    def line(self, text: str) -> None:
+        print(f"\r\033[K{text}" if self.live else text, flush=True)
+        if self.live:
+            print(self.status, end="", flush=True)
+
+    def update(self, done: int, running: int, waiting: int, failed: int, retried: int, ended: bool) -> None:
+        left = ""
+        if done and running + waiting:  # at the pace so far
+            left = f", about {duration((time.time() - self.started) / done * (running + waiting))} left"
+        self.status = (f"grid: {done} done, {running} running, {waiting} waiting, {failed} failed"
+                       + (f", {retried} retried" if retried else "") + left)
+        if self.live:
+            print(f"\r\033[K{self.status}", end="", flush=True)
+        elif ended:
+            print(self.status, flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            print(flush=True)
+
+
+def run_jobs(jobs: list[Job], resources: Resources, deadline: float | None, retries: int) -> list[Job]:
+    """Run the jobs as Ray tasks, in order, as many at a time as the cluster holds, until done
+    or the deadline; returns those not finished (failed, interrupted or never started)."""
+    import ray
+    task = ray.remote(run_job).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=0)
+    env = {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}
+    waiting, running, unfinished = list(jobs), {}, []
+    done = failed = retried = 0
+    stopping = False  # after the deadline: no job starts, none runs again
+    console = Console()
     try:
         while waiting or running:
-            while waiting and len(running) < parallel and (deadline is None or time.time() < deadline):
+            if deadline is not None and time.time() >= deadline:
+                if running:
+                    console.line(f"deadline: interrupting {len(running)} running job(s)")
+                for ref in running:
+                    ray.cancel(ref)  # the job checkpoints and exits 130
+                deadline, stopping, waiting, unfinished = None, True, [], unfinished + waiting
+            slots = job_slots(resources) if waiting else 0
+            while waiting and len(running) < slots:
                 job = waiting.pop(0)
-                output = tempfile.TemporaryFile("w+") if parallel > 1 else None
-                process = subprocess.Popen(job.command(), stdout=output, stderr=subprocess.STDOUT if output else None,
-                                           cwd=Path.cwd())
-                running.append((job, process, output, time.time()))
+                running[task.remote(job.command()[1:], str(Path.cwd()), env)] = (job, time.time())
                 what = f"resume {job.name} from {job.resume}" if job.resume else f"start {job.name}"
-                print(f"[{len(jobs) - len(waiting)}/{len(jobs)}] {what}", flush=True)
-            if deadline is not None and time.time() >= deadline and running:
-                print(f"deadline: interrupting {len(running)} running job(s)", flush=True)
-                for _, process, _, _ in running:
-                    process.send_signal(signal.SIGINT)
-                deadline = None
-                waiting, unfinished = [], unfinished + waiting
-            time.sleep(0.5)
-            for entry in [e for e in running if e[1].poll() is not None]:
-                job, process, output, started = entry
-                running.remove(entry)
+                where = f"{len(jobs) - len(waiting)}/{len(jobs)}" if job.attempt == 1 else f"attempt {job.attempt}"
+                console.line(f"[{where}] {what}")
+            if not running:  # the cluster has no room yet
+                time.sleep(1)
+                continue
+            ready = ray.wait(list(running), num_returns=len(running), timeout=1.0)[0]
+            for ref in ready:
+                job, started = running.pop(ref)
+                code, tail = outcome(ref)
                 seconds = time.time() - started
-                if process.returncode == 0:
-                    print(f"done {job.name} ({seconds:.0f} s)", flush=True)
+                if code == 0:
+                    done += 1
+                    console.line(f"done {job.name} ({seconds:.0f} s)")
+                elif not stopping and (code is None or code < 0 or code == 130) and job.attempt <= retries:
+                    retried += 1
+                    why = (tail if code is None else f"exit {code}" if code > 0 else
+                           f"killed by {signal.Signals(-code).name}")
+                    if retry(job):
+                        waiting.insert(0, job)
+                        console.line(f"lost {job.name} ({why}, {seconds:.0f} s): it runs again")
+                    else:
+                        done += 1
+                        console.line(f"done {job.name} (its results were in before it was lost: {why})")
                 else:
                     unfinished.append(job)
-                    what = "stopped" if process.returncode == 130 else "FAILED"
-                    print(f"{what} (exit {process.returncode}) {job.name} ({seconds:.0f} s)", flush=True)
-                    if output is not None and process.returncode != 130:
-                        output.seek(0)
-                        print("".join(output.readlines()[-15:]), flush=True)
-                if output is not None:
-                    output.close()
+                    if code == 130:
+                        console.line(f"stopped (exit 130) {job.name} ({seconds:.0f} s)")
+                    else:
+                        failed += 1
+                        why = tail if code is None else f"exit {code}"
+                        console.line(f"FAILED ({why}) {job.name} ({seconds:.0f} s)")
+                        if code is not None and tail:
+                            console.line(tail.rstrip("\n"))
+            console.update(done, len(running), len(waiting), failed, retried, ended=bool(ready))
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT / SIGTERM sent to the sweep alone
-        for _, process, _, _ in running:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)  # the job checkpoints and exits
-        for job, process, _, _ in running:
-            if process.wait() == 0:
-                print(f"done {job.name}", flush=True)
+        if not stopping:
+            for ref in running:
+                ray.cancel(ref)  # the job checkpoints and exits 130
+        for ref, (job, _) in running.items():
+            code, _ = outcome(ref)  # once the job has exited
+            if code == 0:
+                console.line(f"done {job.name}")
             else:
                 unfinished.append(job)
-                print(f"stopped (exit {process.returncode}) {job.name}", flush=True)
+                console.line(f"stopped (exit {code}) {job.name}")
         raise Interrupted(unfinished + waiting) from None
+    finally:
+        console.close()
     return unfinished + waiting
 
 
+def retry(job: Job) -> bool:
+    """Prepare a job whose process, worker or node died to run again: from the checkpoint of
+    the run folder it made, if any (found on disk, as at the start); False if it had finished."""
+    job.resume = None
+    run_folders.cache_clear()
+    previous = previous_run(job)
+    if previous is not None and previous[0] == "done":
+        return False
+    job.resume = previous[1] if previous is not None else None
+    job.attempt += 1
+    return True
+
+
+def sweep_on_ray(jobs: list[Job], address: str, resources: Resources, deadline: float | None,
+                 retries: int) -> list[Job]:
+    """Start or join Ray, check its nodes, run the jobs (run_jobs), leave Ray."""
+    import ray
+    if __name__ != "__main__":  # imported: Ray's workers get run_job by value, not by importing torch with us
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    start_ray(address, resources.cpus * (resources.most or 1))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if on_sigterm is None else on_sigterm)  # not ray.init's: exit at once
+    try:
+        check_nodes(jobs)
+        if job_slots(resources) == 0:
+            have = ray.cluster_resources()
+            raise ConfigError(f"no node of the Ray cluster has {resources.cpus} CPU(s)"
+                              + (f" and {resources.gpus} GPU" if resources.gpus else "")
+                              + f" for a job (it has {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs)")
+        return run_jobs(jobs, resources, deadline, retries)
+    finally:
+        ray.shutdown()
+
+
+SWEEP_OPTIONS = {"models": str, "markets": str, "seeds": str, "plan": str, "jobs": int,
+                 "deadline_minutes": float, "redo": bool, "dry_run": bool, "ray_address": str,
+                 "cpus_per_job": int, "gpus_per_job": float, "retries": int}
+
+
 def main(argv: list[str]) -> None:
+    if "-h" in argv or "--help" in argv:
+        print(help_text(SWEEP_OPTIONS))
+        return
     options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
     unknown = [arg for arg in argv if not (arg.startswith("--") and "=" in arg)]
     if unknown:
         raise ConfigError(f"bad argument {unknown[0]!r}: expected --key=value")
-    parallel = int(options.pop("jobs", "1"))
-    if parallel < 1:
-        raise ConfigError(f"jobs={parallel}: must be an integer >= 1")
+    address, given_jobs = options.pop("ray_address", ""), options.pop("jobs", None)
+    parallel, retries = int(given_jobs or 1), int(options.pop("retries", "3"))
+    cpus, gpus = options.pop("cpus_per_job", None), float(options.pop("gpus_per_job", "0"))
+    if cpus is None and not address and parallel == 1:
+        cpus = os.cpu_count() or 1  # a lone job here: all cores, torch's default threads (as before Ray)
+    else:
+        cpus = int(cpus or 1)
+        options.setdefault("num_threads", str(cpus))  # N jobs on N x C cores, not N x all cores
+    for key, value, least in (("jobs", parallel, 1), ("cpus_per_job", cpus, 1), ("retries", retries, 0)):
+        if value < least:
+            raise ConfigError(f"{key}={value}: must be an integer >= {least}")
+    if gpus < 0 or (gpus > 1 and not gpus.is_integer()):
+        raise ConfigError(f"gpus_per_job={gpus:g}: must be a fraction of 1 (jobs share a GPU) or a whole number")
+    resources = Resources(cpus, gpus, parallel if given_jobs is not None or not address else None)
     minutes = options.pop("deadline_minutes", None)
     redo, dry_run = (options.pop(key, "false") for key in ("redo", "dry_run"))
     for key, value in (("redo", redo), ("dry_run", dry_run)):
@@ -211,8 +533,6 @@ def main(argv: list[str]) -> None:
     redo, dry_run = redo == "true", dry_run == "true"
     deadline = time.time() + 60 * float(minutes) if minutes else None
     options.setdefault("log_dir", "log/sweep")
-    if parallel > 1:
-        options.setdefault("num_threads", "1")  # N jobs on N cores, not N x all cores
     if "plan" in options:
         path = Path(options.pop("plan"))
         if not path.is_file():
@@ -238,7 +558,8 @@ def main(argv: list[str]) -> None:
         print(f"{len(jobs)} jobs to run")
         return
     try:
-        unfinished, interrupted = run_jobs(jobs, parallel, deadline), False
+        unfinished = sweep_on_ray(jobs, address, resources, deadline, retries) if jobs else []
+        interrupted = False
     except Interrupted as stop:
         unfinished, interrupted = stop.jobs, True
     for job in unfinished:

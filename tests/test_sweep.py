@@ -1,0 +1,188 @@
+"""sweep.py on Ray: a grid ends with the results of the same jobs run directly, a job whose
+process or Ray worker is killed runs again from its checkpoint to the same results, a wrong
+address or a refused client is one line within seconds, and a cluster with token
+authentication runs the grid for a client with its token."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+import sweep
+from config import ConfigError
+from tests.conftest import REPO
+
+TINY = ["--pretrain_epochs=1", "--finetune_epochs=1", "--max_batches_per_epoch=2"]
+KILLABLE = ["--pretrain_epochs=2", "--finetune_epochs=2", "--max_batches_per_epoch=10"]  # ~4 s per epoch
+
+
+def run_directly(plan_line: str, settings: list[str], log_dir: Path, data_dir: str) -> None:
+    """The plan line's jobs as plain `python train_model.py` runs, side by side, into log_dir."""
+    jobs = sweep.plan_jobs([plan_line], [*settings, "--num_threads=1", f"--log_dir={log_dir}"])
+    outputs = [log_dir.with_name(f"{log_dir.name}-{i}.out") for i in range(len(jobs))]
+    processes = [subprocess.Popen([sys.executable, *job.command()[1:]], cwd=REPO, stdout=output.open("w"),
+                                  stderr=subprocess.STDOUT, env={**os.environ, "XMREC_DIR": data_dir})
+                 for job, output in zip(jobs, outputs)]
+    for process, output in zip(processes, outputs):
+        assert process.wait(timeout=600) == 0, output.read_text()[-3000:]
+
+
+def results_by_job(log_dir: Path) -> dict[tuple[str, int], dict]:
+    """(model, seed) -> the seed's results.json entry without its wall time, for each run folder."""
+    results = {}
+    for folder in log_dir.glob("in-*"):
+        model = json.loads((folder / "config.json").read_text())["model"]
+        for run in json.loads((folder / "results.json").read_text())["runs"]:
+            results[model, run["seed"]] = {key: value for key, value in run.items() if key != "seconds"}
+    return results
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:1", "no Ray cluster answers at"),  # nothing listens on port 1
+    ("no-such-host.invalid:6379", "no Ray cluster answers at"),
+    ("localhost", "expected auto or HOST:PORT"),
+    ("auto", "no Ray cluster answers at"),  # RAY_ADDRESS names port 1
+])
+def test_a_wrong_ray_address_is_one_line_at_once(address, says, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    started = time.time()
+    with pytest.raises(ConfigError, match=says) as error:
+        sweep.main(["--models=popularity", "--markets=in", f"--ray_address={address}", f"--log_dir={tmp_path}"])
+    assert time.time() - started < 10 and "\n" not in str(error.value)
+    assert str(error.value).startswith(f"--ray_address={address}: ")
+
+
+def test_the_command_line_says_it_in_one_line_and_exits_1(tmp_path):
+    started = time.time()
+    result = subprocess.run([sys.executable, "sweep.py", "--models=popularity", "--ray_address=127.0.0.1:1",
+                             f"--log_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and time.time() - started < 30  # mostly importing torch
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: --ray_address=127.0.0.1:1: no Ray cluster answers at ")
+
+
+def test_the_status_line_counts_the_grid_and_estimates_the_time_left(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    console = sweep.Console()
+    console.started -= 100  # two jobs done in 100 s, four to go: 200 s at that pace
+    console.update(done=2, running=1, waiting=3, failed=1, retried=1, ended=True)
+    console.update(done=2, running=1, waiting=3, failed=1, retried=1, ended=False)  # printed once a job ends
+    assert capsys.readouterr().out == "grid: 2 done, 1 running, 3 waiting, 1 failed, 1 retried, about 3 min left\n"
+
+
+@pytest.mark.slow
+def test_the_grid_on_ray_ends_with_the_results_of_the_jobs_run_directly(real_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("XMREC_DIR", real_config.data_dir)
+    run_directly("popularity,gmf in 1", TINY, tmp_path / "direct", real_config.data_dir)
+    sweep.main(["--models=popularity,gmf", "--markets=in", "--seeds=1", "--jobs=2", *TINY,
+                f"--log_dir={tmp_path / 'sweep'}"])
+    direct = results_by_job(tmp_path / "direct")
+    assert sorted(direct) == [("gmf", 0), ("popularity", 0)]
+    assert results_by_job(tmp_path / "sweep") == direct
+
+
+def read_lines(paths: Iterable[Path]) -> int:
+    """Lines in the first of `paths` (0 if none yet)."""
+    for path in paths:
+        return path.read_text().count("\n")
+    return 0
+
+
+def train_model_process(log_dir: Path) -> tuple[int, int] | None:
+    """(pid, parent pid: its Ray worker) of the train_model.py process writing to log_dir."""
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().decode().split("\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if args[1:2] == [str(REPO / "train_model.py")] and f"--log_dir={log_dir}" in args:
+            return int(entry.name), parent
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process in /proc")
+def test_a_job_whose_process_or_ray_worker_is_killed_runs_again_from_its_checkpoint(real_config, tmp_path):
+    """The job's train_model.py process is killed (SIGKILL) after its first epoch, then the
+    Ray worker of its second attempt after its second; the third attempt resumes in the same
+    run folder and ends with the results of an uninterrupted run."""
+    log_dir = tmp_path / "sweep"
+    sweep_process = subprocess.Popen(
+        [sys.executable, "sweep.py", "--models=acmr", "--markets=in", "--cpus_per_job=1", *KILLABLE,
+         f"--log_dir={log_dir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "XMREC_DIR": real_config.data_dir})
+    killed, deadline = [], time.time() + 300  # (pid, epochs in metrics.jsonl then) of each kill
+    while len(killed) < 2 and time.time() < deadline and sweep_process.poll() is None:
+        process, epochs = train_model_process(log_dir), read_lines(log_dir.glob("in-*/metrics.jsonl"))
+        if process and (not killed and epochs >= 1 or killed and process[0] != killed[0][0] and epochs > killed[0][1]):
+            assert not list(log_dir.glob("in-*/results.json"))
+            os.kill(process[0] if not killed else process[1], signal.SIGKILL)
+            killed.append((process[0], epochs))
+        time.sleep(0.2)
+    output = sweep_process.communicate(timeout=600)[0]
+    assert sweep_process.returncode == 0 and len(killed) == 2, output
+    folders = list(log_dir.glob("in-*"))
+    assert len(folders) == 1, output  # resumed twice, never begun again
+    assert "lost acmr in seed 0" in output and "(killed by SIGKILL" in output and "(WorkerCrashedError" in output
+    for attempt in (2, 3):
+        assert f"[attempt {attempt}] resume acmr in seed 0 {' '.join(KILLABLE)} from {folders[0]}" in output
+    assert "finished 1 of 1 jobs" in output
+
+    run_directly("acmr in 1", KILLABLE, tmp_path / "direct", real_config.data_dir)
+    assert results_by_job(log_dir) == results_by_job(tmp_path / "direct")
+
+
+@pytest.mark.slow
+def test_a_cluster_with_token_authentication_refuses_a_client_without_it_and_runs_the_grid_with_it(
+        real_config, tmp_path):
+    port, token = free_port(), os.urandom(16).hex()
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay short
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    base["XMREC_DIR"] = real_config.data_dir
+    ray_cli = Path(sys.executable).with_name("ray")  # installed with ray, beside python
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", f"--temp-dir={temp_dir}"],
+                            env={**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        command = [sys.executable, "sweep.py", "--models=popularity", "--markets=in", *TINY,
+                   f"--ray_address=127.0.0.1:{port}", f"--log_dir={tmp_path}"]
+        started = time.time()
+        refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=base)
+        assert refused.returncode == 1 and time.time() - started < 30, refused.stderr
+        assert refused.stderr.splitlines() == [refused.stderr.strip()]
+        assert "requires token authentication (RAY_AUTH_MODE=token) and refused this client" in refused.stderr
+        assert not list(tmp_path.glob("in-*"))  # nothing ran, here or anywhere
+
+        joined = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                                env={**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+        assert joined.returncode == 0, joined.stdout + joined.stderr
+        assert "finished 1 of 1 jobs" in joined.stdout and len(list(tmp_path.glob("in-*/results.json"))) == 1
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the cluster's processes
+        head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
