@@ -10,7 +10,8 @@ second epoch, which replays the graphs that the first captured), one validation 
 target, and optionally a whole (market, seed) run. `--baseline_batches=N` also times N
 batches the way the authors' code runs them (nn.TransformerEncoder, every row padded to 50
 history slots) and extrapolates to an epoch. Takes the same --key=value settings as
-train_model.py.
+train_model.py: e.g. `--fast_kernels=false` times model.py's plain torch path on CPU instead of
+the compiled kernels (cpu_kernels.py).
 """
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ from torch import nn
 from config import ConfigError, parse_overrides
 from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
-from model import ACMR
+from model import ACMR, build_model
 from train_model import (Progress, configure_host, environment, make_graph_steps, make_optimizer, resolve_device,
                          run_seed, train_epoch)
 
 
 class TorchEncoder(nn.Module):
-    """nn.TransformerEncoder behind our Encoder's call signature (for the baseline timing)."""
+    """nn.TransformerEncoder behind model.Encoder's call signature (for the baseline timing)."""
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -42,7 +43,9 @@ class TorchEncoder(nn.Module):
                                            config.dropout, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: torch.Tensor, fast_kernels: bool) -> torch.Tensor:
+        """x (B, T, H); padding (B, T) True at padded tokens; fast_kernels is ignored (torch's
+        layers have one path)."""
         return self.encoder(x, src_key_padding_mask=padding)
 
 
@@ -60,9 +63,10 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
 
 def baseline_seconds_per_batch(dataset, data: DeviceData, config, device: torch.device,
                                batches: int) -> float:
-    """Seconds per training batch with nn.TransformerEncoder and 50 padded history slots."""
+    """Seconds per training batch the authors' way: nn.TransformerEncoder, torch's dropout, 50
+    padded history slots."""
     model = ACMR(dataset.num_items, len(dataset.markets), config.hidden_size, config.num_layers,
-                 config.num_heads, config.ff_size, config.dropout).to(device)
+                 config.num_heads, config.ff_size, config.dropout, fast_kernels=False).to(device)
     model.encoder = TorchEncoder(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_function = nn.BCEWithLogitsLoss()
@@ -99,8 +103,7 @@ def main(argv: list[str]) -> dict[str, object]:
 
     torch.manual_seed(0)
     data = DeviceData.from_dataset(dataset, device)
-    model = ACMR(dataset.num_items, len(dataset.markets), config.hidden_size, config.num_layers,
-                 config.num_heads, config.ff_size, config.dropout).to(device)
+    model = build_model(config, dataset).to(device)
     optimizer = make_optimizer(model, config, device)
     graph_steps = make_graph_steps(model, optimizer, data, config, device)
     rows = np.arange(len(dataset.train_user))

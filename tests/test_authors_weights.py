@@ -1,6 +1,7 @@
 """authors_weights: the authors' released checkpoints load into our ACMR unchanged and give the
-logits of their own model on every code path of model.py; our ids translate into their rows;
-the command scores our split far above chance; a download is verified before it is kept.
+logits of their own model on every code path, with fast_kernels on and off; our ids translate
+into their rows; the command scores our split far above chance; a download is verified before
+it is kept.
 
 The released files are read from $ACMR_AUTHORS_RELEASE, else ../shared/authors_release beside
 the repository (never copied into it); tests that need them skip when they are absent."""
@@ -20,19 +21,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 import authors_weights
 from authors_weights import (RELEASE_ENV, DataError, authors_model, authors_order, locate_checkpoint,
                              read_checkpoint, to_checkpoint_rows)
 from data_loader import DeviceData, build_dataset, load_markets
 from evaluate import ranking_metrics, score_candidates
-from model import _LANE_KERNEL_MAX_TOKENS, EncoderLayer, attention
+from cpu_kernels import _LANE_KERNEL_MAX_TOKENS
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE = Path(os.environ.get(RELEASE_ENV) or REPO.parent / "shared" / "authors_release")
 GOLDEN = sorted(RELEASE.glob("golden_*_*.npz")) or [None]
-PATHS = ("plain", "training_kernels", "inference_padded", "inference_trimmed", "score_candidates")
+PATHS = ("training", "eval_with_autograd", "inference_padded", "inference_trimmed", "score_candidates")
 TOLERANCE = 1e-5
 
 
@@ -50,31 +50,25 @@ def checkpoint_of(golden: Path | None) -> Path:
     return released(golden.name.replace("golden_", "ACMR_").replace(".npz", ".pt"))
 
 
-def plain_attention(layer: EncoderLayer, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-    qkv = F.linear(x, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
-    return attention(qkv, padding, layer.num_heads, 0.0)
-
-
-def logits_on_path(state: dict, golden: dict[str, np.ndarray], path: str,
-                   monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
-    """Our logits of the golden inputs along one code path of model.py (the one place that
-    chooses them): "plain" the torch ops of other devices (`attention`), reached on CPU in eval
-    mode with autograd on; "training_kernels" the training-mode CPU kernels (`_AttentionCPU`,
-    `dropout`) with dropout 0; "inference_padded" evaluation (`EncoderLayer.inference_cpu`) on
-    the 50-slot padded inputs (51 tokens: `_AttentionCPU`); "inference_trimmed" evaluation with
-    each history trimmed to its length, as the evaluator batches them (up to
-    _LANE_KERNEL_MAX_TOKENS tokens `_attention_inference_cpu`, beyond `_AttentionCPU`);
-    "score_candidates" the project's evaluation function, each input one user with one candidate."""
+def logits_on_path(state: dict, golden: dict[str, np.ndarray], path: str, fast_kernels: bool) -> np.ndarray:
+    """Our logits of the golden inputs along one code path of model.py. With fast_kernels off,
+    every path is torch ops; on, they are cpu_kernels.py's: "training" training mode with
+    dropout 0 (`attention`, `dropout`); "eval_with_autograd" eval mode with autograd on (the
+    training attention kernel); "inference_padded" evaluation (`encoder_layer_inference`) on the
+    50-slot padded inputs (51 tokens: `_AttentionCPU`); "inference_trimmed" evaluation with each
+    history trimmed to its length, as the evaluator batches them (up to _LANE_KERNEL_MAX_TOKENS
+    tokens `_attention_inference_cpu`, beyond `_AttentionCPU`); "score_candidates" the project's
+    evaluation function, each input one user with one candidate."""
     history, candidate, market, lengths = (torch.as_tensor(golden[key].astype(np.int64)) for key in
                                            ("history_items", "candidate_item", "market", "history_length"))
     users = torch.arange(len(candidate))
-    model = authors_model(state, dropout_p=0.0 if path == "training_kernels" else 0.3)
-    if path == "plain":
-        monkeypatch.setattr(EncoderLayer, "attention", plain_attention)
+    model = authors_model(state, dropout_p=0.0 if path == "training" else 0.3)
+    model.fast_kernels = fast_kernels
+    if path == "training":
+        return model.train()(users, history, candidate, market).detach().numpy()
+    if path == "eval_with_autograd":
         with torch.enable_grad():
             return model.eval()(users, history, candidate, market).detach().numpy()
-    if path == "training_kernels":
-        return model.train()(users, history, candidate, market).detach().numpy()
     if path == "score_candidates":
         data = SimpleNamespace(target_users=users, user_history=history, history_length=lengths, user_market=market)
         return score_candidates(model, data, candidate[:, None], 0)[:, 0].numpy()
@@ -89,14 +83,15 @@ def logits_on_path(state: dict, golden: dict[str, np.ndarray], path: str,
         return out
 
 
+@pytest.mark.parametrize("fast_kernels", [True, False], ids=["fast", "plain"])
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("golden_file", GOLDEN, ids=lambda p: p.stem if p else "none")
-def test_released_checkpoint_gives_the_authors_logits_on_every_path(golden_file, path, monkeypatch):
+def test_released_checkpoint_gives_the_authors_logits_on_every_path(golden_file, path, fast_kernels):
     checkpoint = checkpoint_of(golden_file)
     golden = dict(np.load(golden_file))
     lengths = golden["history_length"]
     assert lengths.min() + 1 <= _LANE_KERNEL_MAX_TOKENS < lengths.max() + 1  # both inference kernels run
-    logits = logits_on_path(read_checkpoint(checkpoint), golden, path, monkeypatch)
+    logits = logits_on_path(read_checkpoint(checkpoint), golden, path, fast_kernels)
     difference = np.abs(logits - golden["logit"])
     assert difference.max() <= TOLERANCE, (f"{path}: {np.sum(difference > TOLERANCE)} of {len(logits)} inputs "
                                            f"off, worst {difference.max():.2e} at input {difference.argmax()}")

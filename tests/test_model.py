@@ -1,16 +1,27 @@
-"""model: the hand-written encoder is nn.TransformerEncoder's function and init; padding
-does not change the output; dropout drops with probability p; training lowers the loss."""
+"""model: the written-out encoder is nn.TransformerEncoder's function and init; padding does not
+change the output; the fast path (cpu_kernels.py) and the plain torch path compute the same
+model end to end on CPU, in training, in evaluation and through the trainer and the evaluator;
+`fast_kernels` chooses between them; activation_floats follows the model's sizes.
+The kernels themselves are tested one by one in tests/test_cpu_kernels.py."""
 from __future__ import annotations
 
-import numba
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from model import (_LANES, ACMR, Encoder, EncoderLayer, _add_norm_cpu, _add_relu_cpu, _AttentionCPU,
-                   _attention_inference_cpu, _exp_nonpositive, _kept, attention, dropout)
+import cpu_kernels
+from baselines import GMF
+from config import Config
+from data_loader import DeviceData, build_dataset
+from evaluate import ranking_metrics, score_candidates
+from model import ACMR, Encoder, EncoderLayer, activation_floats, build_model, dropout
+from tests.conftest import synthetic_frames
+from train_model import batch_loss, make_optimizer, train_epoch
+
+PATHS = {"fast": True, "plain": False}  # fast_kernels
 
 
 def reference_encoder(num_layers: int = 4) -> nn.TransformerEncoder:
@@ -28,6 +39,14 @@ def random_batch(batch: int = 64, length: int = 12, num_items: int = 200, seed: 
     return history, candidate, market
 
 
+def perturbed(model: nn.Module) -> nn.Module:
+    """The model with noise on every weight, as training leaves them: the layers, identical at
+    init, then differ."""
+    for parameter in model.parameters():
+        parameter.data.add_(torch.randn_like(parameter) * 0.1)
+    return model
+
+
 def test_encoder_has_the_parameters_and_initial_weights_of_nn_transformer_encoder():
     torch.manual_seed(0)
     ours = Encoder(EncoderLayer(32, 8, 128, 0.3), 4)
@@ -39,28 +58,24 @@ def test_encoder_has_the_parameters_and_initial_weights_of_nn_transformer_encode
         assert torch.equal(value, reference_state[name]), name
 
 
-def test_encoder_computes_nn_transformer_encoder_function():
+@pytest.mark.parametrize("path", PATHS)
+def test_encoder_computes_nn_transformer_encoder_function(path: str):
     torch.manual_seed(0)
-    ours = Encoder(EncoderLayer(32, 8, 128, 0.3), 4)
-    reference = reference_encoder()
-    reference.load_state_dict(ours.state_dict())
-    for layer in ours.layers:  # trained weights differ from layer to layer
-        for parameter in layer.parameters():
-            parameter.data.add_(torch.randn_like(parameter) * 0.1)
+    ours = perturbed(Encoder(EncoderLayer(32, 8, 128, 0.3), 4)).eval()
+    reference = reference_encoder().eval()
     reference.load_state_dict(ours.state_dict())
     x = torch.randn(16, 10, 32)
     padding = torch.zeros(16, 10, dtype=torch.bool)
     padding[:, 6:9] = True
-    ours.eval()
-    reference.eval()
     with torch.no_grad():
-        torch.testing.assert_close(ours(x, padding), reference(x, src_key_padding_mask=padding),
+        torch.testing.assert_close(ours(x, padding, PATHS[path]), reference(x, src_key_padding_mask=padding),
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_output_does_not_depend_on_how_far_the_history_is_padded():
+@pytest.mark.parametrize("path", PATHS)
+def test_output_does_not_depend_on_how_far_the_history_is_padded(path: str):
     torch.manual_seed(0)
-    model = ACMR(num_items=200, num_markets=7).eval()
+    model = ACMR(num_items=200, num_markets=7, fast_kernels=PATHS[path]).eval()
     history, candidate, market = random_batch(length=12)
     padded_to_50 = torch.cat([history, torch.zeros(len(history), 38, dtype=torch.long)], dim=1)
     with torch.no_grad():
@@ -80,48 +95,12 @@ def test_the_market_embedding_changes_the_score():
         assert not torch.allclose(model(None, history, candidate, market), model(None, history, candidate, (market + 1) % 7))
 
 
-def test_dropout_drops_with_probability_p_and_keeps_the_expectation():
-    torch.manual_seed(0)
-    x = torch.ones(4_000_001)  # odd size: the last 64-bit draw is used for one element
-    for p in (0.1, 0.3, 0.5):
-        y = dropout(x, p, training=True)
-        dropped = (y == 0).double().mean().item()
-        assert abs(dropped - p) < 5 * (p * (1 - p) / len(x)) ** 0.5
-        assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - p)))
-    assert dropout(x, 0.3, training=False) is x
-    first = dropout(torch.ones(1000, 2), 0.3, True)  # the two halves of a draw are independent
-    assert 0.05 < ((first[:, 0] == 0) & (first[:, 1] == 0)).double().mean() < 0.15
-
-
-def test_dropout_masks_are_reproducible_from_the_seed():
-    torch.manual_seed(5)
-    a = dropout(torch.ones(1000), 0.3, True)
-    torch.manual_seed(5)
-    b = dropout(torch.ones(1000), 0.3, True)
-    assert torch.equal(a, b)
-
-
-def test_dropout_of_relu_is_one_pass_of_the_same_function_with_the_same_gradient():
-    x = torch.randn(3001, dtype=torch.float32, requires_grad=True)  # odd: the last draw decides one element
-    torch.manual_seed(7)
-    fused = dropout(x, 0.3, True, relu=True)
-    fused.backward(torch.arange(3001.0))
-    fused_grad, x.grad = x.grad, None
-    torch.manual_seed(7)
-    plain = dropout(torch.relu(x), 0.3, True)
-    plain.backward(torch.arange(3001.0))
-    assert torch.equal(fused, plain) and torch.equal(fused_grad, x.grad)
-    assert (fused[x <= 0] == 0).all() and (fused > 0).any()
-    assert torch.equal(dropout(x, 0.3, False, relu=True), torch.relu(x))
-
-
-def test_dropout_masks_do_not_depend_on_the_number_of_threads():
-    masks = []
-    for threads in (1, 2):
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        torch.manual_seed(3)
-        masks.append(dropout(torch.ones(100_001), 0.3, True))
-    assert torch.equal(*masks)
+@pytest.mark.parametrize("path", PATHS)
+def test_dropout_is_the_identity_outside_training_or_at_p_0_on_both_paths(path: str):
+    x = torch.randn(1001)
+    assert dropout(x, 0.3, False, fast_kernels=PATHS[path]) is x
+    assert torch.equal(dropout(x, 0.3, False, relu=True, fast_kernels=PATHS[path]), torch.relu(x))
+    assert dropout(x, 0.0, True, fast_kernels=PATHS[path]) is x
 
 
 def test_a_few_training_steps_lower_the_loss():
@@ -141,133 +120,11 @@ def test_a_few_training_steps_lower_the_loss():
     assert losses[-1] < 0.8 * losses[0]
 
 
-def attention_reference(qkv, padding, keep):
-    """Attention in plain torch ops with a given dropout multiplier keep (B, heads, Tq, Tk)."""
-    batch, length = padding.shape
-    query, key, value = qkv.view(batch, length, 3, 8, 4).permute(2, 0, 3, 1, 4)
-    scores = query @ key.transpose(-2, -1) / 2.0 + torch.where(padding, float("-inf"), 0.0)[:, None, None, :]
-    return ((torch.softmax(scores, dim=-1) * keep) @ value).transpose(1, 2).reshape(batch, length, 32)
-
-
-def test_compiled_attention_is_attention_with_dropout_in_value_and_gradient():
-    """_AttentionCPU against torch ops: without dropout (as `attention`, the other devices'
-    path, computes it) and with the mask that _kept draws for each (b, h, query, key)."""
-    torch.manual_seed(0)
-    batch, length, p, seed = 6, 7, 0.3, 12345
-    qkv = torch.randn(batch, length, 96, requires_grad=True)
-    padding = torch.zeros(batch, length, dtype=torch.bool)
-    padding[:, 3:5] = True
-    padding[2, :6] = True  # only the last token is real
-    grad_out = torch.randn(batch, length, 32)
-    threshold = round(p * 2**31)
-    keep = torch.tensor([[[[_kept(seed, ((b * 8 + h) * length + i) * length + j, threshold) / (1 - p)
-                            for j in range(length)] for i in range(length)] for h in range(8)]
-                         for b in range(batch)], dtype=torch.float32)
-    assert 0.2 < (keep == 0).float().mean() < 0.4
-    for p_, keep_ in ((0.0, torch.ones_like(keep)), (p, keep)):
-        ours = _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), 8, p_, seed)
-        reference = attention_reference(qkv, padding, keep_)
-        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
-        if p_ == 0.0:
-            torch.testing.assert_close(attention(qkv, padding, 8, 0.0), reference, rtol=1e-5, atol=1e-5)
-        ours_grad, = torch.autograd.grad(ours, qkv, grad_out)
-        reference_grad, = torch.autograd.grad(reference, qkv, grad_out)
-        torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-4, atol=1e-5)
-
-
-def repeated_token_batch(length: int, batch: int = 24):
-    """qkv (batch, length, 96) of histories that repeat a few tokens (history_repeats: an item once
-    per purchase), so keys tie exactly, with large scores (rows near one-hot); ~30% padded keys,
-    never the last. Sequence 0 is one token repeated, sequence 1 has only its last key real."""
-    generator = torch.Generator().manual_seed(length)
-    tokens = torch.randn(batch, max(1, length // 3), 32, generator=generator)
-    pick = torch.randint(0, tokens.shape[1], (batch, length), generator=generator)
-    pick[0] = 0
-    x = torch.gather(tokens, 1, pick[..., None].expand(-1, -1, 32))
-    qkv = x @ (torch.randn(96, 32, generator=generator) * 8 / 32**0.5).T + 0.1 * torch.randn(96, generator=generator)
-    padding = torch.rand(batch, length, generator=generator) < 0.3
-    padding[:, -1] = False
-    padding[1, :-1] = True
-    return qkv, padding, torch.randn(batch, length, 32, generator=generator)
-
-
-@pytest.mark.parametrize("length", [1, 2, 3, 11, 12, 16, 17, 33, 51])
-def test_compiled_attention_is_attention_on_repeated_tokens(length: int):
-    """_AttentionCPU (dropout 0), value and gradient, against `attention` in float64: no further
-    from it than `attention` in float32 is, on widths that are and are not multiples of 16. Where
-    one key is real, its probability is exactly 1, so the output is that key's value and the
-    queries' and keys' gradient 0, exactly, as in torch (with approximate reciprocals the kernel
-    saved 1 - 2^-24, and its backward, which assumes probabilities summing to 1, left
-    1e-7 * |grad of the probabilities| there)."""
-    qkv, padding, grad_out = repeated_token_batch(length)
-    results = {}
-    for name, dtype in (("ours", torch.float32), ("torch", torch.float32), ("exact", torch.float64)):
-        x = qkv.to(dtype).requires_grad_()
-        if name == "ours":
-            out = _AttentionCPU.apply(x, (~padding).to(torch.uint8), 8, 0.0, 0)
-        else:
-            out = attention(x, padding, 8, 0.0)
-        results[name] = out.detach().double(), torch.autograd.grad(out, x, grad_out.to(dtype))[0].double()
-    for k, kind in enumerate(("value", "gradient")):
-        exact = results["exact"][k]
-        ours, torch_error = (results["ours"][k] - exact).abs().max(), (results["torch"][k] - exact).abs().max()
-        assert ours <= 1.5 * torch_error + 1e-6 * exact.abs().max(), (kind, float(ours), float(torch_error))
-    out, grad = (r.float() for r in results["ours"])
-    assert torch.equal(out[1], qkv[1, -1:, 64:].expand(length, -1))
-    assert torch.equal(grad[1, :, :64], torch.zeros(length, 64))
-
-
-def test_evaluation_attention_kernel_with_one_real_key_returns_its_value():
-    """As in training (above): where one key is real, the output is exactly its value."""
-    for length in (1, 2, 11, 20):
-        qkv, padding, _ = repeated_token_batch(length, batch=37)
-        out = torch.empty(37, length, 32)
-        _attention_inference_cpu(qkv.numpy(), torch.zeros(96).numpy(), (~padding).to(torch.uint8).numpy(), 8,
-                                 out.numpy(), _LANES)
-        torch.testing.assert_close(out, attention(qkv.double(), padding, 8, 0.0).float(), rtol=1e-5, atol=1e-4)
-        assert torch.equal(out[1], qkv[1, -1:, 64:].expand(length, -1))
-
-
-@pytest.mark.parametrize("length", [1, 2, 7, 11, 20, 21])
-def test_evaluation_attention_kernel_is_attention(length: int):
-    """_attention_inference_cpu, which works on 16 sequences at once and adds in_proj's bias,
-    against torch ops and _AttentionCPU, on a batch that is not a multiple of 16, with padded
-    keys."""
-    torch.manual_seed(length)
-    batch = 37
-    qkv = torch.randn(batch, length, 96)
-    padding = torch.rand(batch, length) < 0.3
-    padding[:, -1] = False  # the candidate is never padding
-    out = torch.empty(batch, length, 32)
-    bias = torch.randn(96)
-    _attention_inference_cpu((qkv - bias).numpy(), bias.numpy(), (~padding).to(torch.uint8).numpy(), 8,
-                             out.numpy(), _LANES)
-    torch.testing.assert_close(out, attention(qkv, padding, 8, 0.0), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out, _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), 8, 0.0, 0),
-                               rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("width", [32, 20])
-def test_evaluation_add_norm_and_add_relu_kernels_are_their_torch_ops(width: int):
-    """The fused evaluation steps, on a width that is and one that is not a multiple of 16."""
-    torch.manual_seed(width)
-    y, residual = torch.randn(101, width), torch.randn(101, width)
-    bias, weight, shift = torch.randn(width), torch.randn(width), torch.randn(width)
-    expected = F.layer_norm(y + bias + residual, (width,), weight, shift, eps=1e-5)
-    _add_norm_cpu(y.numpy(), bias.numpy(), residual.numpy(), weight.numpy(), shift.numpy(), 1e-5)
-    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
-    expected = torch.relu(y + bias)
-    _add_relu_cpu(y.numpy(), bias.numpy())
-    torch.testing.assert_close(y, expected)
-
-
 def test_evaluation_path_computes_the_training_path_function():
-    """In eval mode without autograd the layers take their in-place (and, on short sequences,
-    their own attention kernel's) path: it must give what the autograd path gives."""
+    """On the fast path, eval mode without autograd runs its own kernels (a whole layer at a
+    time; on short sequences its own attention kernel): it must give what the autograd path gives."""
     torch.manual_seed(0)
-    model = ACMR(num_items=200, num_markets=7).eval()
-    for parameter in model.parameters():  # trained weights differ from layer to layer
-        parameter.data.add_(torch.randn_like(parameter) * 0.1)
+    model = perturbed(ACMR(num_items=200, num_markets=7)).eval()
     for length in (3, 19, 30):
         history, candidate, market = random_batch(batch=50, length=length, seed=length)
         with_autograd = model(None, history, candidate, market)
@@ -276,9 +133,148 @@ def test_evaluation_path_computes_the_training_path_function():
         torch.testing.assert_close(evaluation, with_autograd.detach(), rtol=1e-5, atol=1e-5)
 
 
-def test_the_vectorized_exponential_is_float32_accurate():
-    x = np.concatenate([np.linspace(-87.0, 0.0, 1031), [-1e-8, -0.5 * np.log(2.0)]]).astype(np.float32)
-    ours = np.array([_exp_nonpositive(v) for v in x])
-    exact = np.exp(x.astype(np.float64))
-    assert (np.abs(ours - exact) / exact).max() < 5e-7
-    assert _exp_nonpositive(np.float32(-1e30)) < 2e-38  # e^-87: nothing next to a softmax's max, 1
+# ---------------------------------------------------------------- fast and plain, end to end
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """A small dataset (tests/conftest.py's synthetic markets, target `in`), on CPU, and a config
+    without dropout that trains in small batches."""
+    config = Config(max_history=50, num_eval_negatives=20, num_train_negatives=2, dropout=0.0,
+                    batch_size=128, max_batches_per_epoch=3)
+    dataset = build_dataset(synthetic_frames(), "in", seed=0, config=config)
+    return config, dataset, DeviceData.from_dataset(dataset, torch.device("cpu"))
+
+
+def both_paths(config: Config, dataset) -> dict[str, nn.Module]:
+    """The same ACMR (perturbed weights) built by build_model with fast_kernels on and off."""
+    torch.manual_seed(0)
+    models = {path: build_model(dataclasses.replace(config, fast_kernels=fast), dataset)
+              for path, fast in PATHS.items()}
+    models["plain"].load_state_dict(perturbed(models["fast"]).state_dict())
+    return models
+
+
+def test_build_model_reads_fast_kernels_and_the_baselines_still_build(synthetic):
+    config, dataset, data = synthetic
+    models = both_paths(config, dataset)
+    assert models["fast"].fast_kernels and not models["plain"].fast_kernels
+    for name in ("popularity", "gmf", "mlp", "nmf"):
+        model = build_model(dataclasses.replace(config, model=name, fast_kernels=False), dataset)
+        users = data.target_users
+        logits = model(users, data.user_history[users], data.test_candidates[:, 0], data.user_market[users])
+        assert logits.shape == users.shape and torch.isfinite(logits).all(), name
+
+
+def test_fast_and_plain_paths_give_the_same_logits_and_gradients(synthetic):
+    """Training mode (dropout 0), eval mode with autograd and evaluation without it, on every
+    fourth training row (histories of 1 to 50 items: both evaluation attention kernels run).
+    The gradients are sums over ~900 rows: they agree to 1e-4 of each tensor's largest entry
+    (on all rows, float64 puts either path within 2e-5 of it)."""
+    config, dataset, data = synthetic
+    models = both_paths(config, dataset)
+    index = torch.arange(0, len(data.train_user), 4)
+    width = int(data.history_length[data.train_user[index]].max())
+    assert width + 1 > cpu_kernels._LANE_KERNEL_MAX_TOKENS
+    results = {}
+    for path, model in models.items():
+        loss = batch_loss(model.train(), data, index, width, config)
+        loss.backward()
+        users = data.train_user[index]
+        inputs = (users, data.user_history[users, :width], data.train_item[index], data.user_market[users])
+        with_autograd = model.eval()(*inputs).detach()
+        with torch.inference_mode():
+            evaluation = model(*inputs)
+        results[path] = loss.detach(), [p.grad for p in model.parameters()], with_autograd, evaluation
+    (fast_loss, fast_grads, *fast_logits), (plain_loss, plain_grads, *plain_logits) = results.values()
+    torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-6, atol=0)
+    for fast, plain in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+    for fast, plain in zip(fast_logits, plain_logits):
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_a_few_adam_steps_through_the_trainer_are_the_same_on_both_paths(synthetic):
+    """Two epochs of three batches each (train_model.train_epoch, dropout 0): the same losses and
+    the same model after them. Adam divides each gradient by its running scale, so where a true
+    gradient is 0 (in_proj's key bias: softmax ignores a constant added to every score of a
+    row), each path steps by ~lr along its own rounding noise; such weights change nothing, and
+    the model's scores after training agree."""
+    config, dataset, data = synthetic
+    models = both_paths(config, dataset)
+    rows = np.arange(len(dataset.train_user))
+    losses, scores = {}, {}
+    for path, model in models.items():
+        optimizer = make_optimizer(model, config, torch.device("cpu"))
+        rng = np.random.default_rng(0)
+        losses[path] = [train_epoch(model, optimizer, data, rows, rng, config, path, bucket=True)
+                        for _ in range(2)]
+        scores[path] = score_candidates(model, data, data.valid_candidates, 0)
+    np.testing.assert_allclose(losses["fast"], losses["plain"], rtol=1e-5)
+    assert losses["fast"][1] < losses["fast"][0]
+    torch.testing.assert_close(scores["fast"], scores["plain"], rtol=1e-4, atol=1e-4)
+    fast, plain = (dict(models[path].named_parameters()) for path in PATHS)
+    for name in fast:
+        if name.endswith("in_proj_bias"):  # the queries' and values' parts; the keys' is the middle third
+            fast[name], plain[name] = (torch.cat(weight.detach().chunk(3)[::2]) for weight in (fast[name], plain[name]))
+        torch.testing.assert_close(fast[name], plain[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_with_dropout_both_paths_train_at_the_same_loss_scale(synthetic):
+    """With dropout 0.3 the paths draw different masks (the fast dropout's come from its own
+    seeded hash, cpu_kernels.dropout, not from torch's generator), so their losses are not
+    equal, only alike: the same scale at every epoch, both falling (rows of histories up to 20
+    items, for speed)."""
+    config, dataset, data = synthetic
+    config = dataclasses.replace(config, dropout=0.3, max_batches_per_epoch=4, batch_size=256)
+    rows = np.flatnonzero(dataset.history_length[dataset.train_user] <= 20)
+    losses = {}
+    for path, fast in PATHS.items():
+        torch.manual_seed(0)
+        model = build_model(dataclasses.replace(config, fast_kernels=fast), dataset)
+        optimizer = make_optimizer(model, config, torch.device("cpu"))
+        rng = np.random.default_rng(0)
+        losses[path] = np.array([train_epoch(model, optimizer, data, rows, rng, config, path, bucket=True)
+                                 for _ in range(3)])
+    assert not np.array_equal(losses["fast"], losses["plain"])  # other masks
+    np.testing.assert_allclose(losses["fast"], losses["plain"], rtol=0.05)
+    for path in PATHS:
+        assert losses[path][-1] < losses[path][0], path
+
+
+def test_evaluation_scores_and_ranks_the_same_on_both_paths(synthetic):
+    config, dataset, data = synthetic
+    models = both_paths(config, dataset)
+    lengths = data.history_length[data.target_users]
+    assert lengths.min() + 1 <= cpu_kernels._LANE_KERNEL_MAX_TOKENS < lengths.max() + 1  # both kernels
+    scores = {path: score_candidates(model, data, data.test_candidates, 0) for path, model in models.items()}
+    torch.testing.assert_close(scores["fast"], scores["plain"], rtol=1e-5, atol=1e-5)
+    assert ranking_metrics(scores["fast"]) == ranking_metrics(scores["plain"])
+
+
+def test_fast_kernels_chooses_whether_the_cpu_kernels_run(synthetic, monkeypatch):
+    """Off, a training step and an evaluation call no kernel of cpu_kernels.py; on, they call
+    each of them (dropout included: this test trains with dropout)."""
+    config, dataset, data = synthetic
+    config = dataclasses.replace(config, dropout=0.3)
+    calls = []
+    for name in ("dropout", "attention", "encoder_layer_inference"):
+        kernel = getattr(cpu_kernels, name)
+        monkeypatch.setattr(cpu_kernels, name, lambda *args, _name=name, _kernel=kernel, **kwargs:
+                            calls.append(_name) or _kernel(*args, **kwargs))
+    for path, fast in PATHS.items():
+        calls.clear()
+        torch.manual_seed(0)
+        model = build_model(dataclasses.replace(config, fast_kernels=fast), dataset)
+        batch_loss(model.train(), data, torch.arange(64), int(data.history_length.max()), config).backward()
+        score_candidates(model, data, data.valid_candidates, 0)
+        assert set(calls) == ({"dropout", "attention", "encoder_layer_inference"} if fast else set()), path
+
+
+def test_activation_floats_follow_the_models_sizes():
+    """ACMR's own ff_size and num_heads; a baseline (no encoder) is budgeted as a default ACMR."""
+    small = ACMR(num_items=10, num_markets=2, hidden_size=16, num_heads=4, ff_size=64)
+    assert activation_floats(small, 10, 5) == 10 * 5 * (64 + 4 * 5)
+    default = ACMR(num_items=10, num_markets=2)
+    assert activation_floats(default, 10, 5) == 10 * 5 * (128 + 8 * 5)
+    assert activation_floats(GMF(num_users=2, num_items=10), 10, 5) == activation_floats(default, 10, 5)
