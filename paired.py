@@ -1,0 +1,276 @@
+"""Per-user paired comparison of two models on identical candidates, and the report's section
+on the tuned baselines.
+
+Every run folder keeps, in `ranks.json`, the rank of the held-out positive among its candidates
+for every test user, after each stage (train_model.py calls `save_ranks`). Two runs of the same
+market and seed whose test candidates have the same SHA-256 (results.json's `candidates_sha256`)
+scored the same users on the same candidates, in the same order: their ranks pair up user by
+user. For models A and B (A's last stage against B's, fine-tuning where a model has it):
+
+- per test user, d = metric(A) - metric(B) for HR@10 (0 or 1) and NDCG@10
+  (1 / log2(rank + 1) within the top 10, else 0), users pooled over the seeds both have;
+- the mean of d with a 95% t-interval (mean +- t(0.975, n - 1) * sd / sqrt(n));
+- a two-sided Wilcoxon signed-rank test of d (scipy.stats.wilcoxon, zero_method="wilcox": users
+  on whom A and B agree are left out; p = 1 where they all agree);
+- the users on whom A is better and worse (NDCG@10).
+
+The same user appears once per seed, with another split each time, so the pooled pairs are not
+independent; the p-values are read as indicative, the intervals as the spread over test users.
+
+    python paired.py RUN_FOLDERS_OR_PARENTS...    # the comparison of every pair, as markdown
+
+`report_section` is what report.py adds to report.md: the tuned baselines beside the untuned
+ones and popularity (one row per model, each market with the settings tune.py chose for it),
+the search space and budget (tune.py), and the paired comparison. Importing this module loads
+neither torch nor scipy.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RANKS = "ranks.json"
+RANKS_FORMAT = "acmr-ranks/1"
+STAGES = ("pretrain", "finetune")  # config.STAGES (not imported: report.py imports this module)
+PAIRED_METRICS = ("HR@10", "NDCG@10")
+SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")
+
+
+# ---------------------------------------------------------------- ranks.json
+
+def save_ranks(run_dir: Path, seed: int, stage: str, ranks: list[int], candidates_sha256: dict | None) -> None:
+    """Add one seed's and stage's per-user test ranks (in the order of the run's target users,
+    which is the order of its candidate table) to `run_dir/ranks.json`."""
+    from files import write_text  # files imports nothing heavy either
+
+    path = run_dir / RANKS
+    payload = json.loads(path.read_text()) if path.is_file() else {"format": RANKS_FORMAT, "seeds": {}}
+    entry = payload["seeds"].setdefault(str(seed), {})
+    entry["candidates_sha256"] = (candidates_sha256 or {}).get("test")  # None: full ranking, not paired
+    entry[stage] = " ".join(str(int(rank)) for rank in ranks)
+    write_text(path, json.dumps(payload, indent=1) + "\n")
+
+
+def load_ranks(run_dir: Path) -> dict[int, dict]:
+    """seed -> {"candidates_sha256": str | None, stage: np.ndarray of ranks} of a run folder ({}
+    without ranks.json)."""
+    path = run_dir / RANKS
+    if not path.is_file():
+        return {}
+    payload = json.loads(path.read_text())
+    if payload.get("format") != RANKS_FORMAT:
+        raise ValueError(f"{path}: not a ranks file of format {RANKS_FORMAT}")
+    return {int(seed): {key: (np.array(value.split(), dtype=np.int64) if key in STAGES else value)
+                        for key, value in entry.items()}
+            for seed, entry in payload["seeds"].items()}
+
+
+# ---------------------------------------------------------------- statistics
+
+def metric_of_ranks(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Per-user HR@k or NDCG@k of 1-based ranks (evaluate.py's definitions)."""
+    name, k = metric.split("@")
+    ranks, hit = np.asarray(ranks, dtype=float), np.asarray(ranks) <= int(k)
+    if name == "HR":
+        return hit.astype(float)
+    return np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)
+
+
+@dataclass
+class Paired:
+    """The paired comparison of A - B on one metric."""
+    n: int
+    mean: float
+    low: float
+    high: float
+    p: float
+    better: int  # users on whom A scores higher
+    worse: int
+
+
+def paired_stats(differences: np.ndarray, confidence: float = 0.95) -> Paired:
+    """Mean of the per-user differences with a t-interval, and the Wilcoxon signed-rank p-value."""
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    n, mean = len(d), float(d.mean())
+    if n > 1 and d.std(ddof=1) > 0:
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    else:
+        half = 0.0
+    p = float(stats.wilcoxon(d, zero_method="wilcox").pvalue) if np.any(d != 0) else 1.0
+    return Paired(n, mean, mean - half, mean + half, p, int((d > 0).sum()), int((d < 0).sum()))
+
+
+def compare(a: dict[int, dict], b: dict[int, dict]) -> tuple[list[int], dict[str, Paired]] | None:
+    """A's and B's ranks (load_ranks, each at its last stage) paired on the seeds whose test
+    candidates they share; None where they share none."""
+    seeds = sorted(s for s in set(a) & set(b)
+                   if a[s]["candidates_sha256"] and a[s]["candidates_sha256"] == b[s]["candidates_sha256"])
+    if not seeds:
+        return None
+    ranks_a = np.concatenate([last_stage_ranks(a[s]) for s in seeds])
+    ranks_b = np.concatenate([last_stage_ranks(b[s]) for s in seeds])
+    if len(ranks_a) != len(ranks_b):
+        raise ValueError("runs with the same candidates but different numbers of test users")
+    return seeds, {metric: paired_stats(metric_of_ranks(ranks_a, metric) - metric_of_ranks(ranks_b, metric))
+                   for metric in PAIRED_METRICS}
+
+
+def last_stage_ranks(entry: dict) -> np.ndarray:
+    return entry[[stage for stage in STAGES if stage in entry][-1]]
+
+
+# ---------------------------------------------------------------- models and pairs
+
+@dataclass
+class Model:
+    """The runs of one variant (report.py's name) in one market: seed -> ranks."""
+    variant: str
+    family: str  # config.json's `model`: acmr, popularity, gmf, mlp, nmf
+    tuned: bool
+    market: str
+    ranks: dict[int, dict]
+
+
+def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
+    """The (variant, market) groups of run folders that have ranks.json; `variants` maps a
+    folder's name to its variant (report.py's, or the folder name itself)."""
+    grouped: dict[tuple[str, str], Model] = {}
+    for folder in sorted(folders):
+        ranks = load_ranks(folder)
+        if not ranks or folder.name not in variants:
+            continue
+        config = json.loads((folder / "config.json").read_text())
+        variant = variants[folder.name]
+        key = (variant, config["target_market"])
+        model = grouped.setdefault(key, Model(variant, config.get("model", "acmr"), "-tuned-" in variant,
+                                              config["target_market"], {}))
+        model.ranks.update(ranks)  # folders in name (time) order: the newest run of a seed counts
+    return list(grouped.values())
+
+
+def pairs_of(models: list[Model]) -> list[tuple[Model, Model]]:
+    """(A, B) to compare in each market: every ACMR variant against every other model; where
+    there is no ACMR, each baseline against popularity; each tuned baseline against the untuned
+    one of its family."""
+    pairs = []
+    for a in models:
+        for b in models:
+            if a is b or a.market != b.market:
+                continue
+            acmr_pair = a.family == "acmr" and b.family != "acmr"
+            against_popularity = a.family not in ("acmr", "popularity") and b.family == "popularity"
+            tuned_pair = a.tuned and not b.tuned and a.family == b.family != "acmr"
+            if acmr_pair or against_popularity or tuned_pair:
+                pairs.append((a, b))
+    order = {m: i for i, m in enumerate(SPEC_MARKETS)}
+    return sorted(pairs, key=lambda p: (p[0].family != "acmr", p[0].variant, order.get(p[0].market, 99),
+                                        p[1].variant))
+
+
+def interval(paired: Paired) -> str:
+    return f"{paired.mean:+.4f} [{paired.low:+.4f}, {paired.high:+.4f}]"
+
+
+def p_value(p: float) -> str:
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def comparison_lines(models: list[Model]) -> list[str]:
+    """Markdown: the paired comparison of pairs_of(models); a line saying what is missing."""
+    lines = ["| A | B | market | seeds | users x seeds | HR@10 A - B [95% CI] | p | NDCG@10 A - B [95% CI] | p | "
+             "A better / worse (NDCG@10) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = 0
+    for a, b in pairs_of(models):
+        result = compare(a.ranks, b.ranks)
+        if result is None:
+            continue
+        seeds, stats = result
+        hr, ndcg = stats["HR@10"], stats["NDCG@10"]
+        lines.append(f"| {a.variant} | {b.variant} | {a.market} | {','.join(map(str, seeds))} | {hr.n} | "
+                     f"{interval(hr)} | {p_value(hr.p)} | {interval(ndcg)} | {p_value(ndcg.p)} | "
+                     f"{ndcg.better} / {ndcg.worse} |")
+        rows += 1
+    if not rows:
+        lines = ["No two runs here share test candidates and have per-user ranks (ranks.json)."]
+    if not any(m.family == "acmr" for m in models):
+        lines += ["", "No ACMR run here has per-user ranks (ranks.json, written by runs since it exists): "
+                      "ACMR's paired comparison needs ACMR runs on the same markets and seeds."]
+    return lines
+
+
+# ---------------------------------------------------------------- the report's section
+
+def tuned_table(results) -> list[str]:
+    """Markdown: test HR@10 / NDCG@10 (mean ± std over seeds, after each run's last stage) of each
+    variant of `results` (report.collect's table), the tuned presets of one model (`gmf-tuned-in`,
+    `gmf-tuned-jp`, ...) on one row, each market with its own; [] where there is no tuned run."""
+    order = results["stage"].map(STAGES.index)
+    last = results[order == order.groupby([results["variant"], results["market"], results["seed"]]).transform("max")]
+    tuned = last["variant"].str.contains("-tuned-")
+    family = last["variant"].str.split(" ").str[0].str.replace(r"-tuned-[\w+]+$", "", regex=True)
+    last = last.assign(row=np.where(tuned, family + ", tuned (" + family + "-tuned-<market>)", last["variant"]),
+                       tuned=tuned)
+    if not tuned.any():
+        return []
+    markets = [m for m in SPEC_MARKETS if m in set(last["market"])]
+    lines = ["| model | " + " | ".join(f"{m} HR@10 | {m} NDCG@10" for m in markets) + " |",
+             "|---|" + "---|---|" * len(markets)]
+    for row, rows in last.groupby("row", sort=True):
+        cells = []
+        for market in markets:
+            picked = rows[rows["market"] == market]
+            for metric in PAIRED_METRICS:
+                values = picked[metric]
+                std = f" ± {values.std():.4f}" if len(values) > 1 else ""
+                cells.append(f"{values.mean():.4f}{std} ({len(values)})" if len(values) else "")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def report_section(folders: list[Path], results) -> list[str]:
+    """Markdown lines for report.md: the tuned-baselines table with the search behind it (where
+    the report has tuned runs) and the paired comparison (where its runs have ranks.json).
+    `results` is report.collect's table (one row per variant, market, seed and stage)."""
+    lines = []
+    table = tuned_table(results) if len(results) else []
+    if table:
+        import tune  # its module level loads neither torch nor ray
+
+        lines += ["## Tuned baselines (tune.py)", "",
+                  "Test HR@10 / NDCG@10 after each model's last stage, mean ± sample std (seeds); the untuned "
+                  "rows are config.py's presets (ACMR's optimiser and early stopping), the tuned rows each "
+                  "market's preset chosen on validation NDCG@5 alone. A random ranking of 100 candidates scores "
+                  "HR@10 0.10, NDCG@10 about 0.045.", "", *table, "", *tune.search_lines(), ""]
+    kept = set(results["folder"]) if len(results) else set()
+    variants = dict(zip(results["folder"], results["variant"])) if len(results) else {}
+    models = models_of([f for f in folders if f.name in kept], variants)
+    if models:
+        lines += ["## Paired comparison over test users (paired.py)", "",
+                  "A - B of per-user test HR@10 and NDCG@10 after each model's last stage, on identical "
+                  "candidates (same market, seed and test-candidates SHA-256), users pooled over the seeds both "
+                  "have: mean with a 95% t-interval, p of a two-sided Wilcoxon signed-rank test (users on whom A "
+                  "and B agree left out). A user recurs once per seed (another split each), so the pooled pairs "
+                  "are not independent: read p as indicative.", "", *comparison_lines(models), ""]
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    if not argv or "-h" in argv or "--help" in argv:
+        print(__doc__.strip())
+        sys.exit(0 if argv else 2)
+    import report  # the variants' names, as the report gives them
+
+    folders = report.find_run_folders([Path(arg) for arg in argv])
+    results, _ = report.collect(folders)
+    print("\n".join(report_section(folders, results)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

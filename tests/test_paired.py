@@ -1,0 +1,126 @@
+"""paired.py: per-user ranks saved by a run, and the paired comparison against hand-computed values."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import paired
+from config import Config
+from tests.conftest import synthetic_frames
+from train_model import Progress, run_seed
+
+T_975_DF4 = 2.7764451051977987  # Student's t, 97.5% quantile, 4 degrees of freedom (a table's value)
+
+
+def test_the_comparison_of_five_users_matches_the_hand_computed_values():
+    a, b = np.array([1, 1, 1, 1, 1]), np.array([3, 1, 2, 15, 7])
+    # HR@10: A hits all, B misses the 4th user: d = 0 0 0 1 0
+    hr = paired.paired_stats(paired.metric_of_ranks(a, "HR@10") - paired.metric_of_ranks(b, "HR@10"))
+    sd = math.sqrt((4 * 0.2**2 + 0.8**2) / 4)
+    assert hr.n == 5 and hr.mean == pytest.approx(0.2)
+    assert (hr.low, hr.high) == pytest.approx((0.2 - T_975_DF4 * sd / math.sqrt(5), 0.2 + T_975_DF4 * sd / math.sqrt(5)))
+    assert hr.p == pytest.approx(1.0)  # one non-zero difference: both signs equally likely
+    assert (hr.better, hr.worse) == (1, 0)
+    # NDCG@10: d = 1 - 1/log2(rank + 1): 0.5, 0, 1 - 1/log2(3), 1, 1 - 1/3
+    d = [0.5, 0.0, 1 - 1 / math.log2(3), 1.0, 2 / 3]
+    ndcg = paired.paired_stats(paired.metric_of_ranks(a, "NDCG@10") - paired.metric_of_ranks(b, "NDCG@10"))
+    assert ndcg.mean == pytest.approx(sum(d) / 5)
+    half = T_975_DF4 * np.std(d, ddof=1) / math.sqrt(5)
+    assert (ndcg.low, ndcg.high) == pytest.approx((sum(d) / 5 - half, sum(d) / 5 + half))
+    # 4 non-zero differences, all positive: exact two-sided p = 2 / 2**4
+    assert ndcg.p == pytest.approx(0.125)
+    assert (ndcg.better, ndcg.worse) == (4, 0)
+
+
+def test_identical_models_differ_by_nothing():
+    same = paired.paired_stats(np.zeros(7))
+    assert (same.mean, same.low, same.high, same.p, same.better, same.worse) == (0.0, 0.0, 0.0, 1.0, 0, 0)
+
+
+def fabricate_run(folder, model, market, seeds: dict[int, tuple[str, dict[str, list[int]]]]):
+    """A run folder with config.json and ranks.json: seed -> (candidates sha, stage -> ranks)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model": model, "target_market": market}))
+    for seed, (sha, stages) in seeds.items():
+        for stage, ranks in stages.items():
+            paired.save_ranks(folder, seed, stage, ranks, {"test": sha, "valid": "v"})
+    return folder
+
+
+def test_runs_pair_up_only_on_the_same_candidates_and_at_their_last_stage(tmp_path):
+    acmr = fabricate_run(tmp_path / "in-1", "acmr", "in", {
+        0: ("s0", {"pretrain": [50, 50, 50], "finetune": [1, 1, 1]}),
+        1: ("s1", {"pretrain": [50, 50], "finetune": [1, 20]})})
+    gmf = fabricate_run(tmp_path / "in-2", "gmf", "in", {
+        0: ("s0", {"finetune": [1, 20, 2]}),
+        1: ("other candidates", {"finetune": [1, 1]})})
+    assert paired.load_ranks(acmr)[0]["finetune"].tolist() == [1, 1, 1]
+    models = paired.models_of([acmr, gmf], {"in-1": "acmr", "in-2": "gmf"})
+    [(a, b)] = paired.pairs_of(models)
+    assert (a.variant, b.variant) == ("acmr", "gmf")
+    seeds, stats = paired.compare(a.ranks, b.ranks)
+    assert seeds == [0]  # seed 1's candidates differ
+    assert stats["HR@10"].n == 3 and stats["HR@10"].mean == pytest.approx(1 / 3)  # fine-tuning's ranks
+    assert stats["NDCG@10"].mean == pytest.approx((0 + 1 + (1 - 1 / math.log2(3))) / 3)  # B: ranks 1, 20, 2
+    lines = paired.comparison_lines(models)
+    assert lines[2].startswith("| acmr | gmf | in | 0 | 3 | +0.3333 [")
+    assert not any("No ACMR run" in line for line in lines)
+
+
+def test_without_acmr_each_baseline_is_compared_with_popularity_and_its_untuned_self(tmp_path):
+    folders = [fabricate_run(tmp_path / f"in-{i}", model, "in", {0: ("s", {"finetune": ranks})})
+               for i, (model, ranks) in enumerate([("popularity", [5, 5]), ("gmf", [9, 9]), ("gmf", [1, 1])])]
+    names = {"in-0": "popularity", "in-1": "gmf", "in-2": "gmf-tuned-in (patience_resets=True)"}
+    pairs = [(a.variant, b.variant) for a, b in paired.pairs_of(paired.models_of(folders, names))]
+    assert sorted(pairs) == [("gmf", "popularity"), ("gmf-tuned-in (patience_resets=True)", "gmf"),
+                             ("gmf-tuned-in (patience_resets=True)", "popularity")]
+    lines = paired.comparison_lines(paired.models_of(folders, names))
+    assert any("No ACMR run here has per-user ranks" in line for line in lines)
+
+
+def test_the_tuned_table_puts_each_markets_preset_on_one_row():
+    rows = [{"variant": v, "market": m, "seed": s, "stage": "finetune", "HR@10": hr, "NDCG@10": hr / 2}
+            for v, m, hr in [("gmf", "in", 0.1), ("gmf-tuned-in (patience_resets=True)", "in", 0.8),
+                             ("gmf-tuned-jp (patience_resets=True)", "jp", 0.6)] for s in (0, 1)]
+    lines = paired.tuned_table(pd.DataFrame(rows))
+    assert lines[0] == "| model | jp HR@10 | jp NDCG@10 | in HR@10 | in NDCG@10 |"
+    assert lines[2] == "| gmf |  |  | 0.1000 ± 0.0000 (2) | 0.0500 ± 0.0000 (2) |"
+    assert lines[3] == ("| gmf, tuned (gmf-tuned-<market>) | 0.6000 ± 0.0000 (2) | 0.3000 ± 0.0000 (2) | "
+                        "0.8000 ± 0.0000 (2) | 0.4000 ± 0.0000 (2) |")
+    assert paired.tuned_table(pd.DataFrame(rows[:2])) == []
+
+
+def test_a_run_saves_each_test_users_rank_and_they_give_its_metrics(tmp_path):
+    config = Config(model="gmf", stages="finetune", finetune_epochs=2, num_eval_negatives=20, num_train_negatives=2,
+                    embedding_init_std=0.01, lr=1e-2)
+    progress = Progress(seed=0, stage="finetune")
+    run_seed(tmp_path, synthetic_frames(), "in", config, torch.device("cpu"), progress, None)
+    saved = paired.load_ranks(tmp_path)[0]
+    assert saved["candidates_sha256"] == progress.runs[0]["candidates_sha256"]["test"]
+    assert "ranks" not in progress.runs[0]["finetune"]  # results.json keeps the metrics only
+    ranks = saved["finetune"]
+    assert len(ranks) == 30 and ranks.min() >= 1 and ranks.max() <= 21
+    for metric in ("HR@10", "NDCG@10"):
+        assert paired.metric_of_ranks(ranks, metric).mean() == pytest.approx(progress.runs[0]["finetune"][metric])
+
+
+def test_two_models_on_the_same_seed_pair_up_end_to_end(tmp_path):
+    base = Config(stages="finetune", finetune_epochs=1, num_eval_negatives=20, num_train_negatives=2)
+    frames = synthetic_frames()
+    folders = []
+    for model in ("popularity", "gmf"):
+        folder = tmp_path / f"in-{model}"
+        folder.mkdir()
+        config = dataclasses.replace(base, model=model)
+        (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+        run_seed(folder, frames, "in", config, torch.device("cpu"), Progress(seed=0, stage="finetune"), None)
+        folders.append(folder)
+    models = paired.models_of(folders, {f.name: f.name.removeprefix("in-") for f in folders})
+    assert [(a.variant, b.variant) for a, b in paired.pairs_of(models)] == [("gmf", "popularity")]
+    assert paired.comparison_lines(models)[2].startswith("| gmf | popularity | in | 0 | 30 |")
