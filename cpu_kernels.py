@@ -3,7 +3,7 @@ and the tensors are on the CPU; model.py is the same model in plain torch, the r
 
 Why: on CPU torch runs this small model (hidden 32, head size 4, ~10 tokens per sequence) as
 many short passes over memory, and its dropout draws one Mersenne Twister number per element
-(~9 ns each on this machine): dropout alone was half of a training step. Here:
+(~9 ns each on a 2-core AMD EPYC): dropout alone was half of a training step. Here:
 
 - `dropout`: one pass that draws the random bits (a counter-based SplitMix64, seeded for each
   call by one draw of torch's generator) and writes the result and the mask, the ReLU before
@@ -463,7 +463,7 @@ def encoder_layer_inference(layer: nn.Module, x: torch.Tensor, padding: torch.Te
     `_add_norm_cpu`, which also adds the residual and normalizes. Sequences of up to
     _LANE_KERNEL_MAX_TOKENS (20) tokens go to `_attention_inference_cpu`, faster there than
     `_AttentionCPU` (which pads the queries to a multiple of 16); beyond, the latter is faster
-    (this machine, per call of 9,600 tokens: 0.92 vs 2.37 ms at 6 tokens, 1.73 vs 2.47 at 11,
+    (2-core AMD EPYC, per call of 9,600 tokens: 0.92 vs 2.37 ms at 6 tokens, 1.73 vs 2.47 at 11,
     2.45 vs 2.54 at 20, 3.03 vs 2.59 at 26)."""
     batch, length, hidden = x.shape
     rows = x.reshape(-1, hidden)  # (B*T, H)

@@ -79,7 +79,7 @@ def configure_host(config: Config) -> None:
     from 14.1 to 11.2 s. No effect with another C library.
     """
     threads = config.num_threads or torch.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # model.dropout's
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # cpu_kernels' dropout
     torch.set_num_threads(threads)  # after numba's: starting its OpenMP pool resets torch's count
     if config.keep_freed_memory and platform.libc_ver()[0] == "glibc":
         M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt's parameter numbers (malloc.h)

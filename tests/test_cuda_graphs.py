@@ -1,5 +1,5 @@
 """train_model.CudaGraphSteps: training steps replayed as CUDA graphs make the same steps as eager
-ones. Needs a GPU (skipped elsewhere; gpu_run.sh runs it on the lent GPU machine)."""
+ones. Needs a GPU (skipped elsewhere; gpu_run.sh runs it first on a GPU machine)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ from data_loader import DeviceData, build_dataset
 from model import ACMR
 from train_model import CudaGraphSteps, make_optimizer, train_epoch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def train(frames, config, graphs: bool, epochs: int = 3):

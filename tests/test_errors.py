@@ -16,7 +16,8 @@ CASES = {
     "invalid value": (["--lr=-1"], {}, "lr=-1.0: must be > 0"),
     "not a finite number": (["--lr=nan"], {}, "lr=nan: must be a finite number"),
     "unknown market": (["--target_market=br"], {}, "target_market='br': allowed ca, de, fr, in, jp, mx, uk or all"),
-    "cuda without a GPU": (["--device=cuda"], {}, "device=cuda: no CUDA GPU is visible; use --device=auto or cpu"),
+    "cuda without a GPU": (["--device=cuda"], {"CUDA_VISIBLE_DEVICES": ""},  # hidden on a GPU machine too
+                           "device=cuda: no CUDA GPU is visible; use --device=auto or cpu"),
     "seed too large for torch": (["--first_seed=99999999999999999999"], {},
                                  "first_seed=99999999999999999999: must be below 2**63"),
     "log dir not writable": (["--log_dir={tmp}/a_file/log"], {}, "log_dir='{tmp}/a_file/log': cannot create a run folder there"),
