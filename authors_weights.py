@@ -39,7 +39,8 @@ from config import STAGES, Config, ConfigError, parse_overrides, target_markets
 from data_loader import DataError, Dataset, DeviceData, build_dataset, load_markets, sha256_of
 from evaluate import METRICS, ranking_metrics, score_candidates
 from model import ACMR
-from train_model import configure_host, resolve_device, write_json
+from files import write_json
+from train_model import configure_host, resolve_device
 
 REPO = Path(__file__).resolve().parent
 CHECKSUM_FILE = REPO / "data" / "AUTHORS_CHECKPOINTS.sha256"

@@ -30,8 +30,9 @@ from config import ConfigError, parse_overrides
 from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
 from model import ACMR, build_model
-from train_model import (Progress, configure_host, environment, make_graph_steps, make_optimizer, resolve_device,
-                         run_seed, train_epoch)
+from checkpoints import Progress
+from train_model import (configure_host, environment, make_graph_steps, make_optimizer, resolve_device, run_seed,
+                         train_epoch)
 
 
 class TorchEncoder(nn.Module):

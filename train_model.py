@@ -21,15 +21,12 @@ import logging
 import math
 import os
 import platform
-import random
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
@@ -42,17 +39,18 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from config import (RENAMED, RUN_ONLY_SETTINGS, STAGES, Config, ConfigError, active_stages, config_from_saved,
-                    parse_overrides, target_markets, upgrade_saved)
+from checkpoints import (DIVERGED, CheckpointError, Progress, load_checkpoint, restore_generators,
+                         resume_config, save_checkpoint)
+from config import RENAMED, STAGES, Config, ConfigError, active_stages, parse_overrides, target_markets
+from cuda_graphs import CudaGraphSteps
 from data_loader import (DataError, DeviceData, build_dataset, check_eval_negatives, export_candidates,
                          load_markets, resample_train_negatives)
-from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, ranking_metrics,
-                      score_candidates)
-from files import CHECKPOINT, WriteError, json_text, save_torch, write_json, write_text
+from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, positive_rank,
+                      ranking_metrics, score_candidates)
+from files import CHECKPOINT, WriteError, json_text, write_json, write_text
 from model import activation_floats, build_model
-from report import comparison_text
-from evaluate import positive_rank  # the per-user ranks of ranks.json (paired.py)
 from paired import save_ranks
+from report import comparison_text
 
 REPO = Path(__file__).resolve().parent
 log = logging.getLogger("acmr")
@@ -185,14 +183,6 @@ def start_log_file(run_dir: Path) -> logging.Handler:
 
 # ---------------------------------------------------------------- checkpoints
 
-CHECKPOINT_FORMAT = "acmr-checkpoint/1"
-DIVERGED = "diverged.txt"  # in a run folder whose training diverged: why; a resume refuses
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message says why."""
-
-
 class Diverged(RuntimeError):
     """Training produced a loss, weight or score that is not finite; the message says where."""
 
@@ -201,103 +191,6 @@ def diverged(config: Config, seed: int, stage: str, epoch: int, what: str) -> Di
     return Diverged(f"seed {seed} {stage} epoch {epoch}: {what}: training diverged, most likely because "
                     f"lr={config.lr} is too large. The last good checkpoint is kept, but --resume would "
                     f"diverge the same way (it continues exactly): start a new run with a smaller --lr")
-
-
-@dataclass
-class Progress:
-    """Where a run stands. Saved with every checkpoint, after every epoch."""
-    seed: int = 0
-    stage: str = "pretrain"
-    epoch: int = 0  # epochs completed in this stage
-    best_score: float = 0.0  # the authors' early stopping starts each stage at 0
-    best_epoch: int = 0
-    non_improving: int = 0
-    epochs_trained: int = 0  # in this seed, both stages
-    seconds: float = 0.0  # wall time of this seed's epochs (training and validation)
-    seed_result: dict = field(default_factory=dict)  # this seed's test metrics so far
-    runs: list = field(default_factory=list)  # the finished seeds' results
-    metrics_lines: int = 0  # lines of metrics.jsonl that belong to this progress
-
-
-def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: nn.Module | None = None,
-                    best_state: dict | None = None, optimizer: torch.optim.Optimizer | None = None,
-                    batch_rng: np.random.Generator | None = None,
-                    negatives_rng: np.random.Generator | None = None,
-                    train_item: torch.Tensor | None = None) -> None:
-    """Everything needed to continue exactly: weights, optimizer, progress, every generator.
-    Written to a temporary file, then renamed: a crash leaves the previous checkpoint intact."""
-    payload = {
-        "format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(config),
-        "progress": dataclasses.asdict(progress),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "batches": batch_rng.bit_generator.state if batch_rng is not None else None,
-                "negatives": negatives_rng.bit_generator.state if negatives_rng is not None else None},
-    }
-    if model is not None:  # mid-seed; the training items change with resample_train_negatives
-        payload.update(model=model.state_dict(), best_model=best_state, train_item=train_item.cpu(),
-                       optimizer=optimizer.state_dict() if optimizer is not None else None)
-    save_torch(run_dir / CHECKPOINT, payload)
-
-
-def load_checkpoint(run_dir: Path, config: Config) -> dict:
-    """The checkpoint of a run folder to resume with `config` (its config.json's). Refused, with
-    one line, if it is missing or unreadable, if the run diverged, if it was written with other
-    settings, or if metrics.jsonl lacks records that it follows."""
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        done = (run_dir / "results.json").is_file() and not (run_dir / CHECKPOINT).exists()
-        raise CheckpointError(f"{path}: no checkpoint" + (
-            "; this run is complete (see results.json)" if done else "; not a resumable run folder"))
-    if (run_dir / DIVERGED).is_file():
-        raise CheckpointError(f"{run_dir / DIVERGED}: this run diverged, and a resume continues exactly, so it "
-                              f"would diverge again: start a new run with a smaller --lr (or delete "
-                              f"{DIVERGED} to resume anyway)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}): it is "
-                              f"truncated or not written by this program") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an ACMR checkpoint of format {CHECKPOINT_FORMAT}")
-    saved = upgrade_saved(payload["config"])
-    if any(saved.get(k) != v for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY_SETTINGS):
-        raise CheckpointError(f"{path}: written by a run with other settings than {run_dir / 'config.json'}")
-    metrics = run_dir / "metrics.jsonl"
-    records = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
-    expected = payload["progress"]["metrics_lines"]
-    if records < expected:
-        raise CheckpointError(f"{metrics}: {records} epoch records, but the checkpoint follows {expected}: the "
-                              f"file was deleted or cut, and a resume cannot write them again; put it back, or "
-                              f"start a new run")
-    return payload
-
-
-def restore_generators(rng_state: dict, batch_rng: np.random.Generator,
-                       negatives_rng: np.random.Generator) -> None:
-    torch.set_rng_state(rng_state["torch"])
-    random.setstate(rng_state["python"])
-    if rng_state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng_state["cuda"])
-    batch_rng.bit_generator.state = rng_state["batches"]
-    negatives_rng.bit_generator.state = rng_state["negatives"]
-
-
-def resume_config(run_dir: Path, overrides: Config, given: set[str]) -> Config:
-    """The run folder's config; settings given on the command line must agree with it, except
-    the ones that say where or how fast to run (config.RUN_ONLY_SETTINGS)."""
-    try:
-        config = config_from_saved(json.loads((run_dir / "config.json").read_text()))
-    except (OSError, ValueError, TypeError) as error:
-        raise ConfigError(f"--resume={run_dir}: not a run folder of this program ({error})") from None
-    for key in given:
-        value = getattr(overrides, key)
-        if key in RUN_ONLY_SETTINGS:
-            setattr(config, key, value)
-        elif value != getattr(config, key):
-            raise ConfigError(f"--{key}={value} differs from the run folder's {key}="
-                              f"{getattr(config, key)}; a resumed run keeps its settings")
-    return config
 
 
 # ---------------------------------------------------------------- training
@@ -349,77 +242,13 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
         group.update({key: optimizer.defaults[key] for key in ("fused", "capturable")})
 
 
-def graph_width(longest: int, max_width: int) -> int:
-    """History slots of a CUDA graph step for a batch whose longest history is `longest`: the
-    next power of two, at most `max_width`."""
-    return min(max_width, 1 << max(longest - 1, 0).bit_length())
-
-
-class CudaGraphSteps:
-    """Training steps on a GPU replayed as CUDA graphs (`cuda_graphs`, on by default there).
-
-    Eagerly, a step of ACMR is ~900 tiny kernels that one Python process launches at ~12 ms per
-    batch of 1024 while the GPU idles (SPEED.md). Captured once as a graph (forward,
-    backward and Adam's update), it is one launch. A graph has fixed shapes, so there is one per
-    (batch size, history width), the width being the batch's longest history rounded up to a
-    power of two (at most the data's width): the extra slots are padding, which the model masks,
-    so the function is the one of the trimmed batch. Every batch still makes exactly one
-    optimizer step on its own rows: the first batch of a shape runs eagerly (the warm-up that
-    capturing needs), the second is captured and replayed, later ones copy their row indices
-    into the graph's index tensor and replay it. Unlike the eager path, a batch never runs as
-    chunks (`train_chunk_floats` bounds CPU memory; a graph of 1024 x 51 tokens takes ~1.5 GB).
-    Dropout draws from torch's CUDA generator, which graphs support, in another order than
-    eager steps would: like any change of batch composition, the same function with other masks.
-    """
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData,
-                 config: Config) -> None:
-        self.model, self.optimizer, self.data, self.config = model, optimizer, data, config
-        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")  # the warm-up steps
-        self.max_width = data.user_history.shape[1]
-        self.stream = torch.cuda.Stream(data.train_user.device)  # capture wants warm-up off the main stream
-        self.warmed_up: set[tuple[int, int]] = set()
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-
-    def step(self, index: torch.Tensor, longest: int) -> torch.Tensor:
-        """One optimizer step on the training rows `index` (on the GPU; longest history
-        `longest`); returns their summed loss, a device tensor to consume at once (a graph's
-        output is overwritten by its next replay)."""
-        size = len(index)
-        shape = (size, graph_width(longest, self.max_width))
-        if shape in self.graphs:
-            graph, graph_index, graph_loss = self.graphs[shape]
-            graph_index.copy_(index)
-            graph.replay()
-            return graph_loss * size
-        main = torch.cuda.current_stream()
-        self.stream.wait_stream(main)
-        with torch.cuda.stream(self.stream):
-            self.optimizer.zero_grad(set_to_none=True)
-            if shape in self.warmed_up:
-                graph, graph_index = torch.cuda.CUDAGraph(), index.clone()
-                with torch.cuda.graph(graph):
-                    graph_loss = batch_loss(self.model, self.data, graph_index, shape[1], self.config) / size
-                    graph_loss.backward()
-                    self.optimizer.step()
-                self.graphs[shape] = graph, graph_index, graph_loss.detach()  # not its autograd graph
-                graph.replay()  # capturing ran nothing
-            else:
-                graph_loss = batch_loss(self.model, self.data, index, shape[1], self.config) / size
-                graph_loss.backward()
-                self.optimizer.step()
-                self.warmed_up.add(shape)
-            loss = graph_loss.detach() * size
-        main.wait_stream(self.stream)
-        return loss
-
-
 def make_graph_steps(model: nn.Module, optimizer: torch.optim.Optimizer | None, data: DeviceData,
                      config: Config, device: torch.device) -> CudaGraphSteps | None:
     """The CUDA-graph steps of a run on a GPU with `cuda_graphs`; None elsewhere (eager steps)."""
     if optimizer is None or device.type != "cuda" or not config.cuda_graphs:
         return None
-    return CudaGraphSteps(model, optimizer, data, config)
+    return CudaGraphSteps(model, optimizer, data,
+                          lambda index, width: batch_loss(model, data, index, width, config))
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, rows: np.ndarray,

@@ -15,7 +15,8 @@ import pytest
 from config import Config, MARKETS
 from files import WriteError, json_text, write_file, write_text
 from tests.conftest import REPO
-from train_model import Progress, run_line
+from checkpoints import Progress
+from train_model import run_line
 
 TINY = ["--target_market=in", "--seeds=1", "--pretrain_epochs=1", "--finetune_epochs=1",
         "--max_batches_per_epoch=5", "--num_threads=1"]

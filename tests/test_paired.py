@@ -13,7 +13,8 @@ import torch
 import paired
 from config import Config
 from tests.conftest import synthetic_frames
-from train_model import Progress, run_seed
+from checkpoints import Progress
+from train_model import run_seed
 
 T_975_DF4 = 2.7764451051977987  # Student's t, 97.5% quantile, 4 degrees of freedom (a table's value)
 

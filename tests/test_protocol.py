@@ -12,7 +12,8 @@ import train_model
 from data_loader import DeviceData, build_dataset, resample_train_negatives
 from evaluate import score_candidates
 from model import ACMR
-from train_model import Progress, run_seed
+from checkpoints import Progress
+from train_model import run_seed
 
 
 def target_items(frames, dataset, market="in"):

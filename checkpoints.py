@@ -1,0 +1,123 @@
+"""A run folder's checkpoint: everything needed to continue a run exactly, after every epoch.
+
+train_model.py writes one after every epoch and stage (`save_checkpoint`) and continues from it
+with `--resume=FOLDER` (`load_checkpoint`, `resume_config`, `restore_generators`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from config import RUN_ONLY_SETTINGS, Config, ConfigError, config_from_saved, upgrade_saved
+from files import CHECKPOINT, save_torch
+
+CHECKPOINT_FORMAT = "acmr-checkpoint/1"
+DIVERGED = "diverged.txt"  # in a run folder whose training diverged: why; a resume refuses
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says why."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands. Saved with every checkpoint, after every epoch."""
+    seed: int = 0
+    stage: str = "pretrain"
+    epoch: int = 0  # epochs completed in this stage
+    best_score: float = 0.0  # the authors' early stopping starts each stage at 0
+    best_epoch: int = 0
+    non_improving: int = 0
+    epochs_trained: int = 0  # in this seed, both stages
+    seconds: float = 0.0  # wall time of this seed's epochs (training and validation)
+    seed_result: dict = field(default_factory=dict)  # this seed's test metrics so far
+    runs: list = field(default_factory=list)  # the finished seeds' results
+    metrics_lines: int = 0  # lines of metrics.jsonl that belong to this progress
+
+
+def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: nn.Module | None = None,
+                    best_state: dict | None = None, optimizer: torch.optim.Optimizer | None = None,
+                    batch_rng: np.random.Generator | None = None,
+                    negatives_rng: np.random.Generator | None = None,
+                    train_item: torch.Tensor | None = None) -> None:
+    """Everything needed to continue exactly: weights, optimizer, progress, every generator.
+    Written to a temporary file, then renamed: a crash leaves the previous checkpoint intact."""
+    payload = {
+        "format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(config),
+        "progress": dataclasses.asdict(progress),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "batches": batch_rng.bit_generator.state if batch_rng is not None else None,
+                "negatives": negatives_rng.bit_generator.state if negatives_rng is not None else None},
+    }
+    if model is not None:  # mid-seed; the training items change with resample_train_negatives
+        payload.update(model=model.state_dict(), best_model=best_state, train_item=train_item.cpu(),
+                       optimizer=optimizer.state_dict() if optimizer is not None else None)
+    save_torch(run_dir / CHECKPOINT, payload)
+
+
+def load_checkpoint(run_dir: Path, config: Config) -> dict:
+    """The checkpoint of a run folder to resume with `config` (its config.json's). Refused, with
+    one line, if it is missing or unreadable, if the run diverged, if it was written with other
+    settings, or if metrics.jsonl lacks records that it follows."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        done = (run_dir / "results.json").is_file() and not (run_dir / CHECKPOINT).exists()
+        raise CheckpointError(f"{path}: no checkpoint" + (
+            "; this run is complete (see results.json)" if done else "; not a resumable run folder"))
+    if (run_dir / DIVERGED).is_file():
+        raise CheckpointError(f"{run_dir / DIVERGED}: this run diverged, and a resume continues exactly, so it "
+                              f"would diverge again: start a new run with a smaller --lr (or delete "
+                              f"{DIVERGED} to resume anyway)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}): it is "
+                              f"truncated or not written by this program") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an ACMR checkpoint of format {CHECKPOINT_FORMAT}")
+    saved = upgrade_saved(payload["config"])
+    if any(saved.get(k) != v for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY_SETTINGS):
+        raise CheckpointError(f"{path}: written by a run with other settings than {run_dir / 'config.json'}")
+    metrics = run_dir / "metrics.jsonl"
+    records = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+    expected = payload["progress"]["metrics_lines"]
+    if records < expected:
+        raise CheckpointError(f"{metrics}: {records} epoch records, but the checkpoint follows {expected}: the "
+                              f"file was deleted or cut, and a resume cannot write them again; put it back, or "
+                              f"start a new run")
+    return payload
+
+
+def restore_generators(rng_state: dict, batch_rng: np.random.Generator,
+                       negatives_rng: np.random.Generator) -> None:
+    torch.set_rng_state(rng_state["torch"])
+    random.setstate(rng_state["python"])
+    if rng_state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng_state["cuda"])
+    batch_rng.bit_generator.state = rng_state["batches"]
+    negatives_rng.bit_generator.state = rng_state["negatives"]
+
+
+def resume_config(run_dir: Path, overrides: Config, given: set[str]) -> Config:
+    """The run folder's config; settings given on the command line must agree with it, except
+    the ones that say where or how fast to run (config.RUN_ONLY_SETTINGS)."""
+    try:
+        config = config_from_saved(json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise ConfigError(f"--resume={run_dir}: not a run folder of this program ({error})") from None
+    for key in given:
+        value = getattr(overrides, key)
+        if key in RUN_ONLY_SETTINGS:
+            setattr(config, key, value)
+        elif value != getattr(config, key):
+            raise ConfigError(f"--{key}={value} differs from the run folder's {key}="
+                              f"{getattr(config, key)}; a resumed run keeps its settings")
+    return config
