@@ -518,7 +518,7 @@ def plot_curves(curves: pd.DataFrame, results: pd.DataFrame, variant: str, out: 
     panels = [(m, s) for m in SPEC_MARKETS for s in STAGES
               if ((runs["market"] == m) & (runs["stage"] == s)).any()]
     figure, axes = panel_grid(len(panels), columns=2, size=(4.0, 2.4))
-    colors = dict(zip(sorted(set(runs["seed"])), plt.get_cmap("tab10").colors))
+    colors = {seed: plt.get_cmap("tab20")(i % 20) for i, seed in enumerate(sorted(set(runs["seed"])))}
     kept = results[results["variant"] == variant].set_index(["market", "seed", "stage"])["best_epoch"]
     for axis, (market, stage) in zip(axes, panels):
         picked = runs[(runs["market"] == market) & (runs["stage"] == stage)]
@@ -585,7 +585,7 @@ def plot_study(results: pd.DataFrame, metric: str, out: Path) -> Path:
     models = sorted(set(last["model"]))
     markets = [m for m in SPEC_MARKETS if m in set(last["market"])]
     figure, axes = panel_grid(len(markets), columns=len(markets), size=(3.0, 0.9 + 0.35 * len(protocols)))
-    colors = dict(zip(models, plt.get_cmap("tab10").colors))
+    colors = {model: plt.get_cmap("tab20")(i % 20) for i, model in enumerate(models)}
     names = [protocol_label(protocol) for protocol in protocols]
     for axis, market in zip(axes, markets):
         for model, runs in last[last["market"] == market].groupby("model"):

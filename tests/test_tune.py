@@ -1,0 +1,118 @@
+"""tune.py: the search on Ray Tune records every trial and chooses by validation alone; a trial
+trains exactly as a run does; the tuned presets are the committed search's choices."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import tune
+from config import PRESETS, TUNED, Config, tuned_preset
+from data_loader import build_dataset
+from tests.conftest import REPO, synthetic_frames
+from checkpoints import Progress
+from train_model import run_seed
+
+
+def fabricated_objective(settings: dict, frames) -> dict:
+    """Validation prefers lr near 1e-3; the `test` number prefers the opposite and must never
+    decide (nor be recorded)."""
+    score = 1.0 - abs(math.log10(settings["lr"]) + 3)
+    return {tune.OBJECTIVE: score, "best_epoch": 1, "epochs": 1, "valid_at_best_epoch": {}, "seconds": 0.0,
+            "valid_NDCG@5_curve": [score], "test NDCG@5": -score}
+
+
+@pytest.mark.slow
+def test_the_search_records_every_trial_and_chooses_by_validation_alone(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="error",
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        search = dict(trials=4, seed=7, base={"num_threads": 1}, objective=fabricated_objective,
+                      storage=tmp_path / "ray")
+        record = tune.run_search("mlp", "in", tmp_path / "out", **search)
+        again = tune.run_search("mlp", "jp", tmp_path / "again", **search)
+    finally:
+        ray.shutdown()
+    trials = record["all_trials"]
+    assert [t["trial"] for t in trials] == list(range(4))
+    assert [t["sampled"] for t in trials] == [t["sampled"] for t in again["all_trials"]]  # seeded draws
+    for trial in trials:
+        sampled = trial["sampled"]
+        assert 1e-4 <= sampled["lr"] <= 3e-2 and sampled["embedding_size"] in (8, 16, 32, 64)
+        assert sampled["mlp_layers"] in tune.LAYERS[1] and sampled["weight_decay"] in tune.COMMON_SPACE["weight_decay"][1]
+        assert trial["settings"]["patience_resets"] is True and trial["settings"]["num_threads"] == 1
+        assert "test NDCG@5" not in trial["result"]  # the test number is neither used nor kept
+    best = max(trials, key=lambda t: 1.0 - abs(math.log10(t["sampled"]["lr"]) + 3))
+    assert record["chosen_trial"] == best["trial"] and record["chosen"]["lr"] == best["sampled"]["lr"]
+    assert record["chosen"]["model"] == "mlp" and record["chosen"]["embedding_init_std"] == 0.01
+    assert json.loads((tmp_path / "out" / "mlp-in.json").read_text()) == record
+    chosen = tune.write_tables(tmp_path / "out")
+    assert chosen == {"mlp": {"in": record["chosen"]}}
+    rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
+    assert len(rows) == 4 and sum(int(r["chosen"]) for r in rows) == 1
+    assert any("| mlp | in |" in line for line in tune.search_lines(tmp_path / "out"))
+
+
+def test_choosing_reads_validation_only_and_prefers_the_earlier_trial_on_a_tie():
+    trials = [{"trial": i, "result": {tune.OBJECTIVE: score, "test NDCG@5": 1.0 - score}}
+              for i, score in enumerate([0.2, 0.5, 0.5, 0.1])]
+    assert tune.choose(trials)["trial"] == 1
+
+
+def test_a_trial_trains_exactly_as_a_run_does(tmp_path):
+    frames = synthetic_frames()
+    config = Config(model="nmf", stages="finetune", embedding_init_std=0.01, patience_resets=True, patience=2,
+                    finetune_epochs=6, lr=1e-2, embedding_size=16, mlp_layers="32,16", num_eval_negatives=20,
+                    num_train_negatives=2, num_threads=1)
+    trial = tune.validation_run(config, frames, seed=1)
+    progress = Progress(seed=1, stage="finetune")
+    run_seed(tmp_path, frames, "in", config, torch.device("cpu"), progress, None)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert trial["valid_NDCG@5_curve"] == [round(r["valid"]["NDCG@5"], 6) for r in records]
+    assert (trial["epochs"], trial["best_epoch"]) == (progress.runs[0]["finetune"]["epochs"],
+                                                      progress.runs[0]["finetune"]["best_epoch"])
+    assert trial[tune.OBJECTIVE] == max(r["valid"]["NDCG@5"] for r in records)
+
+
+def test_another_number_of_training_negatives_draws_other_candidates_the_searched_settings_do_not(frames):
+    base = Config(num_eval_negatives=20, num_train_negatives=4)
+    reference = build_dataset(frames, "in", 0, base)
+    fewer = build_dataset(frames, "in", 0, dataclasses.replace(base, num_train_negatives=2))
+    assert not np.array_equal(reference.test_candidates, fewer.test_candidates)  # hence not searched
+    searched = dataclasses.replace(base, **tune.FIXED, lr=0.02, embedding_size=64, weight_decay=1e-4,
+                                   mlp_layers="256,128,64", model="nmf")
+    other = build_dataset(frames, "in", 0, searched)
+    assert np.array_equal(reference.test_candidates, other.test_candidates)
+    assert np.array_equal(reference.valid_candidates, other.valid_candidates)
+    for model, market in TUNED:  # each tuned preset scores ACMR's candidates (config.py's defaults)
+        tuned = build_dataset(frames, "in", 0, dataclasses.replace(base, **PRESETS[tuned_preset(model, market)]))
+        assert np.array_equal(reference.test_candidates, tuned.test_candidates)
+
+
+def test_the_tuned_presets_are_the_committed_choices_and_name_their_runs():
+    import report
+
+    chosen = json.loads((tune.SEARCH_DIR / "chosen.json").read_text())
+    assert {(model, market) for model in chosen for market in chosen[model]} == set(TUNED)
+    defaults = dataclasses.asdict(Config())
+    for model, market in TUNED:
+        name = tuned_preset(model, market)
+        assert PRESETS[name] == chosen[model][market] and market in name.split("-tuned-")[1].split("+")
+        assert all(value != defaults[key] for key, value in PRESETS[name].items())  # else the report misnames it
+        run_config = {**defaults, **PRESETS[name], "target_market": market}
+        assert report.best_preset(report.result_settings(run_config)) == name
+
+
+def test_markets_whose_searches_chose_the_same_settings_share_a_preset(monkeypatch):
+    import config
+
+    monkeypatch.setattr(config, "TUNED", {("mlp", "jp"): {"lr": 0.5}, ("mlp", "mx"): {"lr": 0.5},
+                                          ("mlp", "in"): {"lr": 0.25}})
+    assert [config.tuned_preset("mlp", m) for m in ("in", "jp", "mx")] == ["mlp-tuned-in", "mlp-tuned-jp+mx",
+                                                                           "mlp-tuned-jp+mx"]

@@ -1,0 +1,317 @@
+"""Hyperparameter search for the baselines GMF, MLP and NMF, on validation only, on Ray Tune.
+
+    python tune.py --models=gmf,mlp,nmf --markets=in,jp,mx --num_threads=1
+    python tune.py --models=gmf --markets=in --trials=4 --out=log/tune_try     # a smaller search
+
+For each (model, market): NUM_TRIALS settings drawn by Ray Tune's seeded random search
+(BasicVariantGenerator, random_state=SEARCH_SEED: the same draws on every market) from
+SEARCH_SPACE, one trial at a time (a one-CPU Ray instance, torch on one thread unless
+--num_threads says otherwise). A trial trains the model on the target market alone with the
+FIXED settings (conventional early stopping: `patience` epochs without a better validation
+NDCG@5, reset by each improvement, at most `finetune_epochs`) on the split, training negatives
+and validation candidates of seed DATA_SEED, and scores the best validation NDCG@5 of its
+epochs. It never scores the test candidates. The trial with the best score is chosen (the
+earlier trial on a tie); its settings, less those equal to config.py's defaults, are the preset
+`<model>-tuned-<market>` (config.TUNED), whose test runs (seeds 0-2) are ordinary
+train_model.py runs.
+
+Writes, in --out (default results/baselines/search): `<model>-<market>.json` (the space, seed
+and budget, every trial's settings, validation score, epochs and validation curve, and the
+choice), `trials.csv` (every trial of every search so far, one row each) and `chosen.json`
+(model -> market -> the chosen preset's settings), and prints config.TUNED's entries.
+Ray Tune's own files go to log/tune (not committed).
+
+Not searched: `num_train_negatives`. The training negatives are drawn from the same seeded
+generator before the evaluation candidates (data_loader.build_dataset), so another number of
+training negatives draws other candidates (tests/test_tune.py checks it): the models would not
+be compared on the same candidates. The batch size (1024, FOREC's and ACMR's) is not searched
+either. Importing this module loads neither torch nor ray.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+SEARCH_DIR = REPO / "results" / "baselines" / "search"
+MODELS = ("gmf", "mlp", "nmf")
+SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
+NUM_TRIALS = 8  # the budget: trials per (model, market), the same for every model and market
+DATA_SEED = 0  # the split, negatives and validation candidates the trials train and score on
+OBJECTIVE = "valid NDCG@5"  # the best over a trial's epochs; the test candidates are never scored
+# every trial: the NCF paper's initialisation (He et al. 2017: N(0, 0.01)), conventional early
+# stopping, enough epochs, the target market alone
+FIXED = {"stages": "finetune", "embedding_init_std": 0.01, "patience_resets": True, "patience": 10,
+         "finetune_epochs": 100}
+# (kind, arguments): loguniform (low, high) or choice (values); the NCF paper's grids: lr 1e-4 ..
+# 5e-3, factors 8 .. 64, 4 negatives; FOREC: lr 5e-3 (GMF) and 1e-2 (MLP, NMF), weight decay 1e-7
+COMMON_SPACE = {"lr": ("loguniform", (1e-4, 3e-2)), "embedding_size": ("choice", (8, 16, 32, 64)),
+                "weight_decay": ("choice", (0.0, 1e-7, 1e-6, 1e-5, 1e-4))}
+LAYERS = ("choice", ("32,16,8", "64,32,16,8", "128,64,32", "256,128,64"))
+SEARCH_SPACE = {"gmf": COMMON_SPACE, "mlp": {**COMMON_SPACE, "mlp_layers": LAYERS},
+                "nmf": {**COMMON_SPACE, "mlp_layers": LAYERS}}
+
+
+def space_text(model: str) -> str:
+    """The search space of `model` in words, e.g. `lr log-uniform in [0.0001, 0.03]; ...`."""
+    parts = []
+    for key, (kind, args) in SEARCH_SPACE[model].items():
+        parts.append(f"{key} log-uniform in [{args[0]:g}, {args[1]:g}]" if kind == "loguniform"
+                     else f"{key} one of {', '.join(map(str, args))}")
+    return "; ".join(parts)
+
+
+def ray_space(model: str) -> dict:
+    from ray import tune
+
+    make = {"loguniform": lambda args: tune.loguniform(*args), "choice": lambda args: tune.choice(list(args))}
+    return {key: make[kind](args) for key, (kind, args) in SEARCH_SPACE[model].items()}
+
+
+# ---------------------------------------------------------------- one trial
+
+def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
+    """Train `config`'s model on its target market alone, exactly as train_model.run_seed does
+    (same generators, batches, early stopping), scoring only the validation candidates after
+    each epoch. Returns the best validation NDCG@5 (OBJECTIVE), the validation metrics at that
+    epoch, the epochs run and the curve of validation NDCG@5."""
+    import numpy as np
+    import torch
+
+    from config import ConfigError
+    from data_loader import DeviceData, build_dataset
+    from evaluate import NonFiniteScores, evaluate_candidates
+    from model import build_model
+    from train_model import configure_host, make_optimizer, train_epoch
+
+    if config.stages != "finetune" or config.resample_train_negatives:
+        raise ConfigError("a search trial trains on the target market alone (stages=finetune), its negatives "
+                          "drawn once (resample_train_negatives=false)")
+    configure_host(config)
+    device = torch.device("cpu")
+    dataset = build_dataset(frames, config.target_market, seed, config)
+    torch.manual_seed(seed)
+    batch_rng = np.random.default_rng([seed, 1])  # train_model.run_seed's
+    data = DeviceData.from_dataset(dataset, device)
+    model = build_model(config, dataset).to(device)
+    optimizer = make_optimizer(model, config, device)
+    rows = dataset.target_rows()
+    best, best_epoch, best_valid, non_improving, epoch, curve = 0.0, 0, {}, 0, 0, []
+    started = time.perf_counter()
+    while epoch < config.finetune_epochs and non_improving < config.patience:
+        epoch += 1
+        loss = train_epoch(model, optimizer, data, rows, batch_rng, config, desc=f"trial epoch {epoch}",
+                           bucket=config.bucket_finetune_batches)
+        try:
+            valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
+        except NonFiniteScores:
+            valid = None
+        if not math.isfinite(loss) or valid is None:  # diverged: the epochs so far count
+            curve.append(None)
+            break
+        curve.append(round(valid["NDCG@5"], 6))
+        if valid["NDCG@5"] > best:
+            best, best_epoch, best_valid = valid["NDCG@5"], epoch, valid
+            if config.patience_resets:
+                non_improving = 0
+        else:
+            non_improving += 1
+    return {OBJECTIVE: best, "best_epoch": best_epoch, "epochs": epoch,
+            "valid_at_best_epoch": best_valid, "seconds": round(time.perf_counter() - started, 1),
+            "valid_NDCG@5_curve": curve}
+
+
+def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
+    """A trial's settings: the model and market, FIXED, the base (settings given on the command
+    line, which may replace FIXED's), the sampled values."""
+    return {"model": model, "target_market": market, **FIXED, **base, **sampled}
+
+
+def real_objective(settings: dict, frames) -> dict:
+    from config import Config, validate
+
+    config = dataclasses.replace(Config(), **settings)
+    validate(config)
+    return validation_run(config, frames)
+
+
+def trainable(sampled: dict, model: str, market: str, base: dict, frames, objective: Callable) -> None:
+    """Ray Tune's function trainable: one trial, one report."""
+    from ray import tune
+
+    tune.report(objective(trial_settings(model, market, sampled, base), frames))
+
+
+# ---------------------------------------------------------------- the search
+
+def choose(trials: list[dict]) -> dict:
+    """The trial with the best OBJECTIVE (the first of equals). Reads nothing but validation."""
+    return max(trials, key=lambda trial: (trial["result"][OBJECTIVE], -trial["trial"]))
+
+
+def preset_settings(model: str, settings: dict) -> dict:
+    """The chosen trial's settings as a preset: the searched and fixed ones that differ from
+    config.py's defaults (the report names a run by the preset whose settings it has)."""
+    from config import PRESETS, Config
+
+    defaults = dataclasses.asdict(Config())
+    keys = [*FIXED, *SEARCH_SPACE[model]]
+    return {**PRESETS[model], **{k: settings[k] for k in keys if settings[k] != defaults[k]}}
+
+
+def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, seed: int = SEARCH_SEED,
+               base: dict | None = None, frames=None, objective: Callable = real_objective,
+               storage: Path = REPO / "log" / "tune") -> dict:
+    """One Ray Tune search (ray must be initialised); writes out/<model>-<market>.json and returns
+    its record."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    base = base or {}
+    runner = tune.with_parameters(trainable, model=model, market=market, base=base, frames=frames,
+                                  objective=objective)
+    tuner = tune.Tuner(
+        tune.with_resources(runner, {"cpu": 1}), param_space=ray_space(model),
+        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=trials, max_concurrent_trials=1,
+                                    search_alg=BasicVariantGenerator(random_state=seed)),
+        run_config=tune.RunConfig(name=f"{model}-{market}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(storage.resolve()), verbose=0))
+    grid = tuner.fit()
+    records = []
+    for result in grid:
+        if result.error is not None:
+            raise RuntimeError(f"{model} {market}: a trial failed: {result.error}")
+        records.append({"trial_id": result.metrics["trial_id"], "sampled": result.config,
+                        "settings": trial_settings(model, market, result.config, base),
+                        "result": {k: v for k, v in result.metrics.items() if k in RESULT_KEYS}})
+    records.sort(key=lambda r: r["trial_id"])  # Ray numbers its trials in the order it drew them
+    for number, record in enumerate(records):
+        record["trial"] = number
+    chosen = choose(records)
+    record = {"model": model, "market": market, "search": "Ray Tune random search (BasicVariantGenerator)",
+              "search_seed": seed, "trials": trials, "data_seed": DATA_SEED, "objective": OBJECTIVE,
+              "space": space_text(model), "fixed": {**FIXED, **base}, "chosen_trial": chosen["trial"],
+              "chosen": preset_settings(model, chosen["settings"]), "all_trials": records}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{model}-{market}.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+RESULT_KEYS = (OBJECTIVE, "best_epoch", "epochs", "valid_at_best_epoch", "seconds", "valid_NDCG@5_curve")
+
+
+def write_tables(out: Path) -> dict:
+    """trials.csv and chosen.json of every search record in `out`; returns chosen.json's content."""
+    records = [json.loads(path.read_text()) for path in sorted(out.glob("*-*.json")) if path.name != "chosen.json"]
+    chosen: dict[str, dict] = {}
+    with (out / "trials.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        keys = sorted({k for r in records for k in SEARCH_SPACE[r["model"]]})
+        writer.writerow(["model", "market", "trial", *keys, OBJECTIVE, "best_epoch", "epochs", "seconds", "chosen"])
+        for r in records:
+            for trial in r["all_trials"]:
+                writer.writerow([r["model"], r["market"], trial["trial"],
+                                 *(trial["sampled"].get(k, "") for k in keys),
+                                 f"{trial['result'][OBJECTIVE]:.6f}", trial["result"]["best_epoch"],
+                                 trial["result"]["epochs"], trial["result"]["seconds"],
+                                 int(trial["trial"] == r["chosen_trial"])])
+            chosen.setdefault(r["model"], {})[r["market"]] = r["chosen"]
+    (out / "chosen.json").write_text(json.dumps(chosen, indent=1) + "\n")
+    return chosen
+
+
+def search_lines(out: Path = SEARCH_DIR) -> list[str]:
+    """Markdown for the report: how the tuned presets were chosen (space, seed, budget) and what
+    each search chose, with its validation score."""
+    records = [json.loads(path.read_text()) for path in sorted(out.glob("*-*.json"))]
+    if not records:
+        return [f"No search records in {out}."]
+    first = records[0]
+    lines = [f"Search (tune.py, records in `{out.relative_to(REPO) if out.is_relative_to(REPO) else out}`): "
+             f"{first['search']}, random_state {first['search_seed']}, {first['trials']} trials per model and "
+             f"market, one at a time; each trial trains on the target market alone with "
+             + ", ".join(f"{k}={v}" for k, v in first["fixed"].items())
+             + f" on seed {first['data_seed']}'s split and scores the best validation NDCG@5 of its epochs; "
+             "the test candidates are scored only in the chosen presets' runs. num_train_negatives is not "
+             "searched (it changes the evaluation candidates). ACMR is not searched: it keeps the paper's "
+             "settings (config.py's defaults).", ""]
+    for model in dict.fromkeys(r["model"] for r in records):
+        lines.append(f"- {model}: {space_text(model)}.")
+    lines += ["", "| model | market | chosen trial | valid NDCG@5 (best epoch) | trials' valid NDCG@5, min / median "
+              "/ max | chosen settings |", "|---|---|---|---|---|---|"]
+    for r in records:
+        scores = sorted(t["result"][OBJECTIVE] for t in r["all_trials"])
+        best = r["all_trials"][r["chosen_trial"]]["result"]
+        settings = " ".join(f"{k}={v}" for k, v in r["chosen"].items() if k not in ("model", "stages"))
+        lines.append(f"| {r['model']} | {r['market']} | {r['chosen_trial']} of {len(scores)} | "
+                     f"{best[OBJECTIVE]:.4f} ({best['best_epoch']} of {best['epochs']}) | {scores[0]:.4f} / "
+                     f"{statistics.median(scores):.4f} / {scores[-1]:.4f} | `{settings}` |")
+    return lines
+
+
+def tuned_entries(chosen: dict) -> str:
+    """config.TUNED's entries for `chosen` (chosen.json), as Python source."""
+    lines = []
+    for model, markets in chosen.items():
+        for market, settings in markets.items():
+            extra = {k: v for k, v in settings.items() if k not in ("model", "stages")}
+            lines.append(f"    ({model!r}, {market!r}): {extra!r},")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    from config import MARKETS, Config, ConfigError, parse_overrides
+
+    options = {"models": ",".join(MODELS), "markets": "in,jp,mx", "trials": str(NUM_TRIALS),
+               "out": str(SEARCH_DIR)}
+    settings = []
+    for arg in argv:
+        key = arg[2:].split("=", 1)[0] if arg.startswith("--") and "=" in arg else None
+        if key in options:
+            options[key] = arg.split("=", 1)[1]
+        else:
+            settings.append(arg)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip())
+        return
+    config, _ = parse_overrides(settings)  # type-checked; only the given ones go to the trials
+    base = {k: v for k, v in dataclasses.asdict(config).items() if v != getattr(Config(), k)}
+    base.setdefault("num_threads", 1)
+    models, markets = options["models"].split(","), options["markets"].split(",")
+    for name, allowed, given in (("models", MODELS, models), ("markets", MARKETS, markets)):
+        if not set(given) <= set(allowed):
+            raise ConfigError(f"--{name}={','.join(given)}: allowed {', '.join(allowed)}")
+    import ray
+
+    from data_loader import load_markets
+
+    frames = load_markets(config)
+    out = Path(options["out"])
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="error",
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        for model in models:
+            for market in markets:
+                started = time.time()
+                record = run_search(model, market, out, trials=int(options["trials"]), base=base, frames=frames)
+                best = record["all_trials"][record["chosen_trial"]]["result"][OBJECTIVE]
+                print(f"{model} {market}: trial {record['chosen_trial']} of {record['trials']} chosen, valid "
+                      f"NDCG@5 {best:.4f}, {time.time() - started:.0f} s: {record['chosen']}", flush=True)
+    finally:
+        ray.shutdown()
+    chosen = write_tables(out)
+    print(f"wrote {out}/trials.csv and chosen.json; config.TUNED's entries:\n{tuned_entries(chosen)}")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except ValueError as error:  # ConfigError
+        sys.exit(f"error: {error}")
