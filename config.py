@@ -189,9 +189,12 @@ CHOICES = {
 
 # Settings renamed or added since runs were first committed: what a config.json or command line
 # without them meant. `num_epochs` capped both stages; `bucket_batches` bucketed both stages.
+# A new setting needs its entry here (tests/test_config.py reads every committed config.json).
 RENAMED = {"num_epochs": ("pretrain_epochs", "finetune_epochs"),
            "bucket_batches": ("bucket_pretrain_batches", "bucket_finetune_batches")}
-BEFORE_ADDED = {"history_repeats": False, "train_negatives_per": "positive_row"}
+BEFORE_ADDED = {"first_seed": 0, "model": "acmr", "market_embedding": "shared", "stages": "pretrain+finetune",
+                "held_out_in_negatives": True, "history_repeats": False, "train_negatives_per": "positive_row",
+                "embedding_size": 8, "mlp_layers": "64,32,16,8", "embedding_init_std": 1.0}
 
 
 def upgrade_saved(saved: dict[str, object]) -> dict[str, object]:

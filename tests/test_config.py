@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
 from config import (RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config, ConfigError, config_from_saved, parse_overrides,
-                    target_markets)
+                    target_markets, upgrade_saved)
 from tests.conftest import REPO
 
 
@@ -37,6 +38,18 @@ def test_a_config_json_from_before_a_setting_existed_means_that_times_behaviour(
     assert config.bucket_pretrain_batches and config.bucket_finetune_batches
     assert not config.history_repeats and config.train_negatives_per == "positive_row"
     assert config_from_saved(vars(Config())) == Config()  # today's files read as they are
+
+
+def test_every_committed_config_json_reads_as_a_whole_config_with_no_guessed_setting():
+    """A setting added later (but a run-only one) must say what folders without it ran (BEFORE_ADDED): otherwise an
+    old checkpoint cannot be resumed ("written by a run with other settings") and an old run
+    would be reported under today's default."""
+    fields = {field.name for field in dataclasses.fields(Config)} - set(RUN_ONLY_SETTINGS)  # where, how fast
+    saved_files = sorted((REPO / "results").glob("**/config.json"))
+    assert saved_files
+    for path in saved_files:
+        upgraded = upgrade_saved(json.loads(path.read_text()))
+        assert fields <= set(upgraded), f"{path}: no {fields - set(upgraded)}"
 
 
 def test_an_old_command_line_num_epochs_caps_both_stages():
