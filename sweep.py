@@ -579,6 +579,9 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a scheduler's stop = Ctrl-C
+    # Ctrl-C even when started as `cmd &` from a script (SIGINT ignored): Ray's workers and the
+    # jobs inherit the disposition, and ray.cancel stops a job by SIGINT
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main(sys.argv[1:])
     except ConfigError as error:

@@ -118,6 +118,29 @@ def train_model_process(log_dir: Path) -> tuple[int, int] | None:
 
 
 @pytest.mark.slow
+def test_sigterm_stops_a_sweep_started_in_the_background_and_its_jobs_keep_their_checkpoint(real_config, tmp_path):
+    """A sweep started with `cmd &` from a script inherits SIGINT ignored, and so would Ray's
+    workers and the jobs: a stop must still reach the job, which checkpoints and exits."""
+    log_dir = tmp_path / "sweep"
+    command = [sys.executable, "sweep.py", "--models=acmr", "--markets=in", "--cpus_per_job=1", *KILLABLE,
+               f"--log_dir={log_dir}"]
+    sweep_process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "XMREC_DIR": real_config.data_dir},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 300
+    while read_lines(log_dir.glob("in-*/metrics.jsonl")) < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    sweep_process.send_signal(signal.SIGTERM)
+    output = sweep_process.communicate(timeout=60)[0]
+    assert sweep_process.returncode == 130, output
+    folder, = log_dir.glob("in-*")
+    assert "interrupted: progress up to the last finished epoch is saved" in (folder / "train.log").read_text()
+    assert (folder / "checkpoint.pt").is_file() and not (folder / "results.json").exists()
+    assert "the same sweep command continues" in output
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process in /proc")
 def test_a_job_whose_process_or_ray_worker_is_killed_runs_again_from_its_checkpoint(real_config, tmp_path):
     """The job's train_model.py process is killed (SIGKILL) after its first epoch, then the
