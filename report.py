@@ -275,6 +275,20 @@ def models_table(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def per_seed_table(results: pd.DataFrame, metric: str) -> list[str]:
+    """Markdown lines: one row per variant, one column per market, each cell the test `metric`
+    after the last stage of each seed's run, in seed order (`seed 0 / seed 1 / ...`)."""
+    last = last_stage(results)
+    markets = [m for m in SPEC_MARKETS if m in set(last["market"])]
+    lines = ["| model | " + " | ".join(f"{m} {metric}, per seed" for m in markets) + " |",
+             "|---|" + "---|" * len(markets)]
+    for variant, rows in last.groupby("variant", sort=False):
+        cells = [" / ".join(f"{v:.4f}" for v in rows[rows["market"] == m].sort_values("seed")[metric])
+                 for m in markets]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def last_stage(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of each run's last stage (fine-tuning where it has one)."""
     order = results["stage"].map({stage: i for i, stage in enumerate(STAGES)})
@@ -639,7 +653,7 @@ def build_report(paths: list[Path], out: Path, command: str) -> Path:
 
 # ---- the generated tables of the documents ----
 
-DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md")
+DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "results/baselines/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
                    re.S)
 
@@ -655,6 +669,17 @@ def protocol_sources() -> tuple[str, ...]:
     kept once, in results/reproduction and results/bucketing."""
     listed = (RESULTS / "protocol" / "default_protocol_runs.txt").read_text().split()
     return ("results/protocol", *listed)
+
+
+def tuned_baselines_table() -> list[str]:
+    import paired
+    return paired.tuned_table(committed("results/baselines"))
+
+
+def gmf_diagnosis_runs() -> pd.DataFrame:
+    """The preset `gmf` of results/baselines, then results/gmf_diagnosis's one-change variants."""
+    preset = committed("results/baselines")
+    return pd.concat([preset[preset["variant"] == "gmf"], committed("results/gmf_diagnosis")], ignore_index=True)
 
 
 def headline() -> tuple[pd.DataFrame, str]:
@@ -741,6 +766,8 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "study-repeat": lambda: study_table(committed(*protocol_sources()), "repeat_purchase"),
     "bucketing": lambda: models_table(summary_table(committed("results/bucketing"))),
     "attention-check": lambda: models_table(summary_table(committed("results/bench/attention_check"))),
+    "baselines-tuned": lambda: tuned_baselines_table(),
+    "gmf-diagnosis": lambda: per_seed_table(gmf_diagnosis_runs(), "HR@10"),
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
 }

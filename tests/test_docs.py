@@ -9,6 +9,7 @@ import report
 from tests.conftest import REPO
 
 FOUR_DECIMALS = re.compile(r"(?<![\w.])\d*\.\d{4}(?!\d)")  # 0.7796, .6656: a metric typed by hand
+METRIC_LIKE = re.compile(r"(?<![\w.])0?\.\d{3,}(?!\d)")  # 0.109, .835: a metric, rounded or not
 
 
 @pytest.mark.parametrize("name", report.DOCUMENTS)
@@ -23,6 +24,14 @@ def test_the_generated_tables_of_each_document_are_what_the_committed_runs_give(
 def test_no_metric_is_copied_by_hand_into_the_prose(name):
     prose = report.BLOCK.sub("", (REPO / name).read_text())
     assert FOUR_DECIMALS.findall(prose) == [], f"{name}: refer to a generated table instead"
+
+
+@pytest.mark.parametrize("name", report.DOCUMENTS)
+def test_no_table_of_metrics_is_typed_by_hand(name):
+    """A table row outside the generated blocks holds at most one metric-like number (3+ decimals)."""
+    prose = report.BLOCK.sub("", (REPO / name).read_text())
+    typed = [line for line in prose.splitlines() if line.startswith("|") and len(METRIC_LIKE.findall(line)) > 1]
+    assert typed == [], f"{name}: generate the table (a <!-- report:NAME --> block of report.DOC_BLOCKS)"
 
 
 def test_every_run_folder_the_protocol_study_borrows_is_committed():
