@@ -28,7 +28,6 @@ import dataclasses
 import json
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from config import STAGES, Config, ConfigError, parse_overrides, target_markets
 from data_loader import DataError, Dataset, DeviceData, build_dataset, load_markets, sha256_of
 from evaluate import METRICS, ranking_metrics, score_candidates
 from model import ACMR
-from files import write_json
+from files import DownloadError, WriteError, download_verified, write_json
 from train_model import configure_host, resolve_device
 
 REPO = Path(__file__).resolve().parent
@@ -92,14 +91,15 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def authors_model(state: dict[str, torch.Tensor], dropout_p: float = 0.3) -> ACMR:
+def authors_model(state: dict[str, torch.Tensor], dropout_p: float = 0.3, fast_kernels: bool = True) -> ACMR:
     """Our ACMR sized as the checkpoint (its item and market tables keep all their rows, unused
     ones included), with its weights loaded unchanged."""
     items, hidden = state["bert.embedding.token.weight"].shape
     layers = {key.split(".")[3] for key in state if key.startswith("bert.transformer_blocks.layers.")}
     model = ACMR(num_items=items - 1, num_markets=state["bert.embedding.market_embedding.weight"].shape[0],
                  hidden_size=hidden, num_layers=len(layers), num_heads=AUTHORS_NUM_HEADS,
-                 ff_size=state["bert.transformer_blocks.layers.0.linear1.weight"].shape[0], dropout_p=dropout_p)
+                 ff_size=state["bert.transformer_blocks.layers.0.linear1.weight"].shape[0], dropout_p=dropout_p,
+                 fast_kernels=fast_kernels)
     load_authors_state(model, state)
     return model
 
@@ -180,20 +180,13 @@ def verify_checkpoint(path: Path, name: str) -> None:
 
 
 def download_checkpoint(url: str, dest: Path) -> None:
-    """Download `url` to `dest`, verified before it takes the final name; nothing is kept on
-    failure."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
+    """Download `url` to `dest`, verified against the release's checksum (files.download_verified)."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            for block in iter(lambda: response.read(1 << 16), b""):
-                out.write(block)
-        verify_checkpoint(partial, dest.name)
-    except (OSError, DataError) as error:
-        partial.unlink(missing_ok=True)
-        raise DataError(f"could not download {url} to {dest}: {error}; or set {RELEASE_ENV} (or "
+        download_verified(url, dest, expected_checksums()[dest.name])
+    except (DownloadError, WriteError) as error:
+        wrong = f"; not the authors' release of {dest.name}" if str(error).startswith("SHA-256") else ""
+        raise DataError(f"could not download {url} to {dest}: {error}{wrong}; or set {RELEASE_ENV} (or "
                         f"--authors_dir) to a folder holding the file") from None
-    os.replace(partial, dest)
 
 
 def locate_checkpoint(market: str, stage: str, authors_dir: str | None = None, cache_dir: Path = CACHE_DIR,
@@ -226,7 +219,7 @@ def score_release(frames: dict[str, pd.DataFrame], target: str, stage: str, seed
     the authors' logged metrics of that stage and the expected overlap of our held-out pairs with
     the checkpoint's training positives."""
     dataset = build_dataset(frames, target, seed, config)
-    model = authors_model(read_checkpoint(checkpoint)).to(device)
+    model = authors_model(read_checkpoint(checkpoint), fast_kernels=config.fast_kernels).to(device)
     data = DeviceData.from_dataset(to_checkpoint_rows(dataset, frames), device)
     logged = json.loads(LOGGED_RUNS.read_text())["markets"][target][stage]
     return {

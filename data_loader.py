@@ -14,17 +14,15 @@ import hashlib
 import os
 import re
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from config import MARKETS, MAX_INT, Config, ConfigError, parse_overrides, target_markets
-from files import WriteError, write_bytes
+from files import DownloadError, WriteError, download_verified, write_bytes
 
 COLUMNS = ["userId", "itemId", "rate", "date"]
 CHECKSUM_FILE = Path(__file__).resolve().parent / "data" / "SHA256SUMS"
@@ -62,25 +60,13 @@ def verify_file(path: Path, market: str) -> None:
 
 
 def download(url: str, dest: Path, market: str) -> None:
-    """Download `url` with a progress bar and verify it; only then is it written to `dest` (so a
-    failed download leaves neither a file nor a new folder)."""
+    """Download `url` to `dest`, verified against the release's checksum (files.download_verified)."""
     advice = "put the files in data_dir or set XMREC_DIR to a folder holding them"
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            content = bytearray()
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
-                for block in iter(lambda: response.read(1 << 16), b""):
-                    content += block
-                    bar.update(len(block))
-    except OSError as error:
-        raise DataError(f"could not download {url} to {dest}: {error}; {advice}") from None
-    expected, actual = expected_checksums()[market], hashlib.sha256(content).hexdigest()
-    if actual != expected:
-        raise DataError(f"could not download {url} to {dest}: SHA-256 mismatch (expected {expected}, got "
-                        f"{actual}): not the XMarket release; {advice}")
-    try:
-        write_bytes(dest, bytes(content))
+        download_verified(url, dest, expected_checksums()[market])
+    except DownloadError as error:
+        wrong = "; not the XMarket release" if str(error).startswith("SHA-256") else ""
+        raise DataError(f"could not download {url} to {dest}: {error}{wrong}; {advice}") from None
     except WriteError as error:
         raise DataError(f"{error}; {advice}") from None
 

@@ -1,4 +1,5 @@
-"""Files written whole or not at all: every file the project writes goes through `write_file`.
+"""Files written whole or not at all: every file the project writes goes through `write_file`,
+and every file it downloads through `download_verified`.
 
 The content goes to `<name>.tmp` next to the file, which is then renamed over the final name:
 a crash leaves the previous version (or nothing) under the name, never half a file. A write
@@ -8,10 +9,12 @@ that names the file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +40,31 @@ def write_file(path: Path, write: Callable[[Path], object]) -> None:
     finally:
         with contextlib.suppress(OSError):  # the temporary is still there only if something failed
             temporary.unlink(missing_ok=True)
+
+
+class DownloadError(RuntimeError):
+    """A download that failed or is not the expected file; the message says why."""
+
+
+def download_verified(url: str, dest: Path, sha256: str) -> None:
+    """Download `url` (a progress bar on a terminal's stderr), check its SHA-256, and only then
+    write it to `dest` (write_bytes): a failed or wrong download leaves neither a file nor a
+    new folder. Raises DownloadError (the reason) or WriteError."""
+    from tqdm import tqdm  # here: importing this module loads nothing heavy
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            content = bytearray()
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=None) as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    content += block
+                    bar.update(len(block))
+    except OSError as error:
+        raise DownloadError(str(error)) from None
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != sha256:
+        raise DownloadError(f"SHA-256 mismatch (expected {sha256}, got {actual})")
+    write_bytes(dest, bytes(content))
 
 
 def free_space(path: Path) -> str:
