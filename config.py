@@ -108,7 +108,7 @@ class Config:
     # ---- evaluation (SPEC section 6) ----
     num_eval_negatives: int = setting(99, "sampled negatives per held-out positive")
     eval_batch_floats: int = setting(0, "activations of one layer in an evaluation forward pass, sequences "
-                                        "x tokens x (128 + 8 x tokens): bounds memory. 0 = per device: "
+                                        "x tokens x (ff_size + num_heads x tokens): bounds memory. 0 = per device: "
                                         "4 M on CPU, 32 M on GPU", SPEED)
     # (uk validation on CPU: 3.95 s at 4 M against 4.3 s at 2 M and 16 M)
 

@@ -43,8 +43,7 @@ from torch import nn
 import cpu_kernels
 
 
-def dropout(x: torch.Tensor, p: float, training: bool, relu: bool = False,
-            fast_kernels: bool = True) -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float, training: bool, fast_kernels: bool, relu: bool = False) -> torch.Tensor:
     """Inverted dropout of x, or of relu(x) with `relu`, in training; identity (after the ReLU)
     otherwise. With `fast_kernels` on CPU, one compiled pass (cpu_kernels.dropout)."""
     if training and p > 0.0 and fast_kernels and x.device.type == "cpu":
@@ -53,8 +52,7 @@ def dropout(x: torch.Tensor, p: float, training: bool, relu: bool = False,
     return F.dropout(x, p, training=True) if training and p > 0.0 else x
 
 
-def attention(qkv: torch.Tensor, padding: torch.Tensor, num_heads: int, p: float,
-              fast_kernels: bool = True) -> torch.Tensor:
+def attention(qkv: torch.Tensor, padding: torch.Tensor, num_heads: int, p: float, fast_kernels: bool) -> torch.Tensor:
     """Multi-head attention with dropout p on the probabilities: qkv (B, T, 3H) the queries,
     keys and values from `in_proj`, padding (B, T) True at padded keys; returns the heads'
     outputs side by side (B, T, H), before `out_proj`. With `fast_kernels` on CPU, one compiled
@@ -87,7 +85,7 @@ class EncoderLayer(nn.Module):
         self.num_heads = num_heads
         self.p = dropout_p
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor, fast_kernels: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: torch.Tensor, fast_kernels: bool) -> torch.Tensor:
         """x (B, T, H); padding (B, T) True at padded tokens. Returns (B, T, H). With
         `fast_kernels` on CPU, evaluation without autograd runs the whole layer compiled."""
         if fast_kernels and x.device.type == "cpu" and not self.training and not torch.is_grad_enabled():
@@ -95,9 +93,9 @@ class EncoderLayer(nn.Module):
         p = self.p if self.training else 0.0
         qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)  # (B, T, 3H)
         attended = attention(qkv, padding, self.num_heads, p, fast_kernels)  # (B, T, H)
-        x = self.norm1(x + dropout(self.self_attn.out_proj(attended), p, self.training, fast_kernels=fast_kernels))
-        hidden = dropout(self.linear1(x), p, self.training, relu=True, fast_kernels=fast_kernels)  # (B, T, ff)
-        return self.norm2(x + dropout(self.linear2(hidden), p, self.training, fast_kernels=fast_kernels))
+        x = self.norm1(x + dropout(self.self_attn.out_proj(attended), p, self.training, fast_kernels))
+        hidden = dropout(self.linear1(x), p, self.training, fast_kernels, relu=True)  # (B, T, ff)
+        return self.norm2(x + dropout(self.linear2(hidden), p, self.training, fast_kernels))
 
 
 class Encoder(nn.Module):
@@ -108,7 +106,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor, fast_kernels: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: torch.Tensor, fast_kernels: bool) -> torch.Tensor:
         """x (B, T, H); padding (B, T) True at padded tokens. Returns (B, T, H)."""
         for layer in self.layers:
             x = layer(x, padding, fast_kernels)
@@ -149,7 +147,7 @@ class ACMR(nn.Module):
             x = x + self.market_embedding(market_ids)[:, None, :]
         elif self.market_embedding_kind == "item":
             x = x + self.market_embedding(tokens * self.num_markets + market_ids[:, None])
-        x = dropout(self.norm(x), self.p, self.training, fast_kernels=self.fast_kernels)
+        x = dropout(self.norm(x), self.p, self.training, self.fast_kernels)
         padding = tokens == 0  # (B, L+1)
         x = self.encoder(x, padding, self.fast_kernels)  # (B, L+1, H)
         in_history = (~padding[:, :-1]).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
