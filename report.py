@@ -687,7 +687,10 @@ def headline() -> tuple[pd.DataFrame, str]:
     it holds runs, until then the default ACMR runs of results/reproduction."""
     if find_run_folders([RESULTS / "paper"]):
         results = committed("results/paper")
-        return results, f"From the {results['folder'].nunique()} run folders of `results/paper`."
+        runs, planned = results[["market", "seed"]].drop_duplicates().shape[0], len(SPEC_MARKETS) * Config().seeds
+        done = "" if runs >= planned else "; the rest of plans/paper.txt is still to run"
+        return results, (f"From the {results['folder'].nunique()} run folders of `results/paper`: {runs} of the "
+                         f"{planned} (market, seed) runs of the paper's table{done}.")
     results = committed("results/reproduction")
     return results, ("From the ACMR runs of `results/reproduction`, made before today's defaults, with "
                      f"`{results['shared_settings'].iloc[0]}`; this table will come from `results/paper` "

@@ -301,3 +301,16 @@ def test_the_study_table_of_a_group_holds_its_users_metrics_and_number(tmp_path)
         "| protocol | acmr, `in` |", "|---|---|",
         "| authors (default) | 0.3000 ± 0.1414 / 0.1500 ± 0.0707 (2; 35 users) |",
         "| `split=temporal` | 0.1000 / 0.0500 (1; 50 users) |"]
+
+
+def test_the_headline_comes_from_results_paper_once_it_has_runs_and_says_how_many(tmp_path, monkeypatch):
+    import report
+    monkeypatch.setattr(report, "REPO", tmp_path)
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    fabricate(tmp_path / "results" / "reproduction", "in-20260101-000000", "in", {0: 0.5, 1: 0.6})
+    assert "results/reproduction" in report.headline()[1]
+    fabricate(tmp_path / "results" / "paper", "in-20260102-000000", "in", {0: 0.7})
+    fabricate(tmp_path / "results" / "paper", "jp-20260102-000000", "jp", {0: 0.7})
+    results, source = report.headline()
+    assert set(results["market"]) == {"in", "jp"}
+    assert "2 of the 35 (market, seed) runs" in source and "still to run" in source
