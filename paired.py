@@ -1,5 +1,4 @@
-"""Per-user paired comparison of two models on identical candidates, and the report's section
-on the tuned baselines.
+"""Per-user paired comparison of two models on identical candidates.
 
 Every run folder keeps, in `ranks.json`, the rank of the held-out positive among its candidates
 for every test user, after each stage (train_model.py calls `save_ranks`). Two runs of the same
@@ -19,10 +18,8 @@ independent; the p-values are read as indicative, the intervals as the spread ov
 
     python paired.py RUN_FOLDERS_OR_PARENTS...    # the comparison of every pair, as markdown
 
-`report_section` is what report.py adds to report.md: the tuned baselines beside the untuned
-ones and popularity (one row per model, each market with the settings tune.py chose for it),
-the search space and budget (tune.py), and the paired comparison. Importing this module loads
-neither torch nor scipy.
+`comparison_section` is what report.py adds to report.md. Importing this module loads neither
+torch nor scipy.
 """
 from __future__ import annotations
 
@@ -207,58 +204,21 @@ def comparison_lines(models: list[Model]) -> list[str]:
 
 # ---------------------------------------------------------------- the report's section
 
-def tuned_table(results) -> list[str]:
-    """Markdown: test HR@10 / NDCG@10 (mean ± std over seeds, after each run's last stage) of each
-    variant of `results` (report.collect's table), the tuned presets of one model (`gmf-tuned-in`,
-    `gmf-tuned-jp`, ...) on one row, each market with its own; [] where there is no tuned run."""
-    order = results["stage"].map(STAGES.index)
-    last = results[order == order.groupby([results["variant"], results["market"], results["seed"]]).transform("max")]
-    tuned = last["variant"].str.contains("-tuned-")
-    family = last["variant"].str.split(" ").str[0].str.replace(r"-tuned-[\w+]+$", "", regex=True)
-    last = last.assign(row=np.where(tuned, family + ", tuned (" + family + "-tuned-<market>)", last["variant"]),
-                       tuned=tuned)
-    if not tuned.any():
+def comparison_section(folders: list[Path], results) -> list[str]:
+    """Markdown lines for report.md: the paired comparison of the runs of `folders` that have
+    ranks.json ([] where none has). `results` is report.collect's table (it names the variants)."""
+    if not len(results):
         return []
-    markets = [m for m in SPEC_MARKETS if m in set(last["market"])]
-    lines = ["| model | " + " | ".join(f"{m} HR@10 | {m} NDCG@10" for m in markets) + " |",
-             "|---|" + "---|---|" * len(markets)]
-    for row, rows in last.groupby("row", sort=True):
-        cells = []
-        for market in markets:
-            picked = rows[rows["market"] == market]
-            for metric in PAIRED_METRICS:
-                values = picked[metric]
-                std = f" ± {values.std():.4f}" if len(values) > 1 else ""
-                cells.append(f"{values.mean():.4f}{std} ({len(values)})" if len(values) else "")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def report_section(folders: list[Path], results) -> list[str]:
-    """Markdown lines for report.md: the tuned-baselines table with the search behind it (where
-    the report has tuned runs) and the paired comparison (where its runs have ranks.json).
-    `results` is report.collect's table (one row per variant, market, seed and stage)."""
-    lines = []
-    table = tuned_table(results) if len(results) else []
-    if table:
-        import tune  # its module level loads neither torch nor ray
-
-        lines += ["## Tuned baselines (tune.py)", "",
-                  "Test HR@10 / NDCG@10 after each model's last stage, mean ± sample std (seeds); the untuned "
-                  "rows are config.py's presets (ACMR's optimiser and early stopping), the tuned rows each "
-                  "market's preset chosen on validation NDCG@5 alone. A random ranking of 100 candidates scores "
-                  "HR@10 0.10, NDCG@10 about 0.045.", "", *table, "", *tune.search_lines(), ""]
-    kept = set(results["folder"]) if len(results) else set()
-    variants = dict(zip(results["folder"], results["variant"])) if len(results) else {}
-    models = models_of([f for f in folders if f.name in kept], variants)
-    if models:
-        lines += ["## Paired comparison over test users (paired.py)", "",
-                  "A - B of per-user test HR@10 and NDCG@10 after each model's last stage, on identical "
-                  "candidates (same market, seed and test-candidates SHA-256), users pooled over the seeds both "
-                  "have: mean with a 95% t-interval, p of a two-sided Wilcoxon signed-rank test (users on whom A "
-                  "and B agree left out). A user recurs once per seed (another split each), so the pooled pairs "
-                  "are not independent: read p as indicative.", "", *comparison_lines(models), ""]
-    return lines
+    variants = dict(zip(results["folder"], results["variant"]))
+    models = models_of([f for f in folders if f.name in variants], variants)
+    if not models:
+        return []
+    return ["## Paired comparison over test users (paired.py)", "",
+            "A - B of per-user test HR@10 and NDCG@10 after each model's last stage, on identical "
+            "candidates (same market, seed and test-candidates SHA-256), users pooled over the seeds both "
+            "have: mean with a 95% t-interval, p of a two-sided Wilcoxon signed-rank test (users on whom A "
+            "and B agree left out). A user recurs once per seed (another split each), so the pooled pairs "
+            "are not independent: read p as indicative.", "", *comparison_lines(models), ""]
 
 
 def main(argv: list[str]) -> None:
@@ -269,7 +229,7 @@ def main(argv: list[str]) -> None:
 
     folders = report.find_run_folders([Path(arg) for arg in argv])
     results, _ = report.collect(folders)
-    print("\n".join(report_section(folders, results)))
+    print("\n".join(comparison_section(folders, results)))
 
 
 if __name__ == "__main__":

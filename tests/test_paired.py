@@ -6,7 +6,6 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -83,18 +82,6 @@ def test_without_acmr_each_baseline_is_compared_with_popularity_and_its_untuned_
                              ("gmf-tuned-in (patience_resets=True)", "popularity")]
     lines = paired.comparison_lines(paired.models_of(folders, names))
     assert any("No ACMR run here has per-user ranks" in line for line in lines)
-
-
-def test_the_tuned_table_puts_each_markets_preset_on_one_row():
-    rows = [{"variant": v, "market": m, "seed": s, "stage": "finetune", "HR@10": hr, "NDCG@10": hr / 2}
-            for v, m, hr in [("gmf", "in", 0.1), ("gmf-tuned-in (patience_resets=True)", "in", 0.8),
-                             ("gmf-tuned-jp (patience_resets=True)", "jp", 0.6)] for s in (0, 1)]
-    lines = paired.tuned_table(pd.DataFrame(rows))
-    assert lines[0] == "| model | jp HR@10 | jp NDCG@10 | in HR@10 | in NDCG@10 |"
-    assert lines[2] == "| gmf |  |  | 0.1000 ± 0.0000 (2) | 0.0500 ± 0.0000 (2) |"
-    assert lines[3] == ("| gmf, tuned (gmf-tuned-<market>) | 0.6000 ± 0.0000 (2) | 0.3000 ± 0.0000 (2) | "
-                        "0.8000 ± 0.0000 (2) | 0.4000 ± 0.0000 (2) |")
-    assert paired.tuned_table(pd.DataFrame(rows[:2])) == []
 
 
 def test_a_run_saves_each_test_users_rank_and_they_give_its_metrics(tmp_path):

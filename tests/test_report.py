@@ -303,8 +303,10 @@ def test_the_study_table_of_a_group_holds_its_users_metrics_and_number(tmp_path)
         "| `split=temporal` | 0.1000 / 0.0500 (1; 50 users) |"]
 
 
-def test_the_headline_comes_from_results_paper_once_it_has_runs_and_says_how_many(tmp_path, monkeypatch):
+def test_the_headline_comes_from_results_paper_once_it_has_runs_and_says_how_many(tmp_path, monkeypatch, request):
     import report
+    report.committed.cache_clear()  # it caches by path, which this test points elsewhere
+    request.addfinalizer(report.committed.cache_clear)
     monkeypatch.setattr(report, "REPO", tmp_path)
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
     fabricate(tmp_path / "results" / "reproduction", "in-20260101-000000", "in", {0: 0.5, 1: 0.6})
@@ -314,3 +316,16 @@ def test_the_headline_comes_from_results_paper_once_it_has_runs_and_says_how_man
     results, source = report.headline()
     assert set(results["market"]) == {"in", "jp"}
     assert "2 of the 35 (market, seed) runs" in source and "still to run" in source
+
+
+def test_the_tuned_table_puts_each_markets_preset_on_one_row():
+    import report
+    rows = [{"variant": v, "market": m, "seed": s, "stage": "finetune", "HR@10": hr, "NDCG@10": hr / 2}
+            for v, m, hr in [("gmf", "in", 0.1), ("gmf-tuned-in (patience_resets=True)", "in", 0.8),
+                             ("gmf-tuned-jp (patience_resets=True)", "jp", 0.6)] for s in (0, 1)]
+    lines = report.tuned_table(pd.DataFrame(rows))
+    assert lines[0] == "| model | jp HR@10 | jp NDCG@10 | in HR@10 | in NDCG@10 |"
+    assert lines[2] == "| gmf |  |  | 0.1000 ± 0.0000 (2) | 0.0500 ± 0.0000 (2) |"
+    assert lines[3] == ("| gmf, tuned (gmf-tuned-<market>) | 0.6000 ± 0.0000 (2) | 0.3000 ± 0.0000 (2) | "
+                        "0.8000 ± 0.0000 (2) | 0.4000 ± 0.0000 (2) |")
+    assert report.tuned_table(pd.DataFrame(rows[:2])) == []
