@@ -713,23 +713,34 @@ def gmf_diagnosis_runs() -> pd.DataFrame:
     return pd.concat([preset[preset["variant"] == "gmf"], committed("results/gmf_diagnosis")], ignore_index=True)
 
 
+def paper_runs() -> tuple[pd.DataFrame, str]:
+    """results/paper's runs (today's defaults) and a line saying how much of the table they are."""
+    results = committed("results/paper")
+    runs, planned = results[["market", "seed"]].drop_duplicates().shape[0], len(SPEC_MARKETS) * Config().seeds
+    folders = results["folder"].nunique()
+    done = "" if runs >= planned else "; the rest of plans/paper.txt is still to run"
+    return results, (f"From the {folders} run folder{'s' * (folders != 1)} of `results/paper`: {runs} of the "
+                     f"{planned} (market, seed) runs of the paper's table{done}.")
+
+
+def earlier_runs() -> tuple[pd.DataFrame, str]:
+    """The default ACMR runs of results/reproduction (the defaults of their time) and a line saying so."""
+    results = committed("results/reproduction")
+    return results, ("From the ACMR runs of `results/reproduction`, made before today's defaults, with "
+                     f"`{results['shared_settings'].iloc[0]}`.")
+
+
 def headline() -> tuple[pd.DataFrame, str]:
     """The runs of the headline table and a line saying where they come from: results/paper once
     it holds runs, until then the default ACMR runs of results/reproduction."""
     if find_run_folders([RESULTS / "paper"]):
-        results = committed("results/paper")
-        runs, planned = results[["market", "seed"]].drop_duplicates().shape[0], len(SPEC_MARKETS) * Config().seeds
-        done = "" if runs >= planned else "; the rest of plans/paper.txt is still to run"
-        return results, (f"From the {results['folder'].nunique()} run folders of `results/paper`: {runs} of the "
-                         f"{planned} (market, seed) runs of the paper's table{done}.")
-    results = committed("results/reproduction")
-    return results, ("From the ACMR runs of `results/reproduction`, made before today's defaults, with "
-                     f"`{results['shared_settings'].iloc[0]}`; this table will come from `results/paper` "
-                     "once it holds runs of today's defaults (plans/paper.txt).")
+        return paper_runs()
+    results, source = earlier_runs()
+    return results, source + " This table will come from `results/paper` once it holds runs of today's defaults."
 
 
-def headline_block(metrics: tuple[str, ...]) -> list[str]:
-    results, source = headline()
+def paper_table_block(runs: tuple[pd.DataFrame, str], metrics: tuple[str, ...]) -> list[str]:
+    results, source = runs
     table = summary_table(results)
     variant = comparable_variants(results)[0]
     return [source, "", *paper_table(table, variant, metrics)]
@@ -791,8 +802,9 @@ def authors_table() -> list[str]:
 
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors": authors_table,
-    "paper-table": lambda: headline_block(HEADLINE_METRICS),
-    "paper-table-full": lambda: headline_block(METRICS),
+    "paper-table": lambda: paper_table_block(headline(), HEADLINE_METRICS),
+    "paper-table-full": lambda: paper_table_block(headline(), METRICS),
+    "earlier-paper-table-full": lambda: paper_table_block(earlier_runs(), METRICS),
     "models": lambda: models_table(summary_table(committed("results/reproduction"))),
     "models-breakdown": lambda: breakdown_lines(breakdown_table(last_stage(committed("results/reproduction")))),
     "study": lambda: study_table(committed(*protocol_sources())),
