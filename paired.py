@@ -179,12 +179,15 @@ def p_value(p: float) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def comparison_lines(models: list[Model]) -> list[str]:
-    """Markdown: the paired comparison of pairs_of(models); a line saying what is missing."""
+def comparison_lines(models: list[Model], variant: str | None = None) -> list[str]:
+    """Markdown: the paired comparison of pairs_of(models) (of those whose A is `variant`, if
+    given); a line saying what is missing."""
     lines = ["| A | B | market | seeds | users x seeds | HR@10 A - B [95% CI] | p | NDCG@10 A - B [95% CI] | p | "
              "A better / worse (NDCG@10) |", "|---|---|---|---|---|---|---|---|---|---|"]
     rows = 0
     for a, b in pairs_of(models):
+        if variant is not None and a.variant != variant:
+            continue
         result = compare(a.ranks, b.ranks)
         if result is None:
             continue

@@ -707,6 +707,16 @@ def protocol_sources() -> tuple[str, ...]:
     return ("results/protocol", *listed)
 
 
+def acmr_paired_lines() -> list[str]:
+    """The paired comparison of ACMR (results/paper) with each model of results/baselines."""
+    import paired
+    paths = ("results/baselines", "results/paper")
+    results = committed(*paths)
+    variants = dict(zip(results["folder"], results["variant"]))
+    models = paired.models_of(find_run_folders([REPO / path for path in paths]), variants)
+    return paired.comparison_lines(models, variant="acmr")
+
+
 def gmf_diagnosis_runs() -> pd.DataFrame:
     """The preset `gmf` of results/baselines, then results/gmf_diagnosis's one-change variants."""
     preset = committed("results/baselines")
@@ -814,6 +824,7 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "attention-check": lambda: models_table(summary_table(committed("results/bench/attention_check"))),
     "baselines-tuned": lambda: tuned_table(committed("results/baselines")),
     "gmf-diagnosis": lambda: per_seed_table(gmf_diagnosis_runs(), "HR@10"),
+    "acmr-paired": acmr_paired_lines,
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
 }

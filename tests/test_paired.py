@@ -82,6 +82,8 @@ def test_without_acmr_each_baseline_is_compared_with_popularity_and_its_untuned_
                              ("gmf-tuned-in (patience_resets=True)", "popularity")]
     lines = paired.comparison_lines(paired.models_of(folders, names))
     assert any("No ACMR run here has per-user ranks" in line for line in lines)
+    only = paired.comparison_lines(paired.models_of(folders, names), variant="gmf")
+    assert [line.split(" | ")[:2] for line in only[2:] if line.startswith("| ")] == [["| gmf", "popularity"]]
 
 
 def test_a_run_saves_each_test_users_rank_and_they_give_its_metrics(tmp_path):
