@@ -68,7 +68,9 @@ def popularity_hr10(planted_config, tmp_path_factory) -> float:
     return train_and_test("popularity", planted_config, tmp_path_factory.mktemp("popularity"))
 
 
-@pytest.mark.parametrize("preset", PLANTED)
+# ACMR's four presets train a transformer for 20 epochs: minutes on CPU, so `slow` (.ci/run runs them)
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if PLANTED[p] is ACMR_SETTINGS else p
+                                    for p in PLANTED])
 def test_each_model_beats_popularity_on_a_planted_signal(preset, planted_config, popularity_hr10, tmp_path):
     assert popularity_hr10 < 0.35  # ~10 of 50 candidates at random
     config = dataclasses.replace(planted_config, **PLANTED[preset])
