@@ -182,10 +182,9 @@ def verify_checkpoint(path: Path, name: str) -> None:
 def download_checkpoint(url: str, dest: Path) -> None:
     """Download `url` to `dest`, verified against the release's checksum (files.download_verified)."""
     try:
-        download_verified(url, dest, expected_checksums()[dest.name])
+        download_verified(url, dest, expected_checksums()[dest.name], f"the authors' release of {dest.name}")
     except (DownloadError, WriteError) as error:
-        wrong = f"; not the authors' release of {dest.name}" if str(error).startswith("SHA-256") else ""
-        raise DataError(f"could not download {url} to {dest}: {error}{wrong}; or set {RELEASE_ENV} (or "
+        raise DataError(f"could not download {url} to {dest}: {error}; or set {RELEASE_ENV} (or "
                         f"--authors_dir) to a folder holding the file") from None
 
 

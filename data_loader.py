@@ -63,10 +63,9 @@ def download(url: str, dest: Path, market: str) -> None:
     """Download `url` to `dest`, verified against the release's checksum (files.download_verified)."""
     advice = "put the files in data_dir or set XMREC_DIR to a folder holding them"
     try:
-        download_verified(url, dest, expected_checksums()[market])
+        download_verified(url, dest, expected_checksums()[market], "the XMarket release")
     except DownloadError as error:
-        wrong = "; not the XMarket release" if str(error).startswith("SHA-256") else ""
-        raise DataError(f"could not download {url} to {dest}: {error}{wrong}; {advice}") from None
+        raise DataError(f"could not download {url} to {dest}: {error}; {advice}") from None
     except WriteError as error:
         raise DataError(f"{error}; {advice}") from None
 

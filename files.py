@@ -46,10 +46,10 @@ class DownloadError(RuntimeError):
     """A download that failed or is not the expected file; the message says why."""
 
 
-def download_verified(url: str, dest: Path, sha256: str) -> None:
+def download_verified(url: str, dest: Path, sha256: str, release: str) -> None:
     """Download `url` (a progress bar on a terminal's stderr), check its SHA-256, and only then
     write it to `dest` (write_bytes): a failed or wrong download leaves neither a file nor a
-    new folder. Raises DownloadError (the reason) or WriteError."""
+    new folder. Raises DownloadError (the reason; a wrong file is "not `release`") or WriteError."""
     from tqdm import tqdm  # here: importing this module loads nothing heavy
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
@@ -63,7 +63,7 @@ def download_verified(url: str, dest: Path, sha256: str) -> None:
         raise DownloadError(str(error)) from None
     actual = hashlib.sha256(content).hexdigest()
     if actual != sha256:
-        raise DownloadError(f"SHA-256 mismatch (expected {sha256}, got {actual})")
+        raise DownloadError(f"SHA-256 mismatch (expected {sha256}, got {actual}); not {release}")
     write_bytes(dest, bytes(content))
 
 
