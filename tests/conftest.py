@@ -40,7 +40,8 @@ def frames() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture
 def small_config() -> Config:
-    return Config(max_history=50, num_eval_negatives=20, num_train_negatives=2)
+    """Small enough that an epoch of the synthetic markets takes a fraction of a second."""
+    return Config(max_history=50, num_eval_negatives=20, num_train_negatives=2, batch_size=128)
 
 
 def real_data_dir() -> Path | None:

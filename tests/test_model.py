@@ -5,6 +5,7 @@ model end to end on CPU, in training, in evaluation and through the trainer and 
 The kernels themselves are tested one by one in tests/test_cpu_kernels.py."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_a_few_training_steps_lower_the_loss():
     torch.manual_seed(0)
     model = ACMR(num_items=200, num_markets=7)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    history, candidate, market = random_batch(batch=256, seed=1)
+    history, candidate, market = random_batch(batch=64, seed=1)
     label = (candidate % 2).float()  # a learnable rule
     loss_function = nn.BCEWithLogitsLoss()
     losses = []
@@ -167,12 +168,14 @@ def test_build_model_reads_fast_kernels_and_the_baselines_still_build(synthetic)
 
 def test_fast_and_plain_paths_give_the_same_logits_and_gradients(synthetic):
     """Training mode (dropout 0), eval mode with autograd and evaluation without it, on every
-    fourth training row (histories of 1 to 50 items: both evaluation attention kernels run).
-    The gradients are sums over ~900 rows: they agree to 1e-4 of each tensor's largest entry
-    (on all rows, float64 puts either path within 2e-5 of it)."""
+    eighth training row (histories of 1 to 50 items: both evaluation attention kernels run).
+    The reference is the plain path in float64. The gradients are sums over ~450 rows: the fast
+    path's agree with it to 5e-5 of each tensor's largest entry; the plain path's own float32
+    rounding reaches 1.5e-4 on some CPUs (item_embedding), so it gets 3e-4."""
     config, dataset, data = synthetic
     models = both_paths(config, dataset)
-    index = torch.arange(0, len(data.train_user), 4)
+    models["float64"] = copy.deepcopy(models["plain"]).double()
+    index = torch.arange(0, len(data.train_user), 8)
     width = int(data.history_length[data.train_user[index]].max())
     assert width + 1 > cpu_kernels._LANE_KERNEL_MAX_TOKENS
     results = {}
@@ -184,13 +187,19 @@ def test_fast_and_plain_paths_give_the_same_logits_and_gradients(synthetic):
         with_autograd = model.eval()(*inputs).detach()
         with torch.inference_mode():
             evaluation = model(*inputs)
-        results[path] = loss.detach(), [p.grad for p in model.parameters()], with_autograd, evaluation
-    (fast_loss, fast_grads, *fast_logits), (plain_loss, plain_grads, *plain_logits) = results.values()
-    torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-6, atol=0)
-    for fast, plain in zip(fast_grads, plain_grads):
-        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
-    for fast, plain in zip(fast_logits, plain_logits):
-        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+        results[path] = (loss.detach().double(), [p.grad.double() for p in model.parameters()],
+                         with_autograd.double(), evaluation.double())
+    reference_loss, reference_grads, *reference_logits = results.pop("float64")
+    for path, gradient_tolerance in (("fast", 5e-5), ("plain", 3e-4)):
+        loss, grads, *logits = results[path]
+        torch.testing.assert_close(loss, reference_loss, rtol=1e-6, atol=0)
+        names = [name for name, _ in models[path].named_parameters()]
+        for name, gradient, reference in zip(names, grads, reference_grads):
+            scale = float(reference.abs().max())
+            torch.testing.assert_close(gradient, reference, rtol=0, atol=gradient_tolerance * scale,
+                                       msg=lambda message: f"{path} {name}: {message}")
+        for output, reference in zip(logits, reference_logits):
+            torch.testing.assert_close(output, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_a_few_adam_steps_through_the_trainer_are_the_same_on_both_paths(synthetic):

@@ -103,7 +103,8 @@ class SpyModel(ACMR):
 def test_the_candidate_can_be_left_out_of_its_own_history(include, frames, small_config, tmp_path, monkeypatch):
     monkeypatch.setattr(train_model, "build_model", lambda config, dataset: SpyModel(dataset.num_items, 3))
     SpyModel.seen_candidate_in_history = []
-    config = dataclasses.replace(small_config, history_includes_candidate=include, pretrain_epochs=1, finetune_epochs=1, seeds=1)
+    config = dataclasses.replace(small_config, history_includes_candidate=include, pretrain_epochs=1, finetune_epochs=1,
+                                 max_batches_per_epoch=1)
     run_seed(tmp_path, frames, "in", config, torch.device("cpu"), Progress(), None)
     assert any(SpyModel.seen_candidate_in_history) == include
 

@@ -35,36 +35,28 @@ def test_every_row_is_in_exactly_one_batch_and_buckets_hold_similar_lengths(smal
 
 
 def test_chunked_steps_give_the_gradient_of_the_whole_batch(frames, small_config):
+    """One batch of 512 rows as one chunk and as several (each a forward and backward pass):
+    the same loss and, after one SGD step, the same weights."""
     dataset = build_dataset(frames, "in", seed=0, config=small_config)
     data = DeviceData.from_dataset(dataset, torch.device("cpu"))
     rows = np.arange(len(dataset.train_user))
-    weights = []
-    for chunk_tokens in (10**9, 300):  # one chunk per batch, many chunks per batch
-        config = dataclasses.replace(small_config, dropout=0.0, batch_size=4096, train_chunk_floats=chunk_tokens,
+    weights, forward_passes = [], []
+    for chunk_floats in (10**9, 2 * 10**5):
+        config = dataclasses.replace(small_config, dropout=0.0, batch_size=512, train_chunk_floats=chunk_floats,
                                      max_batches_per_epoch=1)
         torch.manual_seed(0)
         model = ACMR(dataset.num_items, len(dataset.markets), dropout_p=0.0)
+        calls = []
+        model.register_forward_hook(lambda *_: calls.append(1))
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         loss = train_epoch(model, optimizer, data, rows, np.random.default_rng(0), config, "test", bucket=True)
         weights.append((loss, [p.detach().clone() for p in model.parameters()]))
+        forward_passes.append(len(calls))
+    assert forward_passes[0] == 1 and forward_passes[1] >= 3
     (loss_whole, whole), (loss_chunked, chunked) = weights
     assert abs(loss_whole - loss_chunked) < 1e-5
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
-def test_training_on_planted_data_beats_chance(frames, small_config):
-    """Two epochs on synthetic data already rank held-out items above random."""
-    dataset = build_dataset(frames, "in", seed=0, config=small_config)
-    data = DeviceData.from_dataset(dataset, torch.device("cpu"))
-    config = dataclasses.replace(small_config, batch_size=256)
-    torch.manual_seed(0)
-    model = ACMR(dataset.num_items, len(dataset.markets))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    rng = np.random.default_rng(0)
-    rows = np.arange(len(dataset.train_user))
-    losses = [train_epoch(model, optimizer, data, rows, rng, config, "test", bucket=True) for _ in range(3)]
-    assert losses[-1] < losses[0]
 
 
 @pytest.mark.slow  # starts processes
