@@ -689,7 +689,7 @@ def build_report(paths: list[Path], out: Path, command: str) -> Path:
 
 # ---- the generated tables of the documents ----
 
-DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "results/baselines/README.md")
+DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
                    re.S)
 

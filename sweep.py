@@ -26,7 +26,7 @@ Each job is a Ray task (docs.ray.io) that runs the job's process. --ray_address=
 starts a Ray instance on this machine for the sweep; --ray_address=auto (the cluster this
 machine is a node of) or HOST:PORT (the head node's GCS port, 6379 by default) runs the jobs
 on a running Ray cluster, whose nodes must see the repository, the working directory and the
-log folder at the same paths (README.md, "On a cluster"). An address where no cluster
+log folder at the same paths (RUNNING.md, "On a cluster"). An address where no cluster
 answers, or a cluster that refuses this client (token authentication), is an error at once.
 The sweep's $XMREC_DIR goes to every job.
 

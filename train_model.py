@@ -7,7 +7,7 @@
 
 Each target market gets a run folder <log_dir>/<target>-<timestamp>/ with the resolved
 config, the command, the environment, the log, per-epoch metrics, the results and each
-seed's evaluation candidates (README.md lists them).
+seed's evaluation candidates (RUNNING.md lists them).
 """
 from __future__ import annotations
 
