@@ -127,7 +127,7 @@ def last_stage_ranks(entry: dict) -> np.ndarray:
 
 @dataclass
 class Model:
-    """The runs of one variant (report.py's name) in one market: seed -> ranks."""
+    """The runs of one variant (runs.py's name) in one market: seed -> ranks."""
     variant: str
     family: str  # config.json's `model`: acmr, popularity, gmf, mlp, nmf
     tuned: bool
@@ -137,7 +137,7 @@ class Model:
 
 def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
     """The (variant, market) groups of run folders that have ranks.json; `variants` maps a
-    folder's name to its variant (report.py's, or the folder name itself)."""
+    folder's name to its variant (runs.py's, or the folder name itself)."""
     grouped: dict[tuple[str, str], Model] = {}
     for folder in sorted(folders):
         ranks = load_ranks(folder)
@@ -209,7 +209,7 @@ def comparison_lines(models: list[Model], variant: str | None = None) -> list[st
 
 def comparison_section(folders: list[Path], results) -> list[str]:
     """Markdown lines for report.md: the paired comparison of the runs of `folders` that have
-    ranks.json ([] where none has). `results` is report.collect's table (it names the variants)."""
+    ranks.json ([] where none has). `results` is runs.collect's table (it names the variants)."""
     if not len(results):
         return []
     variants = dict(zip(results["folder"], results["variant"]))
@@ -228,10 +228,10 @@ def main(argv: list[str]) -> None:
     if not argv or "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         sys.exit(0 if argv else 2)
-    import report  # the variants' names, as the report gives them
+    import runs  # the variants' names, as the report gives them
 
-    folders = report.find_run_folders([Path(arg) for arg in argv])
-    results, _ = report.collect(folders)
+    folders = runs.find_run_folders([Path(arg) for arg in argv])
+    results, _ = runs.collect(folders)
     print("\n".join(comparison_section(folders, results)))
 
 

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import report
+import runs
 from config import MARKETS, PRESETS, RUN_ONLY_SETTINGS, ConfigError, help_text, parse_overrides, upgrade_saved
 from files import CHECKPOINT
 
@@ -145,9 +146,9 @@ def previous_run(job: Job) -> tuple[str, Path] | None:
     ("resume", folder) if one holds its checkpoint, else None. A folder is this job's when the
     report would count it as the same (variant, market, seed)."""
     config, _ = parse_overrides(job.command()[2:])
-    variant = report.variant_name(dataclasses.asdict(config))
+    variant = runs.variant_name(dataclasses.asdict(config))
     for folder, saved, done in run_folders(config.log_dir, job.market):
-        if saved.get("target_market") != job.market or report.variant_name(saved) != variant:
+        if saved.get("target_market") != job.market or runs.variant_name(saved) != variant:
             continue
         if job.seed in done:
             return "done", folder
@@ -568,7 +569,7 @@ def main(argv: list[str]) -> None:
     if unfinished:
         print("the same sweep command continues: finished jobs are skipped, interrupted ones resumed")
     for log_dir in dict.fromkeys(setting(job, "log_dir", "log/sweep") for job in jobs):
-        if report.find_run_folders([Path(log_dir)]):
+        if runs.find_run_folders([Path(log_dir)]):
             path = report.build_report([Path(log_dir)], Path(log_dir), "python sweep.py " + " ".join(argv))
             print(f"report: {path}")
     if interrupted:

@@ -33,7 +33,6 @@ import csv
 import dataclasses
 import json
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -225,35 +224,6 @@ def write_tables(out: Path) -> dict:
             chosen.setdefault(r["model"], {})[r["market"]] = r["chosen"]
     (out / "chosen.json").write_text(json.dumps(chosen, indent=1) + "\n")
     return chosen
-
-
-def search_lines(out: Path = SEARCH_DIR) -> list[str]:
-    """Markdown for the report: how the tuned presets were chosen (space, seed, budget) and what
-    each search chose, with its validation score."""
-    records = [json.loads(path.read_text()) for path in sorted(out.glob("*-*.json"))]
-    if not records:
-        return [f"No search records in {out}."]
-    first = records[0]
-    lines = [f"Search (tune.py, records in `{out.relative_to(REPO) if out.is_relative_to(REPO) else out}`): "
-             f"{first['search']}, random_state {first['search_seed']}, {first['trials']} trials per model and "
-             f"market, one at a time; each trial trains on the target market alone with "
-             + ", ".join(f"{k}={v}" for k, v in first["fixed"].items())
-             + f" on seed {first['data_seed']}'s split and scores the best validation NDCG@5 of its epochs; "
-             "the test candidates are scored only in the chosen presets' runs. num_train_negatives is not "
-             "searched (it changes the evaluation candidates). ACMR is not searched: it keeps the paper's "
-             "settings (config.py's defaults).", ""]
-    for model in dict.fromkeys(r["model"] for r in records):
-        lines.append(f"- {model}: {space_text(model)}.")
-    lines += ["", "| model | market | chosen trial | valid NDCG@5 (best epoch) | trials' valid NDCG@5, min / median "
-              "/ max | chosen settings |", "|---|---|---|---|---|---|"]
-    for r in records:
-        scores = sorted(t["result"][OBJECTIVE] for t in r["all_trials"])
-        best = r["all_trials"][r["chosen_trial"]]["result"]
-        settings = " ".join(f"{k}={v}" for k, v in r["chosen"].items() if k not in ("model", "stages"))
-        lines.append(f"| {r['model']} | {r['market']} | {r['chosen_trial']} of {len(scores)} | "
-                     f"{best[OBJECTIVE]:.4f} ({best['best_epoch']} of {best['epochs']}) | {scores[0]:.4f} / "
-                     f"{statistics.median(scores):.4f} / {scores[-1]:.4f} | `{settings}` |")
-    return lines
 
 
 def tuned_entries(chosen: dict) -> str:

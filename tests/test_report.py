@@ -10,9 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from config import Config
+import documents
 import report
-from report import candidates_line, collect, comparison_text, paper_table, study_table, summary_table
+import runs
+from config import Config
+from report import candidates_line, comparison_text, paper_table, study_table
+from runs import collect, summary_table
 from tests.conftest import REPO
 
 AUTHORS = json.loads((REPO / "data" / "authors_logged_runs.json").read_text())["markets"]
@@ -175,7 +178,7 @@ def test_settings_every_run_shares_are_stated_once_not_in_every_name(tmp_path):
 
 
 def test_importing_the_report_loads_neither_torch_nor_matplotlib_nor_evaluate():
-    loaded = subprocess.run([sys.executable, "-c", "import sys, report; print(sorted(m for m in "
+    loaded = subprocess.run([sys.executable, "-c", "import sys, report, runs, figures, documents; print(sorted(m for m in "
                              "('torch', 'matplotlib', 'evaluate') if m in sys.modules))"],
                             cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
@@ -183,7 +186,7 @@ def test_importing_the_report_loads_neither_torch_nor_matplotlib_nor_evaluate():
 
 def test_the_report_names_the_metrics_evaluate_computes():
     import evaluate
-    assert report.METRICS == evaluate.METRICS
+    assert runs.METRICS == evaluate.METRICS
 
 
 def test_the_training_log_comparison_uses_the_same_numbers(log_dir):
@@ -304,22 +307,20 @@ def test_the_study_table_of_a_group_holds_its_users_metrics_and_number(tmp_path)
 
 
 def test_the_headline_comes_from_results_paper_once_it_has_runs_and_says_how_many(tmp_path, monkeypatch, request):
-    import report
-    report.committed.cache_clear()  # it caches by path, which this test points elsewhere
-    request.addfinalizer(report.committed.cache_clear)
-    monkeypatch.setattr(report, "REPO", tmp_path)
-    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    documents.committed.cache_clear()  # it caches by path, which this test points elsewhere
+    request.addfinalizer(documents.committed.cache_clear)
+    monkeypatch.setattr(documents, "REPO", tmp_path)
+    monkeypatch.setattr(documents, "RESULTS", tmp_path / "results")
     fabricate(tmp_path / "results" / "reproduction", "in-20260101-000000", "in", {0: 0.5, 1: 0.6})
-    assert "results/reproduction" in report.headline()[1]
+    assert "results/reproduction" in documents.headline()[1]
     fabricate(tmp_path / "results" / "paper", "in-20260102-000000", "in", {0: 0.7})
     fabricate(tmp_path / "results" / "paper", "jp-20260102-000000", "jp", {0: 0.7})
-    results, source = report.headline()
+    results, source = documents.headline()
     assert set(results["market"]) == {"in", "jp"}
     assert "2 of the 35 (market, seed) runs" in source and "still to run" in source
 
 
 def test_the_tuned_table_puts_each_markets_preset_on_one_row():
-    import report
     rows = [{"variant": v, "market": m, "seed": s, "stage": "finetune", "HR@10": hr, "NDCG@10": hr / 2}
             for v, m, hr in [("gmf", "in", 0.1), ("gmf-tuned-in (patience_resets=True)", "in", 0.8),
                              ("gmf-tuned-jp (patience_resets=True)", "jp", 0.6)] for s in (0, 1)]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import report
 import tune
 from config import PRESETS, TUNED, Config, tuned_preset
 from data_loader import build_dataset
@@ -56,7 +57,7 @@ def test_the_search_records_every_trial_and_chooses_by_validation_alone(tmp_path
     assert chosen == {"mlp": {"in": record["chosen"]}}
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
     assert len(rows) == 4 and sum(int(r["chosen"]) for r in rows) == 1
-    assert any("| mlp | in |" in line for line in tune.search_lines(tmp_path / "out"))
+    assert any("| mlp | in |" in line for line in report.search_lines(tmp_path / "out"))
 
 
 def test_choosing_reads_validation_only_and_prefers_the_earlier_trial_on_a_tie():
@@ -96,7 +97,7 @@ def test_another_number_of_training_negatives_draws_other_candidates_the_searche
 
 
 def test_the_tuned_presets_are_the_committed_choices_and_name_their_runs():
-    import report
+    import runs
 
     chosen = json.loads((tune.SEARCH_DIR / "chosen.json").read_text())
     assert {(model, market) for model in chosen for market in chosen[model]} == set(TUNED)
@@ -106,7 +107,7 @@ def test_the_tuned_presets_are_the_committed_choices_and_name_their_runs():
         assert PRESETS[name] == chosen[model][market] and market in name.split("-tuned-")[1].split("+")
         assert all(value != defaults[key] for key, value in PRESETS[name].items())  # else the report misnames it
         run_config = {**defaults, **PRESETS[name], "target_market": market}
-        assert report.best_preset(report.result_settings(run_config)) == name
+        assert runs.best_preset(runs.result_settings(run_config)) == name
 
 
 def test_markets_whose_searches_chose_the_same_settings_share_a_preset(monkeypatch):

@@ -1,0 +1,190 @@
+"""The documents' generated tables: each block `<!-- report:NAME -->` ... `<!-- /report:NAME -->`
+of DOCUMENTS is what DOC_BLOCKS[NAME] gives from the committed run folders under results/.
+
+    python evaluate.py report --docs       # rewrite every block from the committed runs
+
+tests/test_docs.py fails when a block differs from what the runs give, and when a document's
+prose or a table outside the blocks holds metrics typed by hand.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import paired
+from config import STAGES, Config
+from report import breakdown_lines, breakdown_table, models_table, paper_table, per_seed_table, study_table, tuned_table
+from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, REPO, RESULTS, SPEC_MARKETS, STAGE_TITLES, collect,
+                  comparable_variants, find_run_folders, last_stage, summary_table)
+
+DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md")
+BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
+                   re.S)
+
+
+@functools.cache
+def committed(*paths: str) -> pd.DataFrame:
+    """The collected runs (collect) of the committed folders `paths` (relative to the repository)."""
+    return collect(find_run_folders([REPO / path for path in paths]))[0]
+
+
+def protocol_sources() -> tuple[str, ...]:
+    """The protocol study's folders: results/protocol and its default-protocol runs, which are
+    kept once, in results/reproduction and results/bucketing."""
+    listed = (RESULTS / "protocol" / "default_protocol_runs.txt").read_text().split()
+    return ("results/protocol", *listed)
+
+
+def acmr_paired_lines() -> list[str]:
+    """The paired comparison of ACMR (results/paper) with each model of results/baselines."""
+    paths = ("results/baselines", "results/paper")
+    results = committed(*paths)
+    variants = dict(zip(results["folder"], results["variant"]))
+    models = paired.models_of(find_run_folders([REPO / path for path in paths]), variants)
+    return paired.comparison_lines(models, variant="acmr")
+
+
+def gmf_diagnosis_runs() -> pd.DataFrame:
+    """The preset `gmf` of results/baselines, then results/gmf_diagnosis's one-change variants."""
+    preset = committed("results/baselines")
+    return pd.concat([preset[preset["variant"] == "gmf"], committed("results/gmf_diagnosis")], ignore_index=True)
+
+
+def paper_runs() -> tuple[pd.DataFrame, str]:
+    """results/paper's runs (today's defaults) and a line saying how much of the table they are."""
+    results = committed("results/paper")
+    runs, planned = results[["market", "seed"]].drop_duplicates().shape[0], len(SPEC_MARKETS) * Config().seeds
+    folders = results["folder"].nunique()
+    done = "" if runs >= planned else "; the rest of plans/paper.txt is still to run"
+    return results, (f"From the {folders} run folder{'s' * (folders != 1)} of `results/paper`: {runs} of the "
+                     f"{planned} (market, seed) runs of the paper's table{done}.")
+
+
+def earlier_runs() -> tuple[pd.DataFrame, str]:
+    """The default ACMR runs of results/reproduction (the defaults of their time) and a line saying so."""
+    results = committed("results/reproduction")
+    return results, ("From the ACMR runs of `results/reproduction`, made before today's defaults, with "
+                     f"`{results['shared_settings'].iloc[0]}`.")
+
+
+def headline() -> tuple[pd.DataFrame, str]:
+    """The runs of the headline table and a line saying where they come from: results/paper once
+    it holds runs, until then the default ACMR runs of results/reproduction."""
+    if find_run_folders([RESULTS / "paper"]):
+        return paper_runs()
+    results, source = earlier_runs()
+    return results, source + " This table will come from `results/paper` once it holds runs of today's defaults."
+
+
+def paper_table_block(runs: tuple[pd.DataFrame, str], metrics: tuple[str, ...]) -> list[str]:
+    results, source = runs
+    table = summary_table(results)
+    variant = comparable_variants(results)[0]
+    return [source, "", *paper_table(table, variant, metrics)]
+
+
+def bench_table(folder: Path) -> list[str]:
+    """Markdown lines: one row per bench.py JSON under `folder`: the machine and the command,
+    and each phase's seconds (the padded nn.TransformerEncoder epoch extrapolated from its batches)."""
+    lines = ["| file | machine, torch (threads), commit | command | data preparation | pre-training epoch "
+             "(second epoch) | validation pass | padded nn.TransformerEncoder epoch | peak memory, host / GPU |",
+             "|---|---|---|---|---|---|---|---|"]
+    for path in sorted(folder.glob("**/*.json")):
+        bench = json.loads(path.read_text())
+        if "pretrain_epoch_s" not in bench:
+            continue
+        env, name = bench["environment"], path.relative_to(REPO)
+        commit = env["git_commit"][:7] + ("-dirty" if env["git_commit"].endswith("-dirty") else "")
+        command = re.sub(r" --json=\S+", "", bench["command"])  # the file is the first column
+        second = f" ({bench['pretrain_second_epoch_s']:.2f} s)" if "pretrain_second_epoch_s" in bench else ""
+        baseline = (f"{bench['baseline_epoch_s_extrapolated']:.0f} s"
+                    if bench.get("baseline_epoch_s_extrapolated") else "-")
+        gpu = f" / {bench['gpu_peak_allocated_mb'] / 1024:.2f} GB" if "gpu_peak_allocated_mb" in bench else ""
+        lines.append(f"| [{name}]({name}) | {env['device_name']}, torch {env['torch']} ({env['torch_threads']}), "
+                     f"{commit} | `{command}` | {bench['data_preparation_s']:.1f} s "
+                     f"| {bench['pretrain_epoch_s']:.2f} s{second} | {bench['validation_pass_s']:.2f} s "
+                     f"| {baseline} | {bench['host_peak_rss_mb'] / 1024:.2f} GB{gpu} |")
+    return lines
+
+
+def concurrency_table(folder: Path) -> list[str]:
+    """Markdown lines: one row per folder of per-epoch records (copies of metrics.jsonl, one file
+    per job) of jobs that ran at once: the jobs recorded and their mean seconds per pre-training
+    epoch."""
+    lines = ["| records | jobs recorded | pre-training epochs | mean seconds per pre-training epoch and job |",
+             "|---|---|---|---|"]
+    for records_folder in sorted({path.parent for path in folder.glob("**/*.jsonl") if path.name != "metrics.jsonl"}):
+        files = sorted(records_folder.glob("*.jsonl"))
+        epochs = [record["seconds"] for path in files for line in path.read_text().splitlines()
+                  if (record := json.loads(line))["stage"] == "pretrain"]
+        name = records_folder.relative_to(REPO)
+        lines.append(f"| [{name}]({name}) | {len(files)} | {len(epochs)} | {np.mean(epochs):.1f} s |")
+    return lines
+
+
+def authors_table() -> list[str]:
+    """Markdown lines of SPEC.md section 6: the authors' logged run of each market and stage, test
+    and validation at the epoch it kept, and the epochs it ran."""
+    markets = json.loads(AUTHORS_RUNS.read_text())["markets"]
+    lines = ["| market | stage | epochs | " + " | ".join(f"test {m}" for m in METRICS) + " | "
+             + " | ".join(f"valid {m}" for m in METRICS) + " |", "|---|---|---|" + "---|" * 2 * len(METRICS)]
+    for market, stages in markets.items():
+        for stage in STAGES:
+            logged = stages[stage]
+            lines.append(f"| {market} | {STAGE_TITLES[stage]} | {logged['epochs']} | "
+                         + " | ".join(f"{logged[m]:.4f}" for m in METRICS) + " | "
+                         + " | ".join(f"{logged['valid_at_best_epoch'][m]:.4f}" for m in METRICS) + " |")
+    return lines
+
+
+DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
+    "authors": authors_table,
+    "paper-table": lambda: paper_table_block(headline(), HEADLINE_METRICS),
+    "paper-table-full": lambda: paper_table_block(headline(), METRICS),
+    "earlier-paper-table-full": lambda: paper_table_block(earlier_runs(), METRICS),
+    "models": lambda: models_table(summary_table(committed("results/reproduction"))),
+    "models-breakdown": lambda: breakdown_lines(breakdown_table(last_stage(committed("results/reproduction")))),
+    "study": lambda: study_table(committed(*protocol_sources())),
+    "study-cold": lambda: study_table(committed(*protocol_sources()), "item_unseen_in_target_training"),
+    "study-repeat": lambda: study_table(committed(*protocol_sources()), "repeat_purchase"),
+    "bucketing": lambda: models_table(summary_table(committed("results/bucketing"))),
+    "attention-check": lambda: models_table(summary_table(committed("results/bench/attention_check"))),
+    "baselines-tuned": lambda: tuned_table(committed("results/baselines")),
+    "gmf-diagnosis": lambda: per_seed_table(gmf_diagnosis_runs(), "HR@10"),
+    "acmr-paired": acmr_paired_lines,
+    "bench": lambda: bench_table(RESULTS / "bench"),
+    "concurrency": lambda: concurrency_table(RESULTS / "bench"),
+}
+
+
+def render_document(text: str) -> str:
+    """`text` with each generated block rewritten from the committed runs."""
+    def block(match: re.Match) -> str:
+        if match["name"] not in DOC_BLOCKS:
+            raise KeyError(f"unknown block <!-- report:{match['name']} -->; known: {', '.join(DOC_BLOCKS)}")
+        return match["open"] + "\n".join(DOC_BLOCKS[match["name"]]()) + "\n" + match["close"]
+    return BLOCK.sub(block, text)
+
+
+def update_documents() -> list[str]:
+    """Rewrite the generated blocks of DOCUMENTS; the names of those that changed."""
+    changed = []
+    for name in DOCUMENTS:
+        path = REPO / name
+        text = path.read_text()
+        rendered = render_document(text)
+        if rendered != text:
+            path.write_text(rendered)
+            changed.append(name)
+    return changed
+
+
+def main() -> None:
+    changed = update_documents()
+    print("rewrote the generated tables of " + (", ".join(changed) if changed else "no document: all up to date"))

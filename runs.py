@@ -1,0 +1,227 @@
+"""Run folders as tables: each run's test metrics and validation at the kept epoch, beside the
+authors' logged run.
+
+    folders = find_run_folders([Path("results/paper")])
+    results, curves = collect(folders)     # one row per (variant, market, seed, stage); epochs
+    table = summary_table(results)         # mean, std, n per market and metric; the authors'; the flag
+
+A variant is named by the settings of its config.json that differ from config.py's defaults and
+change results (variant_parts); runs of the same variant, market and seed in several folders
+count once (the newest folder). report.py writes these tables as markdown, figures.py draws
+them, documents.py fills the documents' generated tables from the committed runs. Importing
+this module loads neither torch nor matplotlib.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from config import PRESETS, PROTOCOL_SETTINGS, RUN_ONLY_SETTINGS, SELECTION_SETTINGS, STAGES, Config, upgrade_saved
+
+REPO = Path(__file__).resolve().parent
+RESULTS = REPO / "results"
+AUTHORS_RUNS = REPO / "data" / "authors_logged_runs.json"
+METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # evaluate.METRICS (tests/test_report.py checks)
+HEADLINE_METRICS = ("HR@10", "NDCG@10")
+SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")  # SPEC.md section 6's order
+TOLERANCE_FLOOR = 0.03  # the flag: our mean further than max(2 std, this) from the authors' number
+STAGE_TITLES = {"pretrain": "after pre-training", "finetune": "after fine-tuning"}
+BREAKDOWN_GROUPS = {"repeat_purchase": "repeat purchase", "new_purchase": "new purchase",
+                    "item_seen_in_target_training": "item seen in target training",
+                    "item_unseen_in_target_training": "item unseen in target training (cold)"}
+NOT_EXPERIMENT = {*RUN_ONLY_SETTINGS, *SELECTION_SETTINGS}  # where, how fast, which market and seeds
+
+
+def authors_numbers() -> pd.DataFrame:
+    """The authors' logged runs (SPEC section 6): index (market, stage), columns METRICS (test)
+    and `valid <metric>` (validation at the epoch each stage kept)."""
+    markets = json.loads(AUTHORS_RUNS.read_text())["markets"]
+    rows = {(m, s): {**{k: markets[m][s][k] for k in METRICS},
+                     **{f"valid {k}": markets[m][s]["valid_at_best_epoch"][k] for k in METRICS}}
+            for m in markets for s in STAGES}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["market", "stage"])
+
+
+def result_settings(config: dict) -> dict:
+    """The settings of a run's config.json that differ from config.py's defaults and change
+    results, in config.py's order."""
+    defaults = dataclasses.asdict(Config())
+    return {k: config[k] for k in defaults
+            if k not in NOT_EXPERIMENT and k in config and config[k] != defaults[k]}
+
+
+def best_preset(changed: dict) -> str:
+    """The preset (config.PRESETS) that the changed settings match with the most settings."""
+    matching = [name for name, preset in PRESETS.items() if preset.items() <= changed.items()]
+    return max(matching, key=lambda name: len(PRESETS[name]))  # "acmr" ({}) always matches
+
+
+def model_settings(config: dict) -> dict:
+    """The changed settings (result_settings) that name neither the preset nor the protocol."""
+    changed = result_settings(config)
+    preset = PRESETS[best_preset(changed)]
+    return {k: v for k, v in changed.items() if k not in preset and k not in PROTOCOL_SETTINGS}
+
+
+def variant_parts(config: dict, shared: dict | None = None) -> tuple[str, str, str]:
+    """(variant, model, protocol) of a run's settings. The model is the preset (config.PRESETS)
+    they match best, followed by the other settings that differ from config.py's defaults and
+    change results, except the protocol's and those in `shared`, e.g. `gmf (lr=0.01)`; the
+    protocol is the protocol settings (config.PROTOCOL_SETTINGS) that differ, e.g.
+    `split=temporal`, "" for the authors'; the variant names both, e.g. `gmf (lr=0.01 split=temporal)`."""
+    changed = result_settings(config)
+    preset = best_preset(changed)
+    rest = " ".join(f"{k}={v}" for k, v in model_settings(config).items()
+                    if (shared or {}).get(k, object()) != v)
+    protocol = " ".join(f"{k}={changed[k]}" for k in PROTOCOL_SETTINGS if k in changed)
+    both = " ".join(part for part in (rest, protocol) if part)
+    return (f"{preset} ({both})" if both else preset), (f"{preset} ({rest})" if rest else preset), protocol
+
+
+def variant_name(config: dict) -> str:
+    """The model and the protocol of a run in one name (variant_parts)."""
+    return variant_parts(config)[0]
+
+
+def shared_settings(configs: list[dict]) -> dict:
+    """The model settings (model_settings) that every one of `configs` has, with the same value."""
+    if not configs:
+        return {}
+    first, *others = [model_settings(config) for config in configs]
+    return {k: v for k, v in first.items() if all(other.get(k, object()) == v for other in others)}
+
+
+def find_run_folders(paths: list[Path]) -> list[Path]:
+    """Run folders (with results.json) among `paths` and below them."""
+    folders = set()
+    for path in paths:
+        if (path / "results.json").is_file():
+            folders.add(path)
+        folders.update(p.parent for p in path.glob("**/results.json"))
+    return sorted(folders)
+
+
+def breakdown_columns(breakdown: dict | None) -> dict[str, float]:
+    """A stage's break-down (results.json) as `<group> <metric>` and `<group> users` columns;
+    NaN where the run has none (older runs) or the group has no test user."""
+    groups = breakdown or {}
+    return {f"{group} {key}": groups[group][key] if groups.get(group) else np.nan
+            for group in BREAKDOWN_GROUPS for key in ("HR@10", "NDCG@10", "users")}
+
+
+def epoch_records(folder: Path) -> list[dict]:
+    """The per-epoch records of a run folder's metrics.jsonl ([] without one)."""
+    path = folder / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def kept_validation(run: dict, stage: str, by_epoch: dict[tuple, dict]) -> dict[str, float]:
+    """Validation metrics of a run's stage at the epoch it kept: from results.json's `valid`
+    where the run wrote it, else from the metrics.jsonl record (by_epoch: (seed, stage, epoch)
+    -> valid metrics) of its `best_epoch`; NaN where neither has it."""
+    valid = run[stage].get("valid") or by_epoch.get((run["seed"], stage, run[stage].get("best_epoch")), {})
+    return {f"valid {k}": valid.get(k, np.nan) for k in METRICS}
+
+
+def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test metrics, validation at the kept epoch and break-downs, one row per (variant, market,
+    seed, stage), and the per-epoch records. Both carry a `shared_settings` column: the model
+    settings every folder shares, left out of the variant names."""
+    configs = {folder: upgrade_saved(json.loads((folder / "config.json").read_text())) for folder in folders}
+    shared = shared_settings(list(configs.values()))
+    shared_text = " ".join(f"{k}={v}" for k, v in shared.items())
+    results, curves = [], []
+    for folder, config in configs.items():
+        variant, model, protocol = variant_parts(config, shared)
+        stored = json.loads((folder / "results.json").read_text())
+        records = epoch_records(folder)
+        by_epoch = {(r["seed"], r["stage"], r["epoch"]): r["valid"] for r in records}  # the last of repeats
+        for run in stored["runs"]:
+            for stage in (s for s in STAGES if s in run):  # a run may skip a stage (config.stages)
+                results.append({"variant": variant, "model": model, "protocol": protocol,
+                                "market": config["target_market"], "seed": run["seed"], "stage": stage,
+                                "folder": folder.name, "complete": stored.get("complete", True),
+                                "epochs": run[stage]["epochs"], "best_epoch": run[stage].get("best_epoch"),
+                                "test_candidates": run.get("candidates_sha256", {}).get("test"),
+                                **{k: run[stage][k] for k in METRICS},
+                                **kept_validation(run, stage, by_epoch),
+                                **breakdown_columns(run[stage].get("breakdown"))})
+        curves += [{"variant": variant, "market": config["target_market"], "folder": folder.name,
+                    "seed": r["seed"], "stage": r["stage"], "epoch": r["epoch"],
+                    "valid_NDCG@5": r["valid"]["NDCG@5"]} for r in records]
+    results = pd.DataFrame(results)
+    if len(results):  # a (variant, market, seed) run in several folders counts once: the newest
+        newest = results.groupby(["variant", "market", "seed"])["folder"].transform("max")
+        results = results[results["folder"] == newest].reset_index(drop=True)
+    curves = pd.DataFrame(curves)
+    if len(curves):
+        curves = curves.merge(results[["variant", "market", "seed", "folder"]].drop_duplicates())
+    results["shared_settings"] = curves["shared_settings"] = shared_text
+    return results, curves
+
+
+def sort_rows(table: pd.DataFrame, keys: dict[str, list]) -> pd.DataFrame:
+    """`table` ordered by its `variant` column, then by the given columns in the given orders of
+    their values (a column's values not in its order last)."""
+    rank = [table[column].map({v: i for i, v in enumerate(values)}).fillna(len(values))
+            for column, values in keys.items()]
+    return table.iloc[np.lexsort([*reversed(rank), table["variant"]])].reset_index(drop=True)
+
+
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (variant, stage, market, metric), markets in SPEC order plus `average`: our
+    test mean, std (ddof 1) and n seeds, our mean validation at the kept epoch (`valid`), the
+    authors' test and validation numbers, the difference of the test means, the tolerance
+    max(2 std, TOLERANCE_FLOOR) (the floor alone without a std: one seed, or the average),
+    `outside_tolerance` where the difference exceeds it, and `complete` (False where a folder
+    says its run is still going). The average row averages the markets present."""
+    keys = ["variant", "stage", "market", "seed", "complete"]
+    test = results.melt(id_vars=keys, value_vars=list(METRICS), var_name="metric", value_name="value")
+    valid = results[[*keys, *(f"valid {m}" for m in METRICS)]].rename(
+        columns=lambda c: c.removeprefix("valid ")).melt(
+        id_vars=keys, value_vars=list(METRICS), var_name="metric", value_name="valid")
+    long = test.merge(valid, on=[*keys, "metric"])
+    table = long.groupby(["variant", "stage", "market", "metric"]).agg(
+        mean=("value", "mean"), std=("value", "std"), n=("value", "count"),
+        valid=("valid", lambda v: v.mean(skipna=False)), complete=("complete", "all")).reset_index()
+    authors = authors_numbers()
+    test_numbers = authors[list(METRICS)].stack().rename("authors")
+    valid_numbers = authors[[f"valid {m}" for m in METRICS]].rename(
+        columns=lambda c: c.removeprefix("valid ")).stack().rename("authors_valid")
+    authors_long = pd.concat([test_numbers, valid_numbers], axis=1).rename_axis(
+        ["market", "stage", "metric"]).reset_index()
+    table = table.merge(authors_long, on=["market", "stage", "metric"], how="left")
+    exact_mean = lambda v: v.mean(skipna=False)  # noqa: E731  a market without it: no average
+    average = table.groupby(["variant", "stage", "metric"]).agg(
+        mean=("mean", "mean"), n=("n", "min"), valid=("valid", exact_mean), complete=("complete", "all"),
+        authors=("authors", exact_mean), authors_valid=("authors_valid", exact_mean)).reset_index()
+    average["market"], average["std"] = "average", np.nan
+    table = pd.concat([table, average], ignore_index=True)
+    table["difference"] = table["mean"] - table["authors"]
+    table["tolerance"] = np.maximum(2 * table["std"].fillna(0), TOLERANCE_FLOOR)
+    table["outside_tolerance"] = table["difference"].abs() > table["tolerance"]
+    return sort_rows(table, {"stage": list(STAGES), "market": [*SPEC_MARKETS, "average"],
+                             "metric": list(METRICS)})
+
+
+def last_stage(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each run's last stage (fine-tuning where it has one)."""
+    order = results["stage"].map({stage: i for i, stage in enumerate(STAGES)})
+    runs = [results["variant"], results["market"], results["seed"]]
+    return results[order == order.groupby(runs).transform("max")]
+
+
+def protocol_order(protocol: str) -> tuple:
+    """The authors' protocol first, then one switch, then several, each in config's order."""
+    return protocol.count("="), [PROTOCOL_SETTINGS.index(part.split("=")[0]) for part in protocol.split()]
+
+
+def comparable_variants(results: pd.DataFrame) -> list[str]:
+    """The variants that the authors' logged runs compare with: ACMR itself (no other preset)
+    under the authors' protocol."""
+    picked = results[(results["protocol"] == "") & results["model"].str.match(r"acmr( \(|$)")]
+    return list(dict.fromkeys(picked["variant"]))
