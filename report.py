@@ -1,4 +1,4 @@
-"""Reproduction report: our results beside the authors' logged runs, as tables and figures.
+"""The report of run folders: our results beside the authors' logged runs, as report.md and figures.
 
     python evaluate.py report --log_dir=log                   # every run folder under log/
     python evaluate.py report log/in-2026... log/jp-2026...   # these run folders
