@@ -222,7 +222,7 @@ def score_release(frames: dict[str, pd.DataFrame], target: str, stage: str, seed
     data = DeviceData.from_dataset(to_checkpoint_rows(dataset, frames), device)
     logged = json.loads(LOGGED_RUNS.read_text())["markets"][target][stage]
     return {
-        "target_market": target, "stage": stage, "seed": seed, "checkpoint": str(checkpoint),
+        "target_market": target, "stage": stage, "seed": seed, "checkpoint": checkpoint.name,
         "sha256": expected_checksums()[checkpoint.name], "device": str(device),
         "settings": dataclasses.asdict(config),
         **{split: ranking_metrics(score_candidates(model, data, getattr(data, f"{split}_candidates"),

@@ -143,8 +143,26 @@ def authors_table() -> list[str]:
     return lines
 
 
+def authors_weights_table(folder: Path = RESULTS / "authors_weights") -> list[str]:
+    """Markdown lines: the authors' released checkpoints scored on our candidates (each JSON of
+    `python authors_weights.py ... --out=FILE` in `folder`) beside their logged numbers, and the
+    share of our held-out pairs expected among the checkpoint's training positives."""
+    lines = ["| market | stage | our seed | split | " + " | ".join(METRICS)
+             + " | our held-out pairs expected among their training positives |",
+             "|---|---|---|---|" + "---|" * (len(METRICS) + 1)]
+    for path in sorted(folder.glob("*.json")):
+        for scored in json.loads(path.read_text()).values():
+            for split in ("test", "valid"):
+                cells = [f"{scored[split][m]:.4f} [{scored['authors_logged'][split][m]:.4f}]" for m in METRICS]
+                share = scored["expected_share_in_checkpoint_training"][split]
+                lines.append(f"| {scored['target_market']} | {STAGE_TITLES[scored['stage']]} | {scored['seed']} "
+                             f"| {split} | " + " | ".join(cells) + f" | {share:.0%} |")
+    return lines
+
+
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors": authors_table,
+    "authors-weights": authors_weights_table,
     "paper-table": lambda: paper_table_block(headline(), HEADLINE_METRICS),
     "paper-table-full": lambda: paper_table_block(headline(), METRICS),
     "earlier-paper-table-full": lambda: paper_table_block(earlier_runs(), METRICS),

@@ -147,6 +147,7 @@ def test_the_command_scores_our_split_far_above_chance_and_wrong_ids_at_chance(r
     authors_weights.main(["--target_market=in", "--stage=finetune", "--seed=0", f"--data_dir={real_config.data_dir}",
                           f"--authors_dir={RELEASE}", f"--out={out}"])
     result = json.loads(out.read_text())["in"]
+    assert result["checkpoint"] == "ACMR_in_finetune.pt"  # its name and SHA-256, not a path of this machine
     assert result["test"]["HR@10"] > 0.7 and result["valid"]["HR@10"] > 0.7
     assert 0.5 < result["expected_share_in_checkpoint_training"]["test"] < 1
     assert "not a held-out test" in capsys.readouterr().out

@@ -330,3 +330,17 @@ def test_the_tuned_table_puts_each_markets_preset_on_one_row():
     assert lines[3] == ("| gmf, tuned (gmf-tuned-<market>) | 0.6000 ± 0.0000 (2) | 0.3000 ± 0.0000 (2) | "
                         "0.8000 ± 0.0000 (2) | 0.4000 ± 0.0000 (2) |")
     assert report.tuned_table(pd.DataFrame(rows[:2])) == []
+
+
+def test_the_authors_weights_table_puts_their_log_beside_each_split(tmp_path):
+    metrics = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
+    scored = {"target_market": "uk", "stage": "finetune", "seed": 2,
+              "test": dict(zip(metrics, (0.5, 0.6, 0.25, 0.3))), "valid": dict(zip(metrics, (0.4, 0.5, 0.2, 0.25))),
+              "authors_logged": {"test": dict(zip(metrics, (0.7, 0.8, 0.6, 0.65))),
+                                 "valid": dict(zip(metrics, (0.1, 0.2, 0.3, 0.4)))},
+              "expected_share_in_checkpoint_training": {"test": 0.774, "valid": 0.5}}
+    (tmp_path / "uk_finetune_seed2.json").write_text(json.dumps({"uk": scored}))
+    lines = documents.authors_weights_table(tmp_path)
+    assert lines[2:] == [
+        "| uk | after fine-tuning | 2 | test | 0.5000 [0.7000] | 0.6000 [0.8000] | 0.2500 [0.6000] | 0.3000 [0.6500] | 77% |",
+        "| uk | after fine-tuning | 2 | valid | 0.4000 [0.1000] | 0.5000 [0.2000] | 0.2000 [0.3000] | 0.2500 [0.4000] | 50% |"]
