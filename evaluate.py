@@ -102,13 +102,14 @@ def breakdown(scores: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str
 
 
 if __name__ == "__main__":
-    if "-h" in sys.argv or "--help" in sys.argv:  # this module's command line is report.py's
+    if "-h" in sys.argv or "--help" in sys.argv:  # this module's command line is report.py's and documents.py's
         import documents
         import report
         print("\n\n".join(doc.strip() for doc in (__doc__, report.__doc__, documents.__doc__)))
         sys.exit(0)
     if sys.argv[1:2] != ["report"]:
-        sys.exit("usage: python evaluate.py report [RUN_FOLDERS...] [--log_dir=DIR] [--out=DIR] | --docs")
+        import report
+        sys.exit(report.USAGE)
     if sys.argv[2:] == ["--docs"]:
         import documents
         documents.main()

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from config import STAGES
+
 RANKS = "ranks.json"
 RANKS_FORMAT = "acmr-ranks/1"
-STAGES = ("pretrain", "finetune")  # config.STAGES (not imported: report.py imports this module)
 PAIRED_METRICS = ("HR@10", "NDCG@10")
 SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")
 

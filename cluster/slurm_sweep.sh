@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A Ray cluster inside a SLURM allocation, and sweep.py's grid on it (RUNNING.md, "On a cluster"):
-#   sbatch cluster/slurm_sweep.sh --plan=plans/gpu.txt --gpus_per_job=0.125 --deadline_minutes=230
+#   sbatch cluster/slurm_sweep.sh --plan=plans/paper.txt --gpus_per_job=0.125 --deadline_minutes=230
 # Every argument goes to sweep.py. Submit from the repository: it, its Python environment, the
 # data ($XMREC_DIR) and the log folder must be on storage that every node sees at the same path.
 # The first node runs the Ray head and the sweep, every node runs jobs. A deadline a few minutes

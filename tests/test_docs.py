@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -43,3 +45,10 @@ def test_every_run_folder_the_protocol_study_borrows_is_committed():
 def test_a_document_with_an_unknown_block_is_an_error():
     with pytest.raises(KeyError, match="unknown block"):
         documents.render_document("<!-- report:no-such-table -->\n<!-- /report:no-such-table -->\n")
+
+
+@pytest.mark.slow  # starts a process
+def test_the_docs_command_finds_every_document_up_to_date():
+    result = subprocess.run([sys.executable, "evaluate.py", "report", "--docs"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "rewrote the generated tables of no document: all up to date"

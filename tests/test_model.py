@@ -166,7 +166,7 @@ def test_build_model_reads_fast_kernels_and_the_baselines_still_build(synthetic)
         assert logits.shape == users.shape and torch.isfinite(logits).all(), name
 
 
-def test_fast_and_plain_paths_give_the_same_logits_and_gradients(synthetic):
+def test_fast_and_plain_paths_both_give_the_float64_logits_and_gradients(synthetic):
     """Training mode (dropout 0), eval mode with autograd and evaluation without it, on every
     eighth training row (histories of 1 to 50 items: both evaluation attention kernels run).
     The reference is the plain path in float64. The gradients are sums over ~450 rows: the fast
@@ -194,11 +194,11 @@ def test_fast_and_plain_paths_give_the_same_logits_and_gradients(synthetic):
         loss, grads, *logits = results[path]
         torch.testing.assert_close(loss, reference_loss, rtol=1e-6, atol=0)
         names = [name for name, _ in models[path].named_parameters()]
-        for name, gradient, reference in zip(names, grads, reference_grads):
+        for name, gradient, reference in zip(names, grads, reference_grads, strict=True):
             scale = float(reference.abs().max())
             torch.testing.assert_close(gradient, reference, rtol=0, atol=gradient_tolerance * scale,
                                        msg=lambda message: f"{path} {name}: {message}")
-        for output, reference in zip(logits, reference_logits):
+        for output, reference in zip(logits, reference_logits, strict=True):
             torch.testing.assert_close(output, reference, rtol=1e-5, atol=1e-5)
 
 

@@ -1,4 +1,5 @@
-"""report: tables and figures built from fabricated run folders, every number checked."""
+"""runs, report, figures, documents: tables, figures and generated blocks built from fabricated run folders,
+every number checked."""
 from __future__ import annotations
 
 import dataclasses

@@ -58,6 +58,7 @@ def test_the_search_records_every_trial_and_chooses_by_validation_alone(tmp_path
     rows = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
     assert len(rows) == 4 and sum(int(r["chosen"]) for r in rows) == 1
     assert any("| mlp | in |" in line for line in report.search_lines(tmp_path / "out"))
+    assert report.search_lines.__defaults__ == (tune.SEARCH_DIR,)  # the report reads where tune writes
 
 
 def test_choosing_reads_validation_only_and_prefers_the_earlier_trial_on_a_tie():
