@@ -19,7 +19,8 @@ import pandas as pd
 
 import paired
 from config import STAGES, Config
-from report import breakdown_lines, breakdown_table, models_table, paper_table, per_seed_table, study_table, tuned_table
+from report import (breakdown_lines, breakdown_table, mean_std, models_table, paper_table, per_seed_table, study_table,
+                    tuned_table)
 from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, REPO, RESULTS, SPEC_MARKETS, STAGE_TITLES, collect,
                   comparable_variants, find_run_folders, last_stage, summary_table)
 
@@ -144,19 +145,30 @@ def authors_table() -> list[str]:
 
 
 def authors_weights_table(folder: Path = RESULTS / "authors_weights") -> list[str]:
-    """Markdown lines: the authors' released checkpoints scored on our candidates (each JSON of
-    `python authors_weights.py ... --out=FILE` in `folder`) beside their logged numbers, and the
-    share of our held-out pairs expected among the checkpoint's training positives."""
-    lines = ["| market | stage | our seed | split | " + " | ".join(METRICS)
+    """Markdown lines: the authors' released checkpoints scored on our candidates (the JSONs of
+    `python authors_weights.py ... --out=FILE` in `folder`) beside their logged numbers: per
+    market and stage each seed's test, then the mean ± sample std over our seeds of test and of
+    validation, and the share of our held-out pairs expected among the checkpoint's training
+    positives."""
+    rows = [{"market": scored["target_market"], "stage": scored["stage"], "split": split, "seed": scored["seed"],
+             "share": scored["expected_share_in_checkpoint_training"][split],
+             **{m: scored[split][m] for m in METRICS},
+             **{f"logged {m}": scored["authors_logged"][split][m] for m in METRICS}}
+            for path in sorted(folder.glob("*.json")) for scored in json.loads(path.read_text()).values()
+            for split in ("test", "valid")]
+    lines = ["| market | stage | split | our seeds | " + " | ".join(METRICS)
              + " | our held-out pairs expected among their training positives |",
              "|---|---|---|---|" + "---|" * (len(METRICS) + 1)]
-    for path in sorted(folder.glob("*.json")):
-        for scored in json.loads(path.read_text()).values():
-            for split in ("test", "valid"):
-                cells = [f"{scored[split][m]:.4f} [{scored['authors_logged'][split][m]:.4f}]" for m in METRICS]
-                share = scored["expected_share_in_checkpoint_training"][split]
-                lines.append(f"| {scored['target_market']} | {STAGE_TITLES[scored['stage']]} | {scored['seed']} "
-                             f"| {split} | " + " | ".join(cells) + f" | {share:.0%} |")
+    for (market, stage, split), scored in pd.DataFrame(rows).groupby(["market", "stage", "split"], sort=False):
+        logged = scored.iloc[0]
+        row = f"| {market} | {STAGE_TITLES[stage]} | {split} |"
+        if split == "test":  # each seed's test draw, then their mean
+            for _, one in scored.sort_values("seed").iterrows():
+                lines.append(f"{row} {one['seed']} | " + " | ".join(f"{one[m]:.4f} [{logged[f'logged {m}']:.4f}]"
+                                                                   for m in METRICS) + f" | {one['share']:.0%} |")
+        cells = [f"{mean_std(scored[m].mean(), scored[m].std())} [{logged[f'logged {m}']:.4f}]" for m in METRICS]
+        seeds = ", ".join(map(str, sorted(scored["seed"])))
+        lines.append(f"{row} mean of {seeds} | " + " | ".join(cells) + f" | {scored['share'].mean():.0%} |")
     return lines
 
 

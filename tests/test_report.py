@@ -335,13 +335,17 @@ def test_the_tuned_table_puts_each_markets_preset_on_one_row():
 
 def test_the_authors_weights_table_puts_their_log_beside_each_split(tmp_path):
     metrics = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
-    scored = {"target_market": "uk", "stage": "finetune", "seed": 2,
-              "test": dict(zip(metrics, (0.5, 0.6, 0.25, 0.3))), "valid": dict(zip(metrics, (0.4, 0.5, 0.2, 0.25))),
-              "authors_logged": {"test": dict(zip(metrics, (0.7, 0.8, 0.6, 0.65))),
-                                 "valid": dict(zip(metrics, (0.1, 0.2, 0.3, 0.4)))},
-              "expected_share_in_checkpoint_training": {"test": 0.774, "valid": 0.5}}
-    (tmp_path / "uk_finetune_seed2.json").write_text(json.dumps({"uk": scored}))
+    logged = {"test": dict(zip(metrics, (0.7, 0.8, 0.6, 0.65))), "valid": dict(zip(metrics, (0.1, 0.2, 0.3, 0.4)))}
+    for seed, test in ((2, (0.5, 0.6, 0.25, 0.3)), (0, (0.7, 0.6, 0.35, 0.3))):
+        scored = {"target_market": "uk", "stage": "finetune", "seed": seed, "authors_logged": logged,
+                  "test": dict(zip(metrics, test)), "valid": dict(zip(metrics, (0.4, 0.5, 0.2, 0.25))),
+                  "expected_share_in_checkpoint_training": {"test": 0.774 + seed / 100, "valid": 0.5}}
+        (tmp_path / f"uk_finetune_seed{seed}.json").write_text(json.dumps({"uk": scored}))
     lines = documents.authors_weights_table(tmp_path)
-    assert lines[2:] == [
-        "| uk | after fine-tuning | 2 | test | 0.5000 [0.7000] | 0.6000 [0.8000] | 0.2500 [0.6000] | 0.3000 [0.6500] | 77% |",
-        "| uk | after fine-tuning | 2 | valid | 0.4000 [0.1000] | 0.5000 [0.2000] | 0.2000 [0.3000] | 0.2500 [0.4000] | 50% |"]
+    assert lines[2:] == [  # std over the two seeds: 0.1 * 2 ** 0.5 = 0.1414 and 0.0707
+        "| uk | after fine-tuning | test | 0 | 0.7000 [0.7000] | 0.6000 [0.8000] | 0.3500 [0.6000] | 0.3000 [0.6500] | 77% |",
+        "| uk | after fine-tuning | test | 2 | 0.5000 [0.7000] | 0.6000 [0.8000] | 0.2500 [0.6000] | 0.3000 [0.6500] | 79% |",
+        "| uk | after fine-tuning | test | mean of 0, 2 | 0.6000 ± 0.1414 [0.7000] | 0.6000 ± 0.0000 [0.8000] | "
+        "0.3000 ± 0.0707 [0.6000] | 0.3000 ± 0.0000 [0.6500] | 78% |",
+        "| uk | after fine-tuning | valid | mean of 0, 2 | 0.4000 ± 0.0000 [0.1000] | 0.5000 ± 0.0000 [0.2000] | "
+        "0.2000 ± 0.0000 [0.3000] | 0.2500 ± 0.0000 [0.4000] | 50% |"]
