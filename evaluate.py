@@ -102,17 +102,14 @@ def breakdown(scores: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str
 
 
 if __name__ == "__main__":
+    import documents  # neither documents.py nor report.py imports this module: no cycle
+    import report
     if "-h" in sys.argv or "--help" in sys.argv:  # this module's command line is report.py's and documents.py's
-        import documents
-        import report
         print("\n\n".join(doc.strip() for doc in (__doc__, report.__doc__, documents.__doc__)))
         sys.exit(0)
     if sys.argv[1:2] != ["report"]:
-        import report
         sys.exit(report.USAGE)
     if sys.argv[2:] == ["--docs"]:
-        import documents
         documents.main()
     else:
-        import report  # neither report.py nor documents.py imports this module: no cycle
         report.main(sys.argv[2:])
