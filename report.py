@@ -20,12 +20,11 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import figures
 import paired
-from config import STAGES, Config
+from config import PRETRAINED_AS, STAGES, Config
 from runs import (BREAKDOWN_GROUPS, HEADLINE_METRICS, METRICS, REPO, RESULTS, SPEC_MARKETS, STAGE_TITLES,
                   TOLERANCE_FLOOR, collect, find_run_folders, last_stage, protocol_order, sort_rows, summary_table)
 
@@ -101,24 +100,42 @@ def per_seed_table(results: pd.DataFrame, metric: str) -> list[str]:
     return lines
 
 
+def tuned_row(variant: str, stage: str) -> str:
+    """The tuned table's row of a run: the tuned presets of one model (`gmf-tuned-in`,
+    `gmf-tuned-jp`, ...) share one, `gmf, tuned (gmf-tuned-<market>)`; the trained cross-market
+    presets read `forec, trained (forec-trained)`, FOREC after pre-training
+    `nmf++ (forec after pre-training), trained (forec-trained)`; any other variant is its own row."""
+    preset = variant.split(" ")[0]
+    if "-tuned-" in preset:
+        family = preset.rsplit("-tuned-", 1)[0]
+        return f"{family}, tuned ({family}-tuned-<market>)"
+    if not preset.endswith("-trained"):
+        return variant
+    model = preset.removesuffix("-trained")
+    if stage == "pretrain" and model in PRETRAINED_AS:
+        model = f"{PRETRAINED_AS[model]} ({model} after pre-training)"
+    return f"{model}, trained ({preset})"
+
+
 def tuned_table(results: pd.DataFrame) -> list[str]:
-    """Markdown lines: test HR@10 / NDCG@10 (mean ± std over seeds, after each run's last stage) of
-    each variant, the tuned presets of one model (`gmf-tuned-in`, `gmf-tuned-jp`, ...) on one row,
-    each market with its own; [] where there is no tuned run."""
+    """Markdown lines: test HR@10 / NDCG@10 (mean ± std over seeds, after each run's last stage;
+    FOREC's after pre-training too, as NMF++) of each row of tuned_row, each market with its own
+    columns; [] where there is no tuned run."""
     last = last_stage(results)
-    tuned = last["variant"].str.contains("-tuned-")
-    if not tuned.any():
+    if not last["variant"].str.contains("-tuned-").any():
         return []
-    family = last["variant"].str.split(" ").str[0].str.replace(r"-tuned-[\w+]+$", "", regex=True)
-    last = last.assign(row=np.where(tuned, family + ", tuned (" + family + "-tuned-<market>)", last["variant"]))
-    markets = [m for m in SPEC_MARKETS if m in set(last["market"])]
+    pretrained = results[(results["stage"] == "pretrain") & results["variant"].str.match(
+        "|".join(f"{model}-trained" for model in PRETRAINED_AS))]
+    rows = pd.concat([last, pretrained])
+    rows = rows.assign(row=[tuned_row(v, s) for v, s in zip(rows["variant"], rows["stage"])])
+    markets = [m for m in SPEC_MARKETS if m in set(rows["market"])]
     lines = ["| model | " + " | ".join(f"{m} {metric}" for m in markets for metric in HEADLINE_METRICS) + " |",
              "|---|" + "---|" * len(HEADLINE_METRICS) * len(markets)]
-    for row, rows in last.groupby("row", sort=True):
+    for row, group in rows.groupby("row", sort=True):
         cells = []
         for market in markets:
             for metric in HEADLINE_METRICS:
-                values = rows.loc[rows["market"] == market, metric]
+                values = group.loc[group["market"] == market, metric]
                 cells.append(f"{mean_std(values.mean(), values.std())} ({len(values)})" if len(values) else "")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines

@@ -18,7 +18,7 @@ import sweep
 from config import PRESETS, Config, ConfigError
 from data_loader import build_dataset, load_markets
 from model import build_model
-from tests.conftest import REPO
+from tests.conftest import REPO, synthetic_frames
 from checkpoints import Progress
 from train_model import run_seed
 
@@ -215,3 +215,19 @@ def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_
     once_more = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     assert once_more.returncode == 0 and once_more.stdout.count("skip acmr in seed") == 2
     assert "finished 0 of 0 jobs" in once_more.stdout
+
+
+def test_forec_after_pre_training_is_nmf_plus_plus(tmp_path):
+    """report.tuned_table shows FOREC's results after pre-training as NMF++'s (config.PRETRAINED_AS):
+    the same settings with stages=pretrain train the same model and score the same test metrics."""
+    config = Config(num_eval_negatives=20, num_train_negatives=2, pretrain_epochs=3, finetune_epochs=2,
+                    embedding_init_std=0.01, lr=1e-2, batch_size=128)
+    stage_results = {}
+    for preset in ("forec", "nmf++"):
+        progress = Progress(stage="pretrain")
+        (tmp_path / preset).mkdir()
+        run_seed(tmp_path / preset, synthetic_frames(), "in", dataclasses.replace(config, **PRESETS[preset]),
+                 torch.device("cpu"), progress, None)
+        stage_results[preset] = progress.runs[0]
+    assert "finetune" in stage_results["forec"] and "finetune" not in stage_results["nmf++"]
+    assert stage_results["forec"]["pretrain"] == stage_results["nmf++"]["pretrain"]

@@ -333,6 +333,19 @@ def test_the_tuned_table_puts_each_markets_preset_on_one_row():
     assert report.tuned_table(pd.DataFrame(rows[:2])) == []
 
 
+def test_the_tuned_table_shows_the_trained_cross_market_baselines_and_forec_after_each_stage():
+    forec = "forec-trained (patience_resets=True)"
+    rows = [{"variant": v, "market": "jp", "seed": 0, "stage": stage, "HR@10": hr, "NDCG@10": hr / 2}
+            for v, stage, hr in [(forec, "pretrain", 0.5), (forec, "finetune", 0.7),
+                                 ("gmf++-trained (patience_resets=True)", "pretrain", 0.6),
+                                 ("nmf-tuned-jp+mx (patience_resets=True)", "finetune", 0.8)]]
+    lines = report.tuned_table(pd.DataFrame(rows))
+    assert lines[2:] == ["| forec, trained (forec-trained) | 0.7000 (1) | 0.3500 (1) |",
+                         "| gmf++, trained (gmf++-trained) | 0.6000 (1) | 0.3000 (1) |",
+                         "| nmf++ (forec after pre-training), trained (forec-trained) | 0.5000 (1) | 0.2500 (1) |",
+                         "| nmf, tuned (nmf-tuned-<market>) | 0.8000 (1) | 0.4000 (1) |"]
+
+
 def test_the_authors_weights_table_puts_their_log_beside_each_split(tmp_path):
     metrics = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
     logged = {"test": dict(zip(metrics, (0.7, 0.8, 0.6, 0.65))), "valid": dict(zip(metrics, (0.1, 0.2, 0.3, 0.4)))}
