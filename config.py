@@ -176,7 +176,7 @@ PRESETS.update({tuned_preset(model, market): {**PRESETS[model], **settings}
                 for (model, market), settings in TUNED.items()})
 
 # The cross-market baselines, trained but not searched (8 trials x 3 markets of pre-training on
-# all seven markets, 10-40 min a trial on one CPU thread): FOREC's code's settings (Adam at lr
+# all seven markets: results/baselines/README.md): FOREC's code's settings (Adam at lr
 # 5e-3 for GMF, 1e-2 for NMF; weight decay 1e-7 and the sizes are the defaults above) with NCF's
 # initialisation and conventional early stopping in both stages. GMF++ is GMF on all markets;
 # FOREC is NMF on all markets, then fine-tuned (its results after pre-training are NMF++'s).

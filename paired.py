@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,10 +131,18 @@ def last_stage_ranks(entry: dict) -> np.ndarray:
 class Model:
     """The runs of one variant (runs.py's name) in one market: seed -> ranks."""
     variant: str
-    family: str  # config.json's `model`: acmr, popularity, gmf, mlp, nmf
+    family: str  # family_of: acmr, popularity, gmf, mlp, nmf, gmf++, forec, ...
     tuned: bool
     market: str
     ranks: dict[int, dict]
+
+
+def family_of(variant: str, model: str) -> str:
+    """`acmr` for ACMR's variants (config.json's `model`); for a baseline, its preset without the
+    tuned or trained part: `gmf (lr=0.01)` and `gmf-tuned-in` -> gmf, `gmf++-trained` -> gmf++."""
+    if model == "acmr":
+        return model
+    return re.sub(r"-(tuned-[\w+]+|trained)$", "", variant.split(" ")[0])
 
 
 def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
@@ -147,8 +156,8 @@ def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
         config = json.loads((folder / "config.json").read_text())
         variant = variants[folder.name]
         key = (variant, config["target_market"])
-        model = grouped.setdefault(key, Model(variant, config.get("model", "acmr"), "-tuned-" in variant,
-                                              config["target_market"], {}))
+        family = family_of(variant, config.get("model", "acmr"))
+        model = grouped.setdefault(key, Model(variant, family, "-tuned-" in variant, config["target_market"], {}))
         model.ranks.update(ranks)  # folders in name (time) order: the newest run of a seed counts
     return list(grouped.values())
 

@@ -149,7 +149,9 @@ def tuned_section(results: pd.DataFrame) -> list[str]:
     return ["## Tuned baselines (tune.py)", "",
             "Test HR@10 / NDCG@10 after each model's last stage, mean ± sample std (seeds); the untuned "
             "rows are config.py's presets (ACMR's optimiser and early stopping), the tuned rows each "
-            "market's preset chosen on validation NDCG@5 alone. A random ranking of 100 candidates scores "
+            "market's preset chosen on validation NDCG@5 alone, the trained cross-market rows (gmf++-trained, "
+            "forec-trained; NMF++ is FOREC after pre-training) FOREC's code's settings with NCF's "
+            "initialisation and early stopping, not searched. A random ranking of 100 candidates scores "
             "HR@10 0.10, NDCG@10 about 0.045.", "", *table, "", *search_lines(), ""]
 
 

@@ -75,10 +75,14 @@ def test_runs_pair_up_only_on_the_same_candidates_and_at_their_last_stage(tmp_pa
 
 def test_without_acmr_each_baseline_is_compared_with_popularity_and_its_untuned_self(tmp_path):
     folders = [fabricate_run(tmp_path / f"in-{i}", model, "in", {0: ("s", {"finetune": ranks})})
-               for i, (model, ranks) in enumerate([("popularity", [5, 5]), ("gmf", [9, 9]), ("gmf", [1, 1])])]
-    names = {"in-0": "popularity", "in-1": "gmf", "in-2": "gmf-tuned-in (patience_resets=True)"}
+               for i, (model, ranks) in enumerate([("popularity", [5, 5]), ("gmf", [9, 9]), ("gmf", [1, 1]),
+                                                   ("gmf", [2, 2])])]
+    names = {"in-0": "popularity", "in-1": "gmf", "in-2": "gmf-tuned-in (patience_resets=True)",
+             "in-3": "gmf++-trained (patience_resets=True)"}
     pairs = [(a.variant, b.variant) for a, b in paired.pairs_of(paired.models_of(folders, names))]
-    assert sorted(pairs) == [("gmf", "popularity"), ("gmf-tuned-in (patience_resets=True)", "gmf"),
+    # GMF++ (config.json's model: gmf) is not GMF's untuned self: tuned GMF is not paired with it
+    assert sorted(pairs) == [("gmf", "popularity"), ("gmf++-trained (patience_resets=True)", "popularity"),
+                             ("gmf-tuned-in (patience_resets=True)", "gmf"),
                              ("gmf-tuned-in (patience_resets=True)", "popularity")]
     lines = paired.comparison_lines(paired.models_of(folders, names))
     assert any("No ACMR run here has per-user ranks" in line for line in lines)
