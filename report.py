@@ -102,19 +102,20 @@ def per_seed_table(results: pd.DataFrame, metric: str) -> list[str]:
 
 def tuned_row(variant: str, stage: str) -> str:
     """The tuned table's row of a run: the tuned presets of one model (`gmf-tuned-in`,
-    `gmf-tuned-jp`, ...) share one, `gmf, tuned (gmf-tuned-<market>)`; the trained cross-market
-    presets read `forec, trained (forec-trained)`, FOREC after pre-training
+    `gmf-tuned-jp`, ...) share one, `gmf, tuned (gmf-tuned-<market>)`; a trained cross-market
+    preset reads `forec, trained (forec-trained)`; FOREC after pre-training is NMF++'s row,
     `nmf++ (forec after pre-training), trained (forec-trained)`; any other variant is its own row."""
     preset = variant.split(" ")[0]
     if "-tuned-" in preset:
         family = preset.rsplit("-tuned-", 1)[0]
-        return f"{family}, tuned ({family}-tuned-<market>)"
-    if not preset.endswith("-trained"):
+        how, name = "tuned", f"{family}-tuned-<market>"
+    elif preset.endswith("-trained"):
+        family, how, name = preset.removesuffix("-trained"), "trained", preset
+    else:
         return variant
-    model = preset.removesuffix("-trained")
-    if stage == "pretrain" and model in PRETRAINED_AS:
-        model = f"{PRETRAINED_AS[model]} ({model} after pre-training)"
-    return f"{model}, trained ({preset})"
+    if stage == "pretrain" and family in PRETRAINED_AS:
+        family = f"{PRETRAINED_AS[family]} ({family} after pre-training)"
+    return f"{family}, {how} ({name})"
 
 
 def tuned_table(results: pd.DataFrame) -> list[str]:
@@ -125,8 +126,8 @@ def tuned_table(results: pd.DataFrame) -> list[str]:
     if not last["variant"].str.contains("-tuned-").any():
         return []
     pretrained = results[(results["stage"] == "pretrain") & results["variant"].str.match(
-        "|".join(f"{model}-trained" for model in PRETRAINED_AS))]
-    rows = pd.concat([last, pretrained])
+        "|".join(f"{model}-(trained|tuned-)" for model in PRETRAINED_AS))]
+    rows = pd.concat([last, pretrained]).drop_duplicates(["variant", "market", "seed", "stage"])
     rows = rows.assign(row=[tuned_row(v, s) for v, s in zip(rows["variant"], rows["stage"])])
     markets = [m for m in SPEC_MARKETS if m in set(rows["market"])]
     lines = ["| model | " + " | ".join(f"{m} {metric}" for m in markets for metric in HEADLINE_METRICS) + " |",
@@ -155,6 +156,16 @@ def tuned_section(results: pd.DataFrame) -> list[str]:
             "HR@10 0.10, NDCG@10 about 0.045.", "", *table, "", *search_lines(), ""]
 
 
+def trained_with(records: list[dict]) -> dict[str, list[str]]:
+    """The fixed settings of tune.py's records (`k=v, ...`) -> the models searched with them."""
+    groups: dict[str, list[str]] = {}
+    for r in records:
+        models = groups.setdefault(", ".join(f"{k}={v}" for k, v in r["fixed"].items()), [])
+        if r["model"] not in models:
+            models.append(r["model"])
+    return groups
+
+
 def search_lines(out: Path = RESULTS / "baselines" / "search") -> list[str]:
     """Markdown for the report: how the tuned presets were chosen (space, seed, budget) and what
     each search chose, with its validation score, from tune.py's records in `out`."""
@@ -164,9 +175,10 @@ def search_lines(out: Path = RESULTS / "baselines" / "search") -> list[str]:
     first = records[0]
     lines = [f"Search (tune.py, records in `{out.relative_to(REPO) if out.is_relative_to(REPO) else out}`): "
              f"{first['search']}, random_state {first['search_seed']}, {first['trials']} trials per model and "
-             f"market, one at a time; each trial trains on the target market alone with "
-             + ", ".join(f"{k}={v}" for k, v in first["fixed"].items())
-             + f" on seed {first['data_seed']}'s split and scores the best validation NDCG@5 of its epochs; "
+             f"market, one at a time; each trial trains "
+             + "; ".join(f"{', '.join(models)} with {fixed}" for fixed, models in trained_with(records).items())
+             + f" (stages=finetune: the target market alone; otherwise all seven markets first) on seed "
+             f"{first['data_seed']}'s split and scores the best validation NDCG@5 of its (last stage's) epochs; "
              "the test candidates are scored only in the chosen presets' runs. num_train_negatives is not "
              "searched (it changes the evaluation candidates). ACMR is not searched: it keeps the paper's "
              "settings (config.py's defaults).", ""]

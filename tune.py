@@ -1,15 +1,18 @@
-"""Hyperparameter search for the baselines GMF, MLP and NMF, on validation only, on Ray Tune.
+"""Hyperparameter search for the baselines, on validation only, on Ray Tune.
 
-    python tune.py --models=gmf,mlp,nmf --markets=in,jp,mx --num_threads=1
+    python tune.py --models=gmf,mlp,nmf --markets=in,jp,mx --num_threads=1     # the committed search
+    python tune.py --models=gmf++,forec --markets=in,jp,mx --num_threads=1     # the cross-market models
     python tune.py --models=gmf --markets=in --trials=4 --out=log/tune_try     # a smaller search
 
 For each (model, market): NUM_TRIALS settings drawn by Ray Tune's seeded random search
 (BasicVariantGenerator, random_state=SEARCH_SEED: the same draws on every market) from
 SEARCH_SPACE, one trial at a time (a one-CPU Ray instance, torch on one thread unless
---num_threads says otherwise). A trial trains the model on the target market alone with the
-FIXED settings (conventional early stopping: `patience` epochs without a better validation
-NDCG@5, reset by each improvement, at most `finetune_epochs`) on the split, training negatives
-and validation candidates of seed DATA_SEED, and scores the best validation NDCG@5 of its
+--num_threads says otherwise). A trial trains the model's preset (config.PRESETS: GMF, MLP,
+NMF on the target market alone; GMF++ on all seven markets; FOREC on all seven, then on the
+target) with the fixed settings (FIXED; CROSS_MARKET_FIXED in every stage of GMF++ and FOREC:
+conventional early stopping, `patience` epochs without a better validation NDCG@5, reset by
+each improvement, at most 100 epochs a stage) on the split, training negatives and validation
+candidates of seed DATA_SEED, and scores the best validation NDCG@5 of its last stage's
 epochs. It never scores the test candidates. The trial with the best score is chosen (the
 earlier trial on a tie); its settings, less those equal to config.py's defaults, are the preset
 `<model>-tuned-<market>` (config.TUNED), whose test runs (seeds 0-2) are ordinary
@@ -40,7 +43,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 SEARCH_DIR = REPO / "results" / "baselines" / "search"
-MODELS = ("gmf", "mlp", "nmf")
+MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec")  # config.PRESETS' names
+CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC then fine-tuned)
 SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
 NUM_TRIALS = 8  # the budget: trials per (model, market), the same for every model and market
 DATA_SEED = 0  # the split, negatives and validation candidates the trials train and score on
@@ -49,13 +53,21 @@ OBJECTIVE = "valid NDCG@5"  # the best over a trial's epochs; the test candidate
 # stopping, enough epochs, the target market alone
 FIXED = {"stages": "finetune", "embedding_init_std": 0.01, "patience_resets": True, "patience": 10,
          "finetune_epochs": 100}
+# the cross-market models: the same in each of their stages, pre-training included
+CROSS_MARKET_FIXED = {**{k: v for k, v in FIXED.items() if k != "stages"}, "pretrain_epochs": 100}
 # (kind, arguments): loguniform (low, high) or choice (values); the NCF paper's grids: lr 1e-4 ..
 # 5e-3, factors 8 .. 64, 4 negatives; FOREC: lr 5e-3 (GMF) and 1e-2 (MLP, NMF), weight decay 1e-7
 COMMON_SPACE = {"lr": ("loguniform", (1e-4, 3e-2)), "embedding_size": ("choice", (8, 16, 32, 64)),
                 "weight_decay": ("choice", (0.0, 1e-7, 1e-6, 1e-5, 1e-4))}
 LAYERS = ("choice", ("32,16,8", "64,32,16,8", "128,64,32", "256,128,64"))
 SEARCH_SPACE = {"gmf": COMMON_SPACE, "mlp": {**COMMON_SPACE, "mlp_layers": LAYERS},
-                "nmf": {**COMMON_SPACE, "mlp_layers": LAYERS}}
+                "nmf": {**COMMON_SPACE, "mlp_layers": LAYERS}, "gmf++": COMMON_SPACE,
+                "forec": {**COMMON_SPACE, "mlp_layers": LAYERS}}
+
+
+def fixed_settings(model: str) -> dict:
+    """The settings every trial of `model` trains with (FIXED, or CROSS_MARKET_FIXED)."""
+    return CROSS_MARKET_FIXED if model in CROSS_MARKET else FIXED
 
 
 def space_text(model: str) -> str:
@@ -77,22 +89,25 @@ def ray_space(model: str) -> dict:
 # ---------------------------------------------------------------- one trial
 
 def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
-    """Train `config`'s model on its target market alone, exactly as train_model.run_seed does
-    (same generators, batches, early stopping), scoring only the validation candidates after
-    each epoch. Returns the best validation NDCG@5 (OBJECTIVE), the validation metrics at that
-    epoch, the epochs run and the curve of validation NDCG@5."""
+    """Train `config`'s model through its stages (the target market alone, or all markets and
+    then the target), exactly as train_model.run_seed does (same generators, batches, early
+    stopping, each stage from the previous one's best epoch), scoring only the validation
+    candidates after each epoch. Returns the best validation NDCG@5 of the last stage
+    (OBJECTIVE), the validation metrics at that epoch, the epochs run (all stages) and the curve
+    of validation NDCG@5 (all stages, in order)."""
+    import copy
+
     import numpy as np
     import torch
 
-    from config import ConfigError
+    from config import ConfigError, active_stages
     from data_loader import DeviceData, build_dataset
     from evaluate import NonFiniteScores, evaluate_candidates
     from model import build_model
     from train_model import configure_host, make_optimizer, train_epoch
 
-    if config.stages != "finetune" or config.resample_train_negatives:
-        raise ConfigError("a search trial trains on the target market alone (stages=finetune), its negatives "
-                          "drawn once (resample_train_negatives=false)")
+    if config.resample_train_negatives:
+        raise ConfigError("a search trial draws its training negatives once (resample_train_negatives=false)")
     configure_host(config)
     device = torch.device("cpu")
     dataset = build_dataset(frames, config.target_market, seed, config)
@@ -101,36 +116,45 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
     data = DeviceData.from_dataset(dataset, device)
     model = build_model(config, dataset).to(device)
     optimizer = make_optimizer(model, config, device)
-    rows = dataset.target_rows()
-    best, best_epoch, best_valid, non_improving, epoch, curve = 0.0, 0, {}, 0, 0, []
-    started = time.perf_counter()
-    while epoch < config.finetune_epochs and non_improving < config.patience:
-        epoch += 1
-        loss = train_epoch(model, optimizer, data, rows, batch_rng, config, desc=f"trial epoch {epoch}",
-                           bucket=config.bucket_finetune_batches)
-        try:
-            valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
-        except NonFiniteScores:
-            valid = None
-        if not math.isfinite(loss) or valid is None:  # diverged: the epochs so far count
-            curve.append(None)
-            break
-        curve.append(round(valid["NDCG@5"], 6))
-        if valid["NDCG@5"] > best:
-            best, best_epoch, best_valid = valid["NDCG@5"], epoch, valid
-            if config.patience_resets:
-                non_improving = 0
-        else:
-            non_improving += 1
-    return {OBJECTIVE: best, "best_epoch": best_epoch, "epochs": epoch,
+    stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
+    epoch_cap = {"pretrain": config.pretrain_epochs, "finetune": config.finetune_epochs}
+    bucket = {"pretrain": config.bucket_pretrain_batches, "finetune": config.bucket_finetune_batches}
+    curve, diverged, started = [], False, time.perf_counter()
+    for stage in active_stages(config):
+        best, best_epoch, best_valid, non_improving, epoch = 0.0, 0, {}, 0, 0
+        best_state = copy.deepcopy(model.state_dict())
+        while not diverged and epoch < epoch_cap[stage] and non_improving < config.patience:
+            epoch += 1
+            loss = train_epoch(model, optimizer, data, stage_rows[stage], batch_rng, config,
+                               desc=f"trial {stage} epoch {epoch}", bucket=bucket[stage])
+            try:
+                valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
+            except NonFiniteScores:
+                valid = None
+            if not math.isfinite(loss) or valid is None:  # diverged: the epochs so far count
+                curve.append(None)
+                diverged = True
+                break
+            curve.append(round(valid["NDCG@5"], 6))
+            if valid["NDCG@5"] > best:
+                best, best_epoch, best_valid = valid["NDCG@5"], epoch, valid
+                best_state = copy.deepcopy(model.state_dict())
+                if config.patience_resets:
+                    non_improving = 0
+            else:
+                non_improving += 1
+        model.load_state_dict(best_state)  # the next stage starts from this stage's best epoch
+    return {OBJECTIVE: best, "best_epoch": best_epoch, "epochs": len(curve),
             "valid_at_best_epoch": best_valid, "seconds": round(time.perf_counter() - started, 1),
             "valid_NDCG@5_curve": curve}
 
 
 def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
-    """A trial's settings: the model and market, FIXED, the base (settings given on the command
-    line, which may replace FIXED's), the sampled values."""
-    return {"model": model, "target_market": market, **FIXED, **base, **sampled}
+    """A trial's settings: the model's preset and the market, fixed_settings, the base (settings
+    given on the command line, which may replace the fixed ones), the sampled values."""
+    from config import PRESETS
+
+    return {**PRESETS[model], "target_market": market, **fixed_settings(model), **base, **sampled}
 
 
 def real_objective(settings: dict, frames) -> dict:
@@ -161,7 +185,7 @@ def preset_settings(model: str, settings: dict) -> dict:
     from config import PRESETS, Config
 
     defaults = dataclasses.asdict(Config())
-    keys = [*FIXED, *SEARCH_SPACE[model]]
+    keys = [*fixed_settings(model), *SEARCH_SPACE[model]]
     return {**PRESETS[model], **{k: settings[k] for k in keys if settings[k] != defaults[k]}}
 
 
@@ -196,7 +220,7 @@ def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, 
     chosen = choose(records)
     record = {"model": model, "market": market, "search": "Ray Tune random search (BasicVariantGenerator)",
               "search_seed": seed, "trials": trials, "data_seed": DATA_SEED, "objective": OBJECTIVE,
-              "space": space_text(model), "fixed": {**FIXED, **base}, "chosen_trial": chosen["trial"],
+              "space": space_text(model), "fixed": {**fixed_settings(model), **base}, "chosen_trial": chosen["trial"],
               "chosen": preset_settings(model, chosen["settings"]), "all_trials": records}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{model}-{market}.json").write_text(json.dumps(record, indent=1) + "\n")

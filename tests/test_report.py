@@ -338,11 +338,15 @@ def test_the_tuned_table_shows_the_trained_cross_market_baselines_and_forec_afte
     rows = [{"variant": v, "market": "jp", "seed": 0, "stage": stage, "HR@10": hr, "NDCG@10": hr / 2}
             for v, stage, hr in [(forec, "pretrain", 0.5), (forec, "finetune", 0.7),
                                  ("gmf++-trained (patience_resets=True)", "pretrain", 0.6),
-                                 ("nmf-tuned-jp+mx (patience_resets=True)", "finetune", 0.8)]]
+                                 ("nmf-tuned-jp+mx (patience_resets=True)", "finetune", 0.8),
+                                 ("forec-tuned-jp (patience_resets=True)", "pretrain", 0.55),
+                                 ("forec-tuned-jp (patience_resets=True)", "finetune", 0.75)]]
     lines = report.tuned_table(pd.DataFrame(rows))
     assert lines[2:] == ["| forec, trained (forec-trained) | 0.7000 (1) | 0.3500 (1) |",
+                         "| forec, tuned (forec-tuned-<market>) | 0.7500 (1) | 0.3750 (1) |",
                          "| gmf++, trained (gmf++-trained) | 0.6000 (1) | 0.3000 (1) |",
                          "| nmf++ (forec after pre-training), trained (forec-trained) | 0.5000 (1) | 0.2500 (1) |",
+                         "| nmf++ (forec after pre-training), tuned (forec-tuned-<market>) | 0.5500 (1) | 0.2750 (1) |",
                          "| nmf, tuned (nmf-tuned-<market>) | 0.8000 (1) | 0.4000 (1) |"]
 
 
@@ -362,3 +366,11 @@ def test_the_authors_weights_table_puts_their_log_beside_each_split(tmp_path):
         "0.3000 ± 0.0707 [0.6000] | 0.3000 ± 0.0000 [0.6500] | 78% |",
         "| uk | after fine-tuning | valid | mean of 0, 2 | 0.4000 ± 0.0000 [0.1000] | 0.5000 ± 0.0000 [0.2000] | "
         "0.2000 ± 0.0000 [0.3000] | 0.2500 ± 0.0000 [0.4000] | 50% |"]
+
+
+def test_the_search_prose_names_the_fixed_settings_of_each_group_of_models():
+    records = [{"model": model, "fixed": fixed} for model, fixed in
+               [("gmf", {"stages": "finetune", "patience": 10}), ("mlp", {"stages": "finetune", "patience": 10}),
+                ("gmf++", {"patience": 10, "pretrain_epochs": 100}), ("gmf", {"stages": "finetune", "patience": 10})]]
+    assert report.trained_with(records) == {"stages=finetune, patience=10": ["gmf", "mlp"],
+                                            "patience=10, pretrain_epochs=100": ["gmf++"]}

@@ -82,6 +82,36 @@ def test_a_trial_trains_exactly_as_a_run_does(tmp_path):
     assert trial[tune.OBJECTIVE] == max(r["valid"]["NDCG@5"] for r in records)
 
 
+def test_a_cross_market_trial_trains_both_stages_exactly_as_a_run_does(tmp_path):
+    frames = synthetic_frames()
+    config = Config(**{**PRESETS["forec"], **tune.fixed_settings("forec"), "patience": 2, "pretrain_epochs": 8,
+                       "finetune_epochs": 5}, lr=1e-2, embedding_size=16, mlp_layers="32,16", num_eval_negatives=20,
+                    num_train_negatives=2, num_threads=1)
+    assert config.stages == "pretrain+finetune" and config.embedding_init_std == 0.01
+    trial = tune.validation_run(config, frames, seed=1)
+    progress = Progress(seed=1, stage="pretrain")
+    run_seed(tmp_path, frames, "in", config, torch.device("cpu"), progress, None)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    pretrain = progress.runs[0]["pretrain"]
+    assert pretrain["best_epoch"] < pretrain["epochs"]  # fine-tuning starts from an earlier epoch's weights
+    assert trial["valid_NDCG@5_curve"] == [round(r["valid"]["NDCG@5"], 6) for r in records]
+    finetune = progress.runs[0]["finetune"]
+    assert (trial["epochs"], trial["best_epoch"]) == (pretrain["epochs"] + finetune["epochs"],
+                                                      finetune["best_epoch"])
+    assert trial[tune.OBJECTIVE] == max(r["valid"]["NDCG@5"] for r in records if r["stage"] == "finetune")
+
+
+def test_the_cross_market_trials_keep_their_preset_and_train_every_stage_as_ncf():
+    gmf_pp = tune.trial_settings("gmf++", "jp", {"lr": 0.01}, {"num_threads": 1})
+    assert (gmf_pp["model"], gmf_pp["stages"], gmf_pp["pretrain_epochs"]) == ("gmf", "pretrain", 100)
+    forec = tune.trial_settings("forec", "jp", {"lr": 0.01}, {})
+    assert (forec["model"], forec.get("stages", "pretrain+finetune"), forec["finetune_epochs"]) == ("nmf", "pretrain+finetune", 100)
+    assert tune.trial_settings("gmf", "jp", {}, {})["stages"] == "finetune"  # as before: the target alone
+    assert tune.preset_settings("forec", {**forec, "lr": 0.01, "embedding_size": 8, "weight_decay": 1e-7,
+                                          "mlp_layers": "64,32,16,8"}) == {"model": "nmf", **tune.CROSS_MARKET_FIXED,
+                                                                           "lr": 0.01}
+
+
 def test_another_number_of_training_negatives_draws_other_candidates_the_searched_settings_do_not(frames):
     base = Config(num_eval_negatives=20, num_train_negatives=4)
     reference = build_dataset(frames, "in", 0, base)
