@@ -107,6 +107,9 @@ def test_the_cross_market_trials_keep_their_preset_and_train_every_stage_as_ncf(
     forec = tune.trial_settings("forec", "jp", {"lr": 0.01}, {})
     assert (forec["model"], forec.get("stages", "pretrain+finetune"), forec["finetune_epochs"]) == ("nmf", "pretrain+finetune", 100)
     assert tune.trial_settings("gmf", "jp", {}, {})["stages"] == "finetune"  # as before: the target alone
+    # the trained presets are what such a trial trains at FOREC's learning rates
+    assert PRESETS["forec-trained"] == {**PRESETS["forec"], **tune.CROSS_MARKET_FIXED, "lr": 1e-2}
+    assert PRESETS["gmf++-trained"] == {**PRESETS["gmf++"], **tune.CROSS_MARKET_FIXED, "lr": 5e-3}
     assert tune.preset_settings("forec", {**forec, "lr": 0.01, "embedding_size": 8, "weight_decay": 1e-7,
                                           "mlp_layers": "64,32,16,8"}) == {"model": "nmf", **tune.CROSS_MARKET_FIXED,
                                                                            "lr": 0.01}
