@@ -180,8 +180,9 @@ PRESETS.update({tuned_preset(model, market): {**PRESETS[model], **settings}
 # 5e-3 for GMF, 1e-2 for NMF; weight decay 1e-7 and the sizes are the defaults above) with NCF's
 # initialisation and conventional early stopping in both stages. GMF++ is GMF on all markets;
 # FOREC is NMF on all markets, then fine-tuned (its results after pre-training are NMF++'s).
-PRESETS.update({"gmf++-trained": {**PRESETS["gmf++"], **TRAINED_AS_NCF, "pretrain_epochs": 100, "lr": 5e-3},
-                "forec-trained": {**PRESETS["forec"], **TRAINED_AS_NCF, "pretrain_epochs": 100, "lr": 1e-2}})
+TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}  # tune.py's CROSS_MARKET_FIXED
+PRESETS.update({"gmf++-trained": {**PRESETS["gmf++"], **TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 5e-3},
+                "forec-trained": {**PRESETS["forec"], **TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 1e-2}})
 PRETRAINED_AS = {"forec": "nmf++"}  # the preset whose results after pre-training are another's
 
 

@@ -137,12 +137,15 @@ class Model:
     ranks: dict[int, dict]
 
 
-def family_of(variant: str, model: str) -> str:
-    """`acmr` for ACMR's variants (config.json's `model`); for a baseline, its preset without the
-    tuned or trained part: `gmf (lr=0.01)` and `gmf-tuned-in` -> gmf, `gmf++-trained` -> gmf++."""
-    if model == "acmr":
-        return model
+def preset_family(variant: str) -> str:
+    """A variant's preset without its tuned or trained part: `gmf (lr=0.01)` and `gmf-tuned-in`
+    -> gmf, `gmf++-trained` -> gmf++."""
     return re.sub(r"-(tuned-[\w+]+|trained)$", "", variant.split(" ")[0])
+
+
+def family_of(variant: str, model: str) -> str:
+    """`acmr` for ACMR's variants (config.json's `model`), else preset_family."""
+    return model if model == "acmr" else preset_family(variant)
 
 
 def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:

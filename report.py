@@ -105,14 +105,10 @@ def tuned_row(variant: str, stage: str) -> str:
     `gmf-tuned-jp`, ...) share one, `gmf, tuned (gmf-tuned-<market>)`; a trained cross-market
     preset reads `forec, trained (forec-trained)`; FOREC after pre-training is NMF++'s row,
     `nmf++ (forec after pre-training), trained (forec-trained)`; any other variant is its own row."""
-    preset = variant.split(" ")[0]
-    if "-tuned-" in preset:
-        family = preset.rsplit("-tuned-", 1)[0]
-        how, name = "tuned", f"{family}-tuned-<market>"
-    elif preset.endswith("-trained"):
-        family, how, name = preset.removesuffix("-trained"), "trained", preset
-    else:
+    preset, family = variant.split(" ")[0], paired.preset_family(variant)
+    if family == preset:
         return variant
+    how, name = ("trained", preset) if preset.endswith("-trained") else ("tuned", f"{family}-tuned-<market>")
     if stage == "pretrain" and family in PRETRAINED_AS:
         family = f"{PRETRAINED_AS[family]} ({family} after pre-training)"
     return f"{family}, {how} ({name})"

@@ -286,6 +286,15 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
     return total.item() / max(count, 1)
 
 
+def stage_plan(config: Config, dataset) -> tuple[dict, dict, dict]:
+    """Per stage: its training rows (all markets' or the target's), its epoch cap and whether its
+    batches are bucketed by history length."""
+    stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
+    epoch_cap = {"pretrain": config.pretrain_epochs, "finetune": config.finetune_epochs}
+    bucket = {"pretrain": config.bucket_pretrain_batches, "finetune": config.bucket_finetune_batches}
+    return stage_rows, epoch_cap, bucket
+
+
 def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config: Config,
              device: torch.device, progress: Progress, checkpoint: dict | None) -> None:
     """SPEC section 5 for seed `progress.seed`: pre-train, test, fine-tune, test; from the
@@ -310,9 +319,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             load_optimizer_state(optimizer, checkpoint["optimizer"])
         restore_generators(checkpoint["rng"], batch_rng, negatives_rng)
         data.train_item.copy_(checkpoint["train_item"].to(device))
-    stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
-    epoch_cap = {"pretrain": config.pretrain_epochs, "finetune": config.finetune_epochs}
-    bucket = {"pretrain": config.bucket_pretrain_batches, "finetune": config.bucket_finetune_batches}
+    stage_rows, epoch_cap, bucket = stage_plan(config, dataset)
     metrics_file = run_dir / "metrics.jsonl"
 
     def save() -> None:

@@ -41,6 +41,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from config import TRAINED_AS_NCF_IN_EVERY_STAGE
+
 REPO = Path(__file__).resolve().parent
 SEARCH_DIR = REPO / "results" / "baselines" / "search"
 MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec")  # config.PRESETS' names
@@ -54,7 +56,7 @@ OBJECTIVE = "valid NDCG@5"  # the best over a trial's epochs; the test candidate
 FIXED = {"stages": "finetune", "embedding_init_std": 0.01, "patience_resets": True, "patience": 10,
          "finetune_epochs": 100}
 # the cross-market models: the same in each of their stages, pre-training included
-CROSS_MARKET_FIXED = {**{k: v for k, v in FIXED.items() if k != "stages"}, "pretrain_epochs": 100}
+CROSS_MARKET_FIXED = TRAINED_AS_NCF_IN_EVERY_STAGE
 # (kind, arguments): loguniform (low, high) or choice (values); the NCF paper's grids: lr 1e-4 ..
 # 5e-3, factors 8 .. 64, 4 negatives; FOREC: lr 5e-3 (GMF) and 1e-2 (MLP, NMF), weight decay 1e-7
 COMMON_SPACE = {"lr": ("loguniform", (1e-4, 3e-2)), "embedding_size": ("choice", (8, 16, 32, 64)),
@@ -104,7 +106,7 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
     from data_loader import DeviceData, build_dataset
     from evaluate import NonFiniteScores, evaluate_candidates
     from model import build_model
-    from train_model import configure_host, make_optimizer, train_epoch
+    from train_model import configure_host, make_optimizer, stage_plan, train_epoch
 
     if config.resample_train_negatives:
         raise ConfigError("a search trial draws its training negatives once (resample_train_negatives=false)")
@@ -116,9 +118,7 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
     data = DeviceData.from_dataset(dataset, device)
     model = build_model(config, dataset).to(device)
     optimizer = make_optimizer(model, config, device)
-    stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
-    epoch_cap = {"pretrain": config.pretrain_epochs, "finetune": config.finetune_epochs}
-    bucket = {"pretrain": config.bucket_pretrain_batches, "finetune": config.bucket_finetune_batches}
+    stage_rows, epoch_cap, bucket = stage_plan(config, dataset)
     curve, diverged, started = [], False, time.perf_counter()
     for stage in active_stages(config):
         best, best_epoch, best_valid, non_improving, epoch = 0.0, 0, {}, 0, 0
