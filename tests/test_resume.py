@@ -19,8 +19,9 @@ import torch
 
 from tests.conftest import REPO
 
-SETTINGS = ["--target_market=in", "--seeds=2", "--num_epochs=2", "--max_batches_per_epoch=3",
-            "--num_threads=1"]
+# small batches and 19 evaluation negatives: a run's time goes to starting up, not to the model
+SETTINGS = ["--target_market=in", "--seeds=2", "--num_epochs=2", "--max_batches_per_epoch=3", "--batch_size=256",
+            "--num_eval_negatives=19", "--num_threads=1"]
 
 
 def _child(argv: list[str], kill_at: str, data_dir: str) -> None:

@@ -23,7 +23,8 @@ from config import ConfigError
 from tests.conftest import REPO
 
 TINY = ["--pretrain_epochs=1", "--finetune_epochs=1", "--max_batches_per_epoch=2"]
-KILLABLE = ["--pretrain_epochs=2", "--finetune_epochs=2", "--max_batches_per_epoch=10"]  # ~4 s per epoch
+KILLABLE = ["--pretrain_epochs=2", "--finetune_epochs=2", "--max_batches_per_epoch=10",
+            "--num_eval_negatives=19"]  # ~3 s per epoch, most of it training
 
 
 def run_directly(plan_line: str, settings: list[str], log_dir: Path, data_dir: str) -> None:
