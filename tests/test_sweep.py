@@ -24,7 +24,7 @@ from tests.conftest import REPO
 
 TINY = ["--pretrain_epochs=1", "--finetune_epochs=1", "--max_batches_per_epoch=2"]
 KILLABLE = ["--pretrain_epochs=2", "--finetune_epochs=2", "--max_batches_per_epoch=10",
-            "--num_eval_negatives=19"]  # ~3 s per epoch, most of it training
+            "--num_eval_negatives=19"]  # an epoch's time goes mostly to its 10 training batches
 
 
 def run_directly(plan_line: str, settings: list[str], log_dir: Path, data_dir: str) -> None:
