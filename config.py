@@ -152,7 +152,8 @@ PRESETS: dict[str, dict[str, str]] = {
 # preset that differ from the defaults above. Preset `<model>-tuned-<market>` for that market;
 # markets whose searches chose the same settings share one, e.g. `mlp-tuned-jp+mx`.
 TRAINED_AS_NCF = {"embedding_init_std": 0.01, "patience_resets": True, "patience": 10, "finetune_epochs": 100}
-TUNED: dict[tuple[str, str], dict[str, object]] = {  # tune.py's FIXED (TRAINED_AS_NCF) and what it drew
+TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}  # GMF++, FOREC: tune.py's CROSS_MARKET_FIXED
+TUNED: dict[tuple[str, str], dict[str, object]] = {  # tune.py's fixed settings and what it drew
     ("gmf", "in"): {**TRAINED_AS_NCF, "lr": 0.002873612568137506, "embedding_size": 64, "weight_decay": 1e-05},
     ("gmf", "jp"): {**TRAINED_AS_NCF, "lr": 0.0005841847330229364, "embedding_size": 64, "weight_decay": 1e-05},
     ("gmf", "mx"): {**TRAINED_AS_NCF, "lr": 0.004721893330014706},
@@ -163,6 +164,14 @@ TUNED: dict[tuple[str, str], dict[str, object]] = {  # tune.py's FIXED (TRAINED_
                     "mlp_layers": "256,128,64"},
     ("nmf", "jp"): {**TRAINED_AS_NCF, "lr": 0.0030088557671858578, "embedding_size": 64},
     ("nmf", "mx"): {**TRAINED_AS_NCF, "lr": 0.0030088557671858578, "embedding_size": 64},
+    ("gmf++", "in"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.029290213990622673, "weight_decay": 0.0},
+    ("gmf++", "jp"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.00018241187491406492, "embedding_size": 16,
+                      "weight_decay": 1e-06},
+    ("gmf++", "mx"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.00018241187491406492, "embedding_size": 16,
+                      "weight_decay": 1e-06},
+    ("forec", "in"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.0030088557671858578, "embedding_size": 64},
+    ("forec", "jp"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.0030088557671858578, "embedding_size": 64},
+    ("forec", "mx"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.0030088557671858578, "embedding_size": 64},
 }
 
 
@@ -175,12 +184,11 @@ def tuned_preset(model: str, market: str) -> str:
 PRESETS.update({tuned_preset(model, market): {**PRESETS[model], **settings}
                 for (model, market), settings in TUNED.items()})
 
-# The cross-market baselines, trained but not searched (8 trials x 3 markets of pre-training on
-# all seven markets: results/baselines/README.md): FOREC's code's settings (Adam at lr
-# 5e-3 for GMF, 1e-2 for NMF; weight decay 1e-7 and the sizes are the defaults above) with NCF's
-# initialisation and conventional early stopping in both stages. GMF++ is GMF on all markets;
-# FOREC is NMF on all markets, then fine-tuned (its results after pre-training are NMF++'s).
-TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}  # tune.py's CROSS_MARKET_FIXED
+# The cross-market baselines with FOREC's code's settings instead of a search (Adam at lr 5e-3 for
+# GMF, 1e-2 for NMF; weight decay 1e-7 and the sizes are the defaults above), NCF's initialisation
+# and conventional early stopping in both stages, beside their tuned presets above. GMF++ is GMF
+# on all markets; FOREC is NMF on all markets, then fine-tuned (its results after pre-training
+# are NMF++'s).
 PRESETS.update({"gmf++-trained": {**PRESETS["gmf++"], **TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 5e-3},
                 "forec-trained": {**PRESETS["forec"], **TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 1e-2}})
 PRETRAINED_AS = {"forec": "nmf++"}  # the preset whose results after pre-training are another's
