@@ -19,6 +19,7 @@ from config import RUN_ONLY_SETTINGS, Config, ConfigError, config_from_saved, up
 from files import CHECKPOINT, save_torch
 
 CHECKPOINT_FORMAT = "acmr-checkpoint/1"
+WEIGHTS_FORMAT = "acmr-weights/1"
 DIVERGED = "diverged.txt"  # in a run folder whose training diverged: why; a resume refuses
 
 
@@ -61,6 +62,31 @@ def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: nn
         payload.update(model=model.state_dict(), best_model=best_state, train_item=train_item.cpu(),
                        optimizer=optimizer.state_dict() if optimizer is not None else None)
     save_torch(run_dir / CHECKPOINT, payload)
+
+
+def weights_path(run_dir: Path, seed: int, stage: str) -> Path:
+    """Where a run folder keeps the weights of a seed's stage (its best epoch's)."""
+    return run_dir / f"seed{seed}_{stage}_weights.pt"
+
+
+def save_weights(run_dir: Path, config: Config, seed: int, stage: str, best_epoch: int,
+                 state: dict[str, torch.Tensor], dataset) -> Path:
+    """The kept weights of a seed's stage and what is needed to use them: the settings, the raw
+    item id of each item row and the name of each market row (and, for a model with user
+    embeddings, the raw (market, user) of each user row). Loadable with weights_only=True."""
+    payload = {
+        "format": WEIGHTS_FORMAT, "config": dataclasses.asdict(config), "seed": seed, "stage": stage,
+        "best_epoch": best_epoch, "target_market": dataset.target_market,
+        "state_dict": {key: value.detach().cpu() for key, value in state.items()},
+        "item_ids": [str(item) for item in dataset.item_names],  # row 0: padding ("")
+        "markets": list(dataset.markets),
+    }
+    if config.model != "acmr":  # the baselines' user embeddings: one row per (market, user)
+        payload["user_ids"] = [str(user) for user in dataset.user_names]
+        payload["user_markets"] = [dataset.markets[m] for m in dataset.user_market]
+    path = weights_path(run_dir, seed, stage)
+    save_torch(path, payload)
+    return path
 
 
 def load_checkpoint(run_dir: Path, config: Config) -> dict:

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from checkpoints import (DIVERGED, CheckpointError, Progress, load_checkpoint, restore_generators,
-                         resume_config, save_checkpoint)
+                         resume_config, save_checkpoint, save_weights)
 from config import RENAMED, STAGES, Config, ConfigError, active_stages, parse_overrides, target_markets
 from cuda_graphs import CudaGraphSteps
 from data_loader import (DataError, DeviceData, build_dataset, check_eval_negatives, export_candidates,
@@ -373,6 +373,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             save()
             log.info(run_line(config, progress))
         model.load_state_dict(best_state)
+        save_weights(run_dir, config, seed, stage, progress.best_epoch, best_state, dataset)
         try:
             test = test_metrics(model, data, config)
         except NonFiniteScores as error:

@@ -24,11 +24,16 @@ TINY_RUN = ["--target_market=in", "--seeds=1", "--first_seed=3", "--pretrain_epo
 TIMES = ("seconds", "train_seconds")
 
 
-def tiny_run_outcome(data_dir: Path, log_dir: Path) -> dict[str, object]:
-    """Run TINY_RUN in a fresh process; its results and epoch records without the times."""
+def tiny_run(data_dir: Path, log_dir: Path) -> Path:
+    """Run TINY_RUN in a fresh process; returns its run folder."""
     subprocess.run([sys.executable, "train_model.py", *TINY_RUN, f"--data_dir={data_dir}",
                     f"--log_dir={log_dir}"], cwd=REPO, check=True, capture_output=True, text=True)
     (run_dir,) = log_dir.iterdir()
+    return run_dir
+
+
+def tiny_run_outcome(run_dir: Path) -> dict[str, object]:
+    """A run folder's results and epoch records without the times."""
     runs = json.loads((run_dir / "results.json").read_text())["runs"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {"runs": [{k: v for k, v in run.items() if k not in TIMES} for run in runs],
@@ -45,14 +50,36 @@ def kept(golden: object, outcome: object) -> object:
     return outcome
 
 
+@pytest.fixture(scope="module")
+def tiny_run_dir(real_config, tmp_path_factory) -> Path:
+    return tiny_run(Path(real_config.data_dir), tmp_path_factory.mktemp("log"))
+
+
 @pytest.mark.slow
-def test_a_fixed_tiny_seeded_run_gives_the_committed_results_exactly(real_config, tmp_path):
+def test_a_fixed_tiny_seeded_run_gives_the_committed_results_exactly(tiny_run_dir):
     golden = json.loads(GOLDEN.read_text())
-    assert kept(golden, tiny_run_outcome(Path(real_config.data_dir), tmp_path)) == golden
+    assert kept(golden, tiny_run_outcome(tiny_run_dir)) == golden
+
+
+@pytest.mark.slow
+def test_the_run_folder_keeps_each_stages_best_weights_with_their_id_maps(tiny_run_dir):
+    import torch
+
+    from checkpoints import WEIGHTS_FORMAT, weights_path
+    from model import ACMR
+
+    results = json.loads((tiny_run_dir / "results.json").read_text())["runs"][0]
+    for stage in ("pretrain", "finetune"):
+        saved = torch.load(weights_path(tiny_run_dir, 3, stage), weights_only=True)
+        assert saved["format"] == WEIGHTS_FORMAT and saved["stage"] == stage and saved["seed"] == 3
+        assert saved["best_epoch"] == results[stage]["best_epoch"]
+        assert saved["markets"] == ["ca", "de", "fr", "in", "jp", "mx", "uk"] and saved["item_ids"][0] == ""
+        model = ACMR(len(saved["item_ids"]) - 1, len(saved["markets"]))
+        model.load_state_dict(saved["state_dict"])  # every parameter, of the right shape
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     with tempfile.TemporaryDirectory() as folder:
-        outcome = tiny_run_outcome(real_data_dir(), Path(folder))
+        outcome = tiny_run_outcome(tiny_run(real_data_dir(), Path(folder)))
     GOLDEN.write_text(json.dumps(outcome, indent=1) + "\n")
     print(f"wrote {GOLDEN}")
