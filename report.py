@@ -176,8 +176,9 @@ def search_lines(out: Path = RESULTS / "baselines" / "search") -> list[str]:
              + f" (stages=finetune: the target market alone; otherwise all seven markets first) on seed "
              f"{first['data_seed']}'s split and scores the best validation NDCG@5 of its (last stage's) epochs; "
              "the test candidates are scored only in the chosen presets' runs. num_train_negatives is not "
-             "searched (it changes the evaluation candidates). ACMR is not searched: it keeps the paper's "
-             "settings (config.py's defaults).", ""]
+             "searched (it changes the evaluation candidates)."
+             + ("" if any(r["model"] == "acmr" for r in records)
+                else " ACMR is not searched: it keeps the paper's settings (config.py's defaults)."), ""]
     for model, space in dict.fromkeys((r["model"], r["space"]) for r in records):
         lines.append(f"- {model}: {space}.")
     lines += ["", "| model | market | chosen trial | valid NDCG@5 (best epoch) | trials' valid NDCG@5, min / median "

@@ -1,19 +1,21 @@
-"""Hyperparameter search for the baselines, on validation only, on Ray Tune.
+"""Hyperparameter search for ACMR and the baselines, on validation only, on Ray Tune.
 
     python tune.py --models=gmf,mlp,nmf --markets=in,jp,mx --num_threads=1     # the committed search
     python tune.py --models=gmf++,forec --markets=in,jp,mx --num_threads=1     # the cross-market models
+    python tune.py --models=acmr --markets=in,jp,mx --num_threads=1            # ACMR, on the same terms
     python tune.py --models=gmf --markets=in --trials=4 --out=log/tune_try     # a smaller search
 
 For each (model, market): NUM_TRIALS settings drawn by Ray Tune's seeded random search
 (BasicVariantGenerator, random_state=SEARCH_SEED: the same draws on every market) from
 SEARCH_SPACE, one trial at a time (a one-CPU Ray instance, torch on one thread unless
 --num_threads says otherwise). A trial trains the model's preset (config.PRESETS: GMF, MLP,
-NMF on the target market alone; GMF++ on all seven markets; FOREC on all seven, then on the
-target) with the fixed settings (FIXED; CROSS_MARKET_FIXED in every stage of GMF++ and FOREC:
-conventional early stopping, `patience` epochs without a better validation NDCG@5, reset by
-each improvement, at most 100 epochs a stage) on the split, training negatives and validation
-candidates of seed DATA_SEED, and scores the best validation NDCG@5 of its last stage's
-epochs. It never scores the test candidates. The trial with the best score is chosen (the
+NMF on the target market alone; GMF++ on all seven markets; FOREC and ACMR on all seven, then
+on the target) with the fixed settings (FIXED; CROSS_MARKET_FIXED in every stage of GMF++ and
+FOREC; ACMR_FIXED: conventional early stopping, `patience` epochs without a better validation
+NDCG@5, reset by each improvement, at most 100 epochs a stage, except ACMR's pre-training,
+which keeps the paper's cap of 50: a pre-training epoch of ACMR costs about a hundred times a
+fine-tuning epoch) on the split, training negatives and validation candidates of seed
+DATA_SEED, and scores the best validation NDCG@5 of its last stage's epochs. It never scores the test candidates. The trial with the best score is chosen (the
 earlier trial on a tie); its settings, less those equal to config.py's defaults, are the preset
 `<model>-tuned-<market>` (config.TUNED), whose test runs (seeds 0-2) are ordinary
 train_model.py runs.
@@ -22,7 +24,10 @@ Writes, in --out (default results/baselines/search): `<model>-<market>.json` (th
 and budget, every trial's settings, validation score, epochs and validation curve, and the
 choice), `trials.csv` (every trial of every search so far, one row each) and `chosen.json`
 (model -> market -> the chosen preset's settings), and prints config.TUNED's entries.
-Ray Tune's own files go to log/tune (not committed).
+Ray Tune's own files go to log/tune (not committed). Each finished trial is also kept in
+`--out`/trials/ (its settings and result): a search that is stopped and started again draws the
+same settings (the seeded search) and takes the finished trials from there instead of training
+them again, so an interrupted search loses at most the trial it was in.
 
 Not searched: `num_train_negatives`. The training negatives are drawn from the same seeded
 generator before the evaluation candidates (data_loader.build_dataset), so another number of
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -41,11 +47,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from config import TRAINED_AS_NCF_IN_EVERY_STAGE
+from config import RUN_ONLY_SETTINGS, TRAINED_AS_NCF_IN_EVERY_STAGE
+from files import write_json
 
 REPO = Path(__file__).resolve().parent
 SEARCH_DIR = REPO / "results" / "baselines" / "search"
-MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec")  # config.PRESETS' names
+MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # config.PRESETS' names
 CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC then fine-tuned)
 SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
 NUM_TRIALS = 8  # the budget: trials per (model, market), the same for every model and market
@@ -57,6 +64,8 @@ FIXED = {"stages": "finetune", "embedding_init_std": 0.01, "patience_resets": Tr
          "finetune_epochs": 100}
 # the cross-market models: the same in each of their stages, pre-training included
 CROSS_MARKET_FIXED = TRAINED_AS_NCF_IN_EVERY_STAGE
+# ACMR: the same early stopping; its architecture stays the paper's (config.py's defaults)
+ACMR_FIXED = {"patience_resets": True, "patience": 10, "pretrain_epochs": 50, "finetune_epochs": 100}
 # (kind, arguments): loguniform (low, high) or choice (values); the NCF paper's grids: lr 1e-4 ..
 # 5e-3, factors 8 .. 64, 4 negatives; FOREC: lr 5e-3 (GMF) and 1e-2 (MLP, NMF), weight decay 1e-7
 COMMON_SPACE = {"lr": ("loguniform", (1e-4, 3e-2)), "embedding_size": ("choice", (8, 16, 32, 64)),
@@ -64,11 +73,16 @@ COMMON_SPACE = {"lr": ("loguniform", (1e-4, 3e-2)), "embedding_size": ("choice",
 LAYERS = ("choice", ("32,16,8", "64,32,16,8", "128,64,32", "256,128,64"))
 SEARCH_SPACE = {"gmf": COMMON_SPACE, "mlp": {**COMMON_SPACE, "mlp_layers": LAYERS},
                 "nmf": {**COMMON_SPACE, "mlp_layers": LAYERS}, "gmf++": COMMON_SPACE,
-                "forec": {**COMMON_SPACE, "mlp_layers": LAYERS}}
+                "forec": {**COMMON_SPACE, "mlp_layers": LAYERS},
+                # ACMR's own: Adam's lr around the paper's 1e-3, dropout around its 0.3
+                "acmr": {"lr": ("loguniform", (1e-4, 1e-2)), "dropout": ("choice", (0.1, 0.2, 0.3, 0.4, 0.5)),
+                         "weight_decay": COMMON_SPACE["weight_decay"]}}
 
 
 def fixed_settings(model: str) -> dict:
-    """The settings every trial of `model` trains with (FIXED, or CROSS_MARKET_FIXED)."""
+    """The settings every trial of `model` trains with (FIXED, CROSS_MARKET_FIXED or ACMR_FIXED)."""
+    if model == "acmr":
+        return ACMR_FIXED
     return CROSS_MARKET_FIXED if model in CROSS_MARKET else FIXED
 
 
@@ -106,12 +120,12 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
     from data_loader import DeviceData, build_dataset
     from evaluate import NonFiniteScores, evaluate_candidates
     from model import build_model
-    from train_model import configure_host, make_optimizer, stage_plan, train_epoch
+    from train_model import configure_host, make_optimizer, resolve_device, stage_plan, train_epoch
 
     if config.resample_train_negatives:
         raise ConfigError("a search trial draws its training negatives once (resample_train_negatives=false)")
     configure_host(config)
-    device = torch.device("cpu")
+    device = resolve_device(config.device)
     dataset = build_dataset(frames, config.target_market, seed, config)
     torch.manual_seed(seed)
     batch_rng = np.random.default_rng([seed, 1])  # train_model.run_seed's
@@ -165,11 +179,35 @@ def real_objective(settings: dict, frames) -> dict:
     return validation_run(config, frames)
 
 
-def trainable(sampled: dict, model: str, market: str, base: dict, frames, objective: Callable) -> None:
-    """Ray Tune's function trainable: one trial, one report."""
+def result_settings(settings: dict) -> dict:
+    """A trial's settings less those that say where or how fast it runs."""
+    return {k: v for k, v in sorted(settings.items()) if k not in RUN_ONLY_SETTINGS}
+
+
+def finished_or_run(model: str, settings: dict, frames, objective: Callable, folder: Path | None) -> dict:
+    """The trial's result: from `folder` where this trial has finished before, else trained now
+    and kept there, in `<model>-<market>-<hash of result_settings>.json`. A kept trial is used
+    only if its settings are exactly these."""
+    if folder is None:
+        return objective(settings, frames)
+    kept_settings = result_settings(settings)
+    digest = hashlib.sha256(json.dumps(kept_settings).encode()).hexdigest()[:16]
+    path = folder / f"{model}-{settings['target_market']}-{digest}.json"
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept["settings"] == kept_settings:
+            return kept["result"]
+    result = objective(settings, frames)
+    write_json(path, {"settings": kept_settings, "result": result})
+    return result
+
+
+def trainable(sampled: dict, model: str, market: str, base: dict, frames, objective: Callable,
+              trials_dir: Path | None = None) -> None:
+    """Ray Tune's function trainable: one trial (or its kept result), one report."""
     from ray import tune
 
-    tune.report(objective(trial_settings(model, market, sampled, base), frames))
+    tune.report(finished_or_run(model, trial_settings(model, market, sampled, base), frames, objective, trials_dir))
 
 
 # ---------------------------------------------------------------- the search
@@ -193,13 +231,13 @@ def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, 
                base: dict | None = None, frames=None, objective: Callable = real_objective,
                storage: Path = REPO / "log" / "tune") -> dict:
     """One Ray Tune search (ray must be initialised); writes out/<model>-<market>.json and returns
-    its record."""
+    its record. Finished trials are kept in out/trials/ and not trained again."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     base = base or {}
     runner = tune.with_parameters(trainable, model=model, market=market, base=base, frames=frames,
-                                  objective=objective)
+                                  objective=objective, trials_dir=(out / "trials").resolve())
     tuner = tune.Tuner(
         tune.with_resources(runner, {"cpu": 1}), param_space=ray_space(model),
         tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=trials, max_concurrent_trials=1,

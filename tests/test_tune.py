@@ -151,3 +151,31 @@ def test_markets_whose_searches_chose_the_same_settings_share_a_preset(monkeypat
                                           ("mlp", "in"): {"lr": 0.25}})
     assert [config.tuned_preset("mlp", m) for m in ("in", "jp", "mx")] == ["mlp-tuned-in", "mlp-tuned-jp+mx",
                                                                            "mlp-tuned-jp+mx"]
+
+
+def test_an_acmr_trial_has_the_baselines_early_stopping_and_searches_acmrs_own_settings():
+    settings = tune.trial_settings("acmr", "in", {"lr": 3e-3, "dropout": 0.2, "weight_decay": 0.0}, {"num_threads": 1})
+    assert (settings.get("model", "acmr"), settings.get("stages", "pretrain+finetune")) == ("acmr", "pretrain+finetune")
+    assert (settings["patience_resets"], settings["patience"]) == (True, tune.FIXED["patience"])
+    assert (settings["pretrain_epochs"], settings["finetune_epochs"]) == (50, tune.FIXED["finetune_epochs"])
+    assert set(tune.SEARCH_SPACE["acmr"]) == {"lr", "dropout", "weight_decay"}
+    chosen = tune.preset_settings("acmr", {**settings, "dropout": 0.3, "weight_decay": 1e-7})
+    # the paper's dropout, weight decay and pre-training cap are config.py's defaults: not repeated
+    assert chosen == {"patience_resets": True, "patience": 10, "finetune_epochs": 100, "lr": 3e-3}
+
+
+def test_a_finished_trial_is_taken_from_its_file_and_not_trained_again(tmp_path):
+    calls = []
+
+    def objective(settings: dict, frames) -> dict:
+        calls.append(settings["lr"])
+        return {tune.OBJECTIVE: settings["lr"] * 10, "epochs": 3}
+
+    first = tune.trial_settings("acmr", "in", {"lr": 1e-3}, {"num_threads": 1})
+    assert tune.finished_or_run("acmr", first, None, objective, tmp_path) == {tune.OBJECTIVE: 1e-2, "epochs": 3}
+    again = {**first, "num_threads": 2}  # where and how fast it runs: the same trial
+    assert tune.finished_or_run("acmr", again, None, objective, tmp_path) == {tune.OBJECTIVE: 1e-2, "epochs": 3}
+    assert calls == [1e-3]
+    other = {**first, "lr": 2e-3}
+    assert tune.finished_or_run("acmr", other, None, objective, tmp_path)[tune.OBJECTIVE] == 2e-2
+    assert calls == [1e-3, 2e-3] and len(list(tmp_path.iterdir())) == 2
