@@ -6,15 +6,16 @@ market and seed whose test candidates have the same SHA-256 (results.json's `can
 scored the same users on the same candidates, in the same order: their ranks pair up user by
 user. For models A and B (A's last stage against B's, fine-tuning where a model has it):
 
-- per test user, d = metric(A) - metric(B) for HR@10 (0 or 1) and NDCG@10
-  (1 / log2(rank + 1) within the top 10, else 0), users pooled over the seeds both have;
-- the mean of d with a 95% t-interval (mean +- t(0.975, n - 1) * sd / sqrt(n));
+- per test user and seed, metric(A) - metric(B) for HR@10 (0 or 1) and NDCG@10
+  (1 / log2(rank + 1) within the top 10, else 0);
+- per test user, d = that difference averaged over the seeds both have: the same users are the
+  target market's test users in every seed (another split each time), so a user is one unit,
+  not one per seed;
+- the mean of d with a 95% t-interval over the users (mean +- t(0.975, n - 1) * sd / sqrt(n));
 - a two-sided Wilcoxon signed-rank test of d (scipy.stats.wilcoxon, zero_method="wilcox": users
-  on whom A and B agree are left out; p = 1 where they all agree);
-- the users on whom A is better and worse (NDCG@10).
-
-The same user appears once per seed, with another split each time, so the pooled pairs are not
-independent; the p-values are read as indicative, the intervals as the spread over test users.
+  on whom A and B agree on average are left out; p = 1 where they all agree);
+- beside them, the mean difference on each seed, and the users on whom A is better and worse
+  (NDCG@10, on average over the seeds).
 
     python paired.py RUN_FOLDERS_OR_PARENTS...    # the comparison of every pair, as markdown
 
@@ -106,19 +107,33 @@ def paired_stats(differences: np.ndarray, confidence: float = 0.95) -> Paired:
     return Paired(n, mean, mean - half, mean + half, p, int((d > 0).sum()), int((d < 0).sum()))
 
 
-def compare(a: dict[int, dict], b: dict[int, dict]) -> tuple[list[int], dict[str, Paired]] | None:
+@dataclass
+class Comparison:
+    """A - B on the seeds both have: per metric, the statistics over users (each user's
+    difference averaged over the seeds) and the mean difference on each seed."""
+    seeds: list[int]
+    stats: dict[str, Paired]
+    per_seed: dict[str, list[float]]
+
+
+def compare(a: dict[int, dict], b: dict[int, dict]) -> Comparison | None:
     """A's and B's ranks (load_ranks, each at its last stage) paired on the seeds whose test
-    candidates they share; None where they share none."""
+    candidates they share; None where they share none. Row i of every seed's ranks is the same
+    user (data_loader numbers the users by market and raw id, whatever the seed)."""
     seeds = sorted(s for s in set(a) & set(b)
                    if a[s]["candidates_sha256"] and a[s]["candidates_sha256"] == b[s]["candidates_sha256"])
     if not seeds:
         return None
-    ranks_a = np.concatenate([last_stage_ranks(a[s]) for s in seeds])
-    ranks_b = np.concatenate([last_stage_ranks(b[s]) for s in seeds])
-    if len(ranks_a) != len(ranks_b):
-        raise ValueError("runs with the same candidates but different numbers of test users")
-    return seeds, {metric: paired_stats(metric_of_ranks(ranks_a, metric) - metric_of_ranks(ranks_b, metric))
-                   for metric in PAIRED_METRICS}
+    ranks_a = [last_stage_ranks(a[s]) for s in seeds]
+    ranks_b = [last_stage_ranks(b[s]) for s in seeds]
+    if len({len(ranks) for ranks in ranks_a + ranks_b}) > 1:
+        raise ValueError(f"seeds {seeds}: runs of one market with different numbers of test users")
+    stats, per_seed = {}, {}
+    for metric in PAIRED_METRICS:
+        differences = metric_of_ranks(np.stack(ranks_a), metric) - metric_of_ranks(np.stack(ranks_b), metric)
+        stats[metric] = paired_stats(differences.mean(axis=0))  # (seeds, users) -> one per user
+        per_seed[metric] = differences.mean(axis=1).tolist()
+    return Comparison(seeds, stats, per_seed)
 
 
 def last_stage_ranks(entry: dict) -> np.ndarray:
@@ -195,8 +210,8 @@ def p_value(p: float) -> str:
 def comparison_lines(models: list[Model], variant: str | None = None) -> list[str]:
     """Markdown: the paired comparison of pairs_of(models) (of those whose A is `variant`, if
     given); a line saying what is missing."""
-    lines = ["| A | B | market | seeds | users x seeds | HR@10 A - B [95% CI] | p | NDCG@10 A - B [95% CI] | p | "
-             "A better / worse (NDCG@10) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| A | B | market | seeds | users | HR@10 A - B [95% CI] | p | NDCG@10 A - B [95% CI] | p | "
+             "NDCG@10 A - B per seed | A better / worse (NDCG@10) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = 0
     for a, b in pairs_of(models):
         if variant is not None and a.variant != variant:
@@ -204,10 +219,10 @@ def comparison_lines(models: list[Model], variant: str | None = None) -> list[st
         result = compare(a.ranks, b.ranks)
         if result is None:
             continue
-        seeds, stats = result
-        hr, ndcg = stats["HR@10"], stats["NDCG@10"]
-        lines.append(f"| {a.variant} | {b.variant} | {a.market} | {','.join(map(str, seeds))} | {hr.n} | "
-                     f"{interval(hr)} | {p_value(hr.p)} | {interval(ndcg)} | {p_value(ndcg.p)} | "
+        hr, ndcg = result.stats["HR@10"], result.stats["NDCG@10"]
+        per_seed = " ".join(f"{d:+.3f}" for d in result.per_seed["NDCG@10"])
+        lines.append(f"| {a.variant} | {b.variant} | {a.market} | {','.join(map(str, result.seeds))} | {hr.n} | "
+                     f"{interval(hr)} | {p_value(hr.p)} | {interval(ndcg)} | {p_value(ndcg.p)} | {per_seed} | "
                      f"{ndcg.better} / {ndcg.worse} |")
         rows += 1
     if not rows:
@@ -231,10 +246,11 @@ def comparison_section(folders: list[Path], results) -> list[str]:
         return []
     return ["## Paired comparison over test users (paired.py)", "",
             "A - B of per-user test HR@10 and NDCG@10 after each model's last stage, on identical "
-            "candidates (same market, seed and test-candidates SHA-256), users pooled over the seeds both "
-            "have: mean with a 95% t-interval, p of a two-sided Wilcoxon signed-rank test (users on whom A "
-            "and B agree left out). A user recurs once per seed (another split each), so the pooled pairs "
-            "are not independent: read p as indicative.", "", *comparison_lines(models), ""]
+            "candidates (same market, seed and test-candidates SHA-256). A user is one unit: his "
+            "differences are averaged over the seeds both models have, then the mean over users is given "
+            "with a 95% t-interval and p of a two-sided Wilcoxon signed-rank test (users on whom A and B "
+            "agree on average left out); beside them the mean difference on each seed.", "",
+            *comparison_lines(models), ""]
 
 
 def main(argv: list[str]) -> None:

@@ -44,8 +44,11 @@ def paper_table(table: pd.DataFrame, variant: str, metrics: tuple[str, ...] = ME
     """Markdown lines: the variant's table beside the authors', a row per (market, stage), for
     each metric a test cell `our mean ± std [authors']` (**!** outside the tolerance) and a
     validation cell `our mean [authors']` at the epoch each stage kept; † on the seeds of a
-    market whose runs are not all complete."""
+    market whose runs are not all complete. A row with a metric outside the tolerance that is
+    not among `metrics` names it beside the stage (`(**!** HR@5)`)."""
     rows = table[table["variant"] == variant]
+    hidden = [m for m in METRICS if m not in metrics]
+    hidden_flags = False
     lines = ["| market | stage | seeds | " + " | ".join(f"{m} test | {m} valid" for m in metrics) + " |",
              "|---|---|---|" + "---|---|" * len(metrics)]
     order = [m for m in (*SPEC_MARKETS, "average") if m in set(rows["market"])]
@@ -60,7 +63,13 @@ def paper_table(table: pd.DataFrame, variant: str, metrics: tuple[str, ...] = ME
                           f"{number(r['valid'])} [{number(r['authors_valid'])}]"]
             first = by_metric.iloc[0]
             seeds = "" if market == "average" else f"{first['n']}{'' if first['complete'] else INCOMPLETE}"
-            lines.append(f"| {market} | {STAGE_TITLES[stage]} | {seeds} | " + " | ".join(cells) + " |")
+            flagged = [m for m in hidden if m in by_metric.index and by_metric.loc[m, "outside_tolerance"]]
+            hidden_flags = hidden_flags or bool(flagged)
+            title = STAGE_TITLES[stage] + (f" (**!** {', '.join(flagged)})" if flagged else "")
+            lines.append(f"| {market} | {title} | {seeds} | " + " | ".join(cells) + " |")
+    if hidden_flags:
+        lines += ["", f"(**!** M): on this row M, one of {', '.join(hidden)} (not shown here), is outside the "
+                      "tolerance; the table with every metric has it."]
     if not rows["complete"].all():
         lines += ["", f"{INCOMPLETE} Some of these runs are still going (their results.json says "
                       "`\"complete\": false`): the seeds so far."]

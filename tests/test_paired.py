@@ -64,13 +64,33 @@ def test_runs_pair_up_only_on_the_same_candidates_and_at_their_last_stage(tmp_pa
     models = paired.models_of([acmr, gmf], {"in-1": "acmr", "in-2": "gmf"})
     [(a, b)] = paired.pairs_of(models)
     assert (a.variant, b.variant) == ("acmr", "gmf")
-    seeds, stats = paired.compare(a.ranks, b.ranks)
+    result = paired.compare(a.ranks, b.ranks)
+    seeds, stats = result.seeds, result.stats
     assert seeds == [0]  # seed 1's candidates differ
     assert stats["HR@10"].n == 3 and stats["HR@10"].mean == pytest.approx(1 / 3)  # fine-tuning's ranks
     assert stats["NDCG@10"].mean == pytest.approx((0 + 1 + (1 - 1 / math.log2(3))) / 3)  # B: ranks 1, 20, 2
     lines = paired.comparison_lines(models)
     assert lines[2].startswith("| acmr | gmf | in | 0 | 3 | +0.3333 [")
     assert not any("No ACMR run" in line for line in lines)
+
+
+def test_a_user_is_one_unit_his_differences_averaged_over_the_seeds(tmp_path):
+    """Two seeds of three users. HR@10 differences per seed: seed 0: 1 0 0, seed 1: 1 1 -1; per
+    user averaged: 1, 0.5, -0.5 (n = 3 users, not 6 user-seeds); per seed: 1/3 and 1/3."""
+    a = fabricate_run(tmp_path / "in-a", "acmr", "in", {0: ("s0", {"finetune": [1, 1, 30]}),
+                                                          1: ("s1", {"finetune": [2, 3, 40]})})
+    b = fabricate_run(tmp_path / "in-b", "gmf", "in", {0: ("s0", {"finetune": [11, 5, 50]}),
+                                                         1: ("s1", {"finetune": [12, 60, 4]})})
+    result = paired.compare(paired.load_ranks(a), paired.load_ranks(b))
+    hr = result.stats["HR@10"]
+    d = [1.0, 0.5, -0.5]
+    half = 4.302652729911275 * np.std(d, ddof=1) / math.sqrt(3)  # Student's t, 97.5%, 2 degrees of freedom
+    assert (hr.n, hr.mean) == (3, pytest.approx(1 / 3))
+    assert (hr.low, hr.high) == pytest.approx((1 / 3 - half, 1 / 3 + half))
+    assert (hr.better, hr.worse) == (2, 1)
+    assert result.per_seed["HR@10"] == pytest.approx([1 / 3, 1 / 3])
+    line = paired.comparison_lines(paired.models_of([a, b], {"in-a": "acmr", "in-b": "gmf"}))[2]
+    assert line.startswith("| acmr | gmf | in | 0,1 | 3 | +0.3333 [")
 
 
 def test_without_acmr_each_baseline_is_compared_with_popularity_and_its_untuned_self(tmp_path):

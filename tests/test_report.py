@@ -374,3 +374,17 @@ def test_the_search_prose_names_the_fixed_settings_of_each_group_of_models():
                 ("gmf++", {"patience": 10, "pretrain_epochs": 100}), ("gmf", {"stages": "finetune", "patience": 10})]]
     assert report.trained_with(records) == {"stages=finetune, patience=10": ["gmf", "mlp"],
                                             "patience=10, pretrain_epochs=100": ["gmf++"]}
+
+
+def test_a_row_flagged_on_a_metric_the_table_leaves_out_names_it():
+    rows = [{"variant": "acmr", "market": market, "stage": stage, "metric": metric, "mean": 0.5, "std": 0.01,
+             "authors": 0.5, "valid": 0.5, "authors_valid": 0.5, "n": 5, "complete": True,
+             "outside_tolerance": (market, stage, metric) in {("in", "finetune", "HR@5"), ("jp", "pretrain", "HR@10")}}
+            for market in ("jp", "in") for stage in ("pretrain", "finetune") for metric in METRICS]
+    lines = paper_table(pd.DataFrame(rows), "acmr", ("HR@10", "NDCG@10"))
+    by_row = {tuple(line.split(" | ")[:2]): line for line in lines if line.startswith("| ")}
+    assert "(**!** HR@5)" in by_row[("| in", "after fine-tuning (**!** HR@5)")]
+    assert by_row[("| jp", "after pre-training")].count("**!**") == 1  # shown metric: its own cell's mark
+    assert sum("(**!**" in line for line in lines) == 2  # the in row and the note under the table
+    assert lines[-1].startswith("(**!** M): on this row M, one of HR@5, NDCG@5 (not shown here)")
+    assert not any("(**!**" in line for line in paper_table(pd.DataFrame(rows), "acmr", METRICS))
