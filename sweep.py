@@ -80,7 +80,7 @@ FORWARDED_ENV = ("XMREC_DIR",)  # the sweep's own goes to every job, on whicheve
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 GRID_SETTINGS = {  # train_model.py settings that each job sets itself: what the sweep takes instead
     "target_market": "a sweep's markets are --markets=M1,M2,... (a plan line's second field), "
-                     "e.g. --markets=in,jp; `all` is --markets=ca,de,fr,in,jp,mx,uk",
+                     "e.g. --markets=in,jp (all seven: --markets=ca,de,fr,in,jp,mx,uk)",
     "seeds": "in a plan, a line's seeds are its third field (N: seeds 0 .. N-1, or a range A-B); "
              "--first_seed=S shifts them all by S",
 }
