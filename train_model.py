@@ -184,7 +184,16 @@ def start_log_file(run_dir: Path) -> logging.Handler:
 # ---------------------------------------------------------------- checkpoints
 
 class Diverged(RuntimeError):
-    """Training produced a loss, weight or score that is not finite; the message says where."""
+    """Training produced a loss, weight or score that is not finite, a loss that exploded
+    (EXPLODED_LOSS), or a stage in which no epoch's validation NDCG@5 rose above 0, whose result
+    would be the weights it began with; the message says where."""
+
+
+# A training loss (the mean binary cross-entropy per row) above this has exploded: a model that
+# scores every row 0.5 (logit 0, as an untrained one nearly does) has ln 2 = 0.69, and 10 ln 2
+# means the rows' true labels got a geometric mean probability below 2**-10. Of the 12,233 epochs
+# under results/, the highest loss is 0.85 (a first epoch); --lr=100 gives 1e5 and more.
+EXPLODED_LOSS = 10 * math.log(2)
 
 
 def diverged(config: Config, seed: int, stage: str, epoch: int, what: str) -> Diverged:
@@ -347,6 +356,9 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             train_seconds = time.perf_counter() - started
             if not math.isfinite(loss):
                 raise diverged(config, seed, stage, epoch, f"the training loss is {loss}")
+            if loss > EXPLODED_LOSS:
+                raise diverged(config, seed, stage, epoch, f"the training loss is {loss:.3g} per row, over "
+                               f"10 ln 2 = {EXPLODED_LOSS:.2f} (an untrained model has about ln 2 = 0.69)")
             if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
                 raise diverged(config, seed, stage, epoch, "a weight is not finite (a gradient overflowed)")
             try:
@@ -372,6 +384,9 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             progress.metrics_lines += 1
             save()
             log.info(run_line(config, progress))
+        if progress.epoch and not progress.best_epoch:  # the stage's result would be the weights it began with
+            raise diverged(config, seed, stage, progress.epoch, f"no epoch's validation NDCG@5 rose above 0 (every "
+                           f"validation positive ranked below 5th), so the stage learned nothing")
         model.load_state_dict(best_state)
         save_weights(run_dir, config, seed, stage, progress.best_epoch, best_state, dataset)
         try:

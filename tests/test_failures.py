@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -11,8 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+import train_model
 from config import Config, MARKETS
+from evaluate import METRICS
 from files import WriteError, json_text, write_file, write_text
 from tests.conftest import REPO
 from checkpoints import Progress
@@ -108,3 +112,40 @@ def test_the_progress_line_counts_seeds_and_estimates_the_time_left():
                                           "about 5m00s left")  # 80 s of this seed, 2 x 110 s
     assert run_line(config, Progress(seed=10, epoch=1, seconds=65.0)).endswith(
         "seed 10 (1 of 5), pretrain epoch 1 of at most 50, 1m05s elapsed, time left: estimated when seed 10 ends")
+
+
+def tiny_run(run_dir: Path, frames: dict, lr: float = 1e-3) -> None:
+    """One seed of in on the synthetic markets, 3 batches per epoch and one epoch per stage."""
+    config = Config(max_history=50, num_eval_negatives=20, num_train_negatives=2, batch_size=128, lr=lr, seeds=1,
+                    pretrain_epochs=1, finetune_epochs=1, max_batches_per_epoch=3)
+    train_model.run_seeds(run_dir, frames, config, torch.device("cpu"), checkpoint=None)
+
+
+def test_a_loss_that_explodes_without_reaching_nan_stops_the_run_as_diverged(frames, tmp_path):
+    """lr=1e4: a loss of about 1e8 per row with finite weights used to end as a complete run."""
+    with pytest.raises(train_model.Diverged) as error:
+        tiny_run(tmp_path, frames, lr=1e4)
+    assert re.fullmatch(r"seed 0 pretrain epoch 1: the training loss is [0-9.e+]+ per row, over 10 ln 2 = 6\.93 "
+                        r"\(an untrained model has about ln 2 = 0\.69\): training diverged, most likely because "
+                        r"lr=10000\.0 is too large\. .*", str(error.value))
+    assert float(str(error.value).split("loss is ")[1].split()[0]) > 1000
+    assert (tmp_path / "diverged.txt").read_text() == f"{error.value}\n"
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_stage_in_which_no_epoch_scores_above_zero_stops_instead_of_reporting_its_starting_weights(
+        frames, tmp_path, monkeypatch):
+    """Every validation positive ranked below 5th in every epoch: best epoch 0 would report the
+    untrained weights as the result after pre-training."""
+    monkeypatch.setattr(train_model, "evaluate_candidates", lambda *args: dict.fromkeys(METRICS, 0.0))
+    with pytest.raises(train_model.Diverged, match=r"^seed 0 pretrain epoch 1: no epoch's validation NDCG@5 rose "
+                                                   r"above 0 \(every validation positive ranked below 5th\), so the "
+                                                   r"stage learned nothing: training diverged"):
+        tiny_run(tmp_path, frames)
+    assert (tmp_path / "diverged.txt").is_file() and not (tmp_path / "results.json").exists()
+
+
+def test_the_exploded_loss_bound_is_far_above_every_committed_epochs_loss():
+    losses = [json.loads(line)["loss"] for path in (REPO / "results").glob("**/metrics.jsonl")
+              for line in path.read_text().splitlines()]
+    assert len(losses) > 10_000 and max(loss for loss in losses if loss is not None) < train_model.EXPLODED_LOSS / 8
