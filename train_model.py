@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from checkpoints import (DIVERGED, CheckpointError, Progress, load_checkpoint, restore_generators,
+from checkpoints import (CheckpointError, Progress, load_checkpoint, restore_generators,
                          resume_config, save_checkpoint, save_weights)
 from config import RENAMED, STAGES, Config, ConfigError, active_stages, parse_overrides, target_markets
 from cuda_graphs import CudaGraphSteps
@@ -47,7 +47,7 @@ from data_loader import (DataError, DeviceData, build_dataset, check_eval_negati
                          load_markets, resample_train_negatives)
 from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, positive_rank,
                       ranking_metrics, score_candidates)
-from files import CHECKPOINT, WriteError, json_text, write_json, write_text
+from files import CHECKPOINT, DIVERGED, WriteError, json_text, write_json, write_text
 from model import activation_floats, build_model
 from paired import save_ranks
 from report import comparison_text
