@@ -3,6 +3,7 @@ half-written file and says how to resume; files are written whole and as strict 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import resource
@@ -15,10 +16,10 @@ import pytest
 import torch
 
 import train_model
-from config import Config, MARKETS
+from config import Config, MARKETS, parse_overrides
 from evaluate import METRICS
 from files import WriteError, json_text, write_file, write_text
-from tests.conftest import REPO
+from tests.conftest import REPO, synthetic_frames
 from checkpoints import Progress
 from train_model import run_line
 
@@ -149,3 +150,49 @@ def test_the_exploded_loss_bound_is_far_above_every_committed_epochs_loss():
     losses = [json.loads(line)["loss"] for path in (REPO / "results").glob("**/metrics.jsonl")
               for line in path.read_text().splitlines()]
     assert len(losses) > 10_000 and max(loss for loss in losses if loss is not None) < train_model.EXPLODED_LOSS / 8
+
+
+def test_the_progress_line_of_all_markets_counts_the_markets_and_estimates_the_time_left_for_all():
+    """Market 2 of 7, its seed 0 of 2 at 30 s; the earlier market's seeds took 100 and 120 s:
+    110 s per seed, 80 + 110 s left for de, and 2 x 110 s for each of the 5 markets after it."""
+    config = Config(target_market="de", seeds=2)
+    turn = train_model.Turn(number=2, markets=7, earlier_seeds=[100.0, 120.0])
+    assert run_line(config, Progress(seed=0, epoch=3, seconds=30.0), turn) == (
+        "  de (market 2 of 7): seed 0 (1 of 2), pretrain epoch 3 of at most 50, 0m30s elapsed, about 3m10s left "
+        "for de, 21m30s for all 7 markets")
+
+
+def test_ctrl_c_in_the_final_table_says_where_the_results_are_not_how_to_resume_a_deleted_checkpoint(
+        frames, tmp_path, monkeypatch, caplog):
+    def interrupt(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_model, "comparison_text", interrupt)
+    caplog.set_level(logging.INFO, logger="acmr")
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(tmp_path, frames)
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "results.json").read_text())["complete"] is True
+    assert caplog.messages[-1] == (f"interrupted after the run completed: its results are in {tmp_path / 'results.json'}; "
+                                   f"its table: python evaluate.py report {tmp_path}")
+
+
+def test_ctrl_c_during_all_markets_says_how_to_run_the_markets_not_begun(tmp_path, monkeypatch, caplog):
+    """Interrupted in de, the second market: fr, in, jp, mx and uk are named, with the command's
+    own settings; de's run gets its place (2 of 7) and the seconds of ca's seed."""
+    monkeypatch.setattr(train_model, "load_markets", lambda config: synthetic_frames(markets=MARKETS))
+    turns = []
+
+    def run_seeds(run_dir, frames, config, device, checkpoint, turn):
+        turns.append((turn.number, turn.markets, list(turn.earlier_seeds)))
+        if config.target_market == "de":
+            raise KeyboardInterrupt
+        return [{"seed": 0, "seconds": 42.0}]
+    monkeypatch.setattr(train_model, "run_seeds", run_seeds)
+    caplog.set_level(logging.INFO, logger="acmr")
+    argv = ["--target_market=all", "--seeds=1", "--num_eval_negatives=20", f"--log_dir={tmp_path}", "--num_threads=1"]
+    with pytest.raises(KeyboardInterrupt):
+        train_model.start(parse_overrides(argv)[0], argv)
+    assert turns == [(1, 7, []), (2, 7, [42.0])]
+    rest = f"--seeds=1 --num_eval_negatives=20 --log_dir={tmp_path} --num_threads=1"
+    assert caplog.messages[-1] == ("the target markets after de were not begun; run them with: " + " && ".join(
+        f"python train_model.py {rest} --target_market={market}" for market in ("fr", "in", "jp", "mx", "uk")))
