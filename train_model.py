@@ -559,14 +559,21 @@ def start(config: Config, argv: list[str]) -> None:
                 runs = run_seeds(run_dirs[-1], frames, target_config, device, checkpoint=None, turn=turn)
         except KeyboardInterrupt:
             if number < len(targets):
-                rest = [a for a in argv if not a.startswith("--target_market=")]
-                log.info(f"the target markets after {target} were not begun; run them with: " + " && ".join(
-                    shlex.join(["python", "train_model.py", *rest, f"--target_market={later}"])
-                    for later in targets[number:]))
+                log.info(f"the target markets after {target} were not begun; run them with: "
+                         + later_markets_command(argv, targets[number:]))
             raise
         turn.earlier_seeds += [run["seconds"] for run in runs]
     if len(run_dirs) > 1:
         log.info("all target markets:\n" + comparison_text(run_dirs))
+
+
+def later_markets_command(argv: list[str], markets: list[str]) -> str:
+    """The shell command that runs the command line `argv` on each of `markets` in turn (a loop
+    for several, which a Ctrl-C ends)."""
+    settings = shlex.join(["python", "train_model.py", *(a for a in argv if not a.startswith("--target_market="))])
+    if len(markets) == 1:
+        return f"{settings} --target_market={markets[0]}"
+    return f"for market in {' '.join(markets)}; do {settings} --target_market=$market || break; done"
 
 
 def main(argv: list[str]) -> None:

@@ -193,6 +193,8 @@ def test_ctrl_c_during_all_markets_says_how_to_run_the_markets_not_begun(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         train_model.start(parse_overrides(argv)[0], argv)
     assert turns == [(1, 7, []), (2, 7, [42.0])]
-    rest = f"--seeds=1 --num_eval_negatives=20 --log_dir={tmp_path} --num_threads=1"
-    assert caplog.messages[-1] == ("the target markets after de were not begun; run them with: " + " && ".join(
-        f"python train_model.py {rest} --target_market={market}" for market in ("fr", "in", "jp", "mx", "uk")))
+    assert caplog.messages[-1] == (f"the target markets after de were not begun; run them with: for market in fr in "
+                                   f"jp mx uk; do python train_model.py --seeds=1 --num_eval_negatives=20 "
+                                   f"--log_dir={tmp_path} --num_threads=1 --target_market=$market || break; done")
+    assert train_model.later_markets_command(argv, ["uk"]) == (
+        f"python train_model.py --seeds=1 --num_eval_negatives=20 --log_dir={tmp_path} --num_threads=1 --target_market=uk")
