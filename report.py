@@ -10,8 +10,9 @@ report_breakdown.csv (the break-downs of PROTOCOL.md) and PNG figures (default: 
 log_dir, or next to the run folders). The tables come from runs.py (a variant per set of
 settings that change results; a run in several folders counts once, and the report names the
 folder it kept and those it left out), the figures from figures.py, the paired comparison over
-test users from paired.py; settings that every folder of a report shares are stated once. Importing this module loads neither torch nor matplotlib:
-train_model.py calls comparison_text at the end of every run.
+test users from paired.py; settings that every folder of a report shares are stated once.
+Importing this module loads neither torch nor matplotlib: train_model.py calls comparison_text
+at the end of every run.
 """
 from __future__ import annotations
 
@@ -300,7 +301,8 @@ def folder_notes(results: pd.DataFrame) -> list[str]:
     if diverged:
         lines += [f"{INCOMPLETE} Diverged (their diverged.txt says where and why; the seeds before count, and a "
                   f"resume refuses them): " + ", ".join(diverged) + ".", ""]
-    repeated = results.loc[results["also_in"] != "", ["variant", "market", "seed", "folder", "also_in"]].drop_duplicates()
+    repeated = results.loc[results["also_in"] != "", ["variant", "market", "seed", "folder", "also_in"]]
+    repeated = repeated.drop_duplicates()
     if len(repeated):
         lines += ["Runs in several folders count once, from the newest folder (a run folder is named by its start "
                   "time): " + "; ".join(f"{r.variant} {r.market} seed {r.seed}: {r.folder} kept, "

@@ -143,6 +143,8 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     results, curves = [], []
     for folder, config in configs.items():
         variant, model, protocol = variant_parts(config, shared)
+        diverged = (folder / DIVERGED).is_file()
+        lacks = " ".join(k for k in defaults if k not in config and k not in NOT_EXPERIMENT)
         stored = json.loads((folder / "results.json").read_text())
         records = epoch_records(folder)
         by_epoch = {(r["seed"], r["stage"], r["epoch"]): r["valid"] for r in records}  # the last of repeats
@@ -151,8 +153,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 results.append({"variant": variant, "model": model, "protocol": protocol,
                                 "market": config["target_market"], "seed": run["seed"], "stage": stage,
                                 "folder": folder.name, "complete": stored.get("complete", True),
-                                "diverged": (folder / DIVERGED).is_file(),
-                                "config_lacks": " ".join(k for k in defaults if k not in config and k not in NOT_EXPERIMENT),
+                                "diverged": diverged, "config_lacks": lacks,
                                 "epochs": run[stage]["epochs"], "best_epoch": run[stage].get("best_epoch"),
                                 "test_candidates": run.get("candidates_sha256", {}).get("test"),
                                 **{k: run[stage][k] for k in METRICS},

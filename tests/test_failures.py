@@ -172,8 +172,8 @@ def test_ctrl_c_in_the_final_table_says_where_the_results_are_not_how_to_resume_
         tiny_run(tmp_path, frames)
     assert not (tmp_path / "checkpoint.pt").exists()
     assert json.loads((tmp_path / "results.json").read_text())["complete"] is True
-    assert caplog.messages[-1] == (f"interrupted after the run completed: its results are in {tmp_path / 'results.json'}; "
-                                   f"its table: python evaluate.py report {tmp_path}")
+    assert caplog.messages[-1] == (f"interrupted after the run completed: its results are in "
+                                   f"{tmp_path / 'results.json'}; its table: python evaluate.py report {tmp_path}")
 
 
 def test_ctrl_c_during_all_markets_says_how_to_run_the_markets_not_begun(tmp_path, monkeypatch, caplog):
@@ -197,4 +197,5 @@ def test_ctrl_c_during_all_markets_says_how_to_run_the_markets_not_begun(tmp_pat
                                    f"jp mx uk; do python train_model.py --seeds=1 --num_eval_negatives=20 "
                                    f"--log_dir={tmp_path} --num_threads=1 --target_market=$market || break; done")
     assert train_model.later_markets_command(argv, ["uk"]) == (
-        f"python train_model.py --seeds=1 --num_eval_negatives=20 --log_dir={tmp_path} --num_threads=1 --target_market=uk")
+        f"python train_model.py --seeds=1 --num_eval_negatives=20 --log_dir={tmp_path} --num_threads=1 "
+        f"--target_market=uk")

@@ -380,7 +380,8 @@ def test_a_run_in_two_folders_counts_once_and_the_report_says_which_folder_it_ke
     fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.9})
     fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.6, 1: 0.7})
     text = report.build_report([tmp_path], tmp_path, "report").read_text()
-    assert "from 1 run folder(s) (1 more left out: each of their runs is in a newer folder too, listed at the end)." in text
+    assert ("from 1 run folder(s) (1 more left out: each of their runs is in a newer folder too, listed at the "
+            "end).") in text
     assert ("Runs in several folders count once, from the newest folder (a run folder is named by its start time): "
             "acmr in seed 0: in-20260102-000000 kept, in-20260101-000000 left out.") in text
     assert "| in | after pre-training | 2 | 0.6500 ± 0.0707 [" in text  # seeds 0.6 and 0.7: not 0.9

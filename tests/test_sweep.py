@@ -253,7 +253,8 @@ def test_a_sweep_with_first_seed_skips_the_seeds_it_has_done_and_resumes_the_one
                 "--dry_run=true"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"skip acmr in seed 5: done in {tmp_path / 'in-20260105-000000'}"
-    assert lines[1].startswith(f"resume acmr in seed 6: python train_model.py --resume={tmp_path / 'in-20260106-000000'}")
+    resumed = tmp_path / "in-20260106-000000"
+    assert lines[1].startswith(f"resume acmr in seed 6: python train_model.py --resume={resumed}")
     assert lines[2].startswith("run acmr in seed 7: python train_model.py ")
     assert "--first_seed=7 --seeds=1" in lines[2] and lines[2].count("--first_seed=") == 1
     assert lines[3] == "2 jobs to run"
