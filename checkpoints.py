@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from config import RUN_ONLY_SETTINGS, Config, ConfigError, config_from_saved, upgrade_saved
-from files import CHECKPOINT, save_torch
+from files import CHECKPOINT, DIVERGED, save_torch
 
 CHECKPOINT_FORMAT = "acmr-checkpoint/1"
 WEIGHTS_FORMAT = "acmr-weights/1"
-DIVERGED = "diverged.txt"  # in a run folder whose training diverged: why; a resume refuses
 
 
 class CheckpointError(RuntimeError):

@@ -20,6 +20,7 @@ from typing import Callable
 
 
 CHECKPOINT = "checkpoint.pt"  # a run folder's resumable state (train_model.py; sweep.py looks for it)
+DIVERGED = "diverged.txt"  # in a run folder whose training diverged: why (a resume refuses; the report says so)
 
 
 class WriteError(RuntimeError):

@@ -8,10 +8,11 @@
 Writes report.md, report.csv (the summary), report_runs.csv (one row per run and stage),
 report_breakdown.csv (the break-downs of PROTOCOL.md) and PNG figures (default: into the
 log_dir, or next to the run folders). The tables come from runs.py (a variant per set of
-settings that change results; a run in several folders counts once), the figures from
-figures.py, the paired comparison over test users from paired.py; settings that every folder of
-a report shares are stated once. Importing this module loads neither torch nor matplotlib:
-train_model.py calls comparison_text at the end of every run.
+settings that change results; a run in several folders counts once, and the report names the
+folder it kept and those it left out), the figures from figures.py, the paired comparison over
+test users from paired.py; settings that every folder of a report shares are stated once.
+Importing this module loads neither torch nor matplotlib: train_model.py calls comparison_text
+at the end of every run.
 """
 from __future__ import annotations
 
@@ -71,8 +72,9 @@ def paper_table(table: pd.DataFrame, variant: str, metrics: tuple[str, ...] = ME
         lines += ["", f"(**!** M): on this row M, one of {', '.join(hidden)} (not shown here), is outside the "
                       "tolerance; the table with every metric has it."]
     if not rows["complete"].all():
-        lines += ["", f"{INCOMPLETE} Some of these runs are still going (their results.json says "
-                      "`\"complete\": false`): the seeds so far."]
+        lines += ["", f"{INCOMPLETE} Some of these runs are not complete (their results.json says "
+                      "`\"complete\": false`; the end of the report says whether each is still going or "
+                      "diverged): the seeds so far."]
     return lines
 
 
@@ -289,10 +291,45 @@ def shared_line(results: pd.DataFrame) -> str:
             if shared else "")
 
 
+def folders_line(results: pd.DataFrame) -> str:
+    """How many run folders the report reads, and how many of them it leaves out whole (every run
+    in them is in a newer folder too)."""
+    used = set(results["folder"])
+    left_out = {name for names in results["also_in"] for name in names.split()} - used
+    return (f"{len(used)} run folder(s)" + (f" ({len(left_out)} more left out: each of their runs is in a newer "
+                                             f"folder too, listed at the end)" if left_out else ""))
+
+
+def folder_notes(results: pd.DataFrame) -> list[str]:
+    """Markdown lines about the run folders: those still going, those that diverged, the runs found
+    in several folders (which one counts, and why), and config.json files that lack settings."""
+    lines = []
+    going = sorted(set(results.loc[~results["complete"] & ~results["diverged"], "folder"]))
+    if going:
+        lines += [f"{INCOMPLETE} Still going: " + ", ".join(going) + ".", ""]
+    diverged = sorted(set(results.loc[results["diverged"], "folder"]))
+    if diverged:
+        lines += [f"{INCOMPLETE} Diverged (their diverged.txt says where and why; the seeds before count, and a "
+                  f"resume refuses them): " + ", ".join(diverged) + ".", ""]
+    repeated = results.loc[results["also_in"] != "", ["variant", "market", "seed", "folder", "also_in"]]
+    repeated = repeated.drop_duplicates()
+    if len(repeated):
+        lines += ["Runs in several folders count once, from the newest folder (a run folder is named by its start "
+                  "time): " + "; ".join(f"{r.variant} {r.market} seed {r.seed}: {r.folder} kept, "
+                                        f"{r.also_in.replace(' ', ', ')} left out" for r in repeated.itertuples())
+                  + ".", ""]
+    lacking = results.loc[results["config_lacks"] != "", ["folder", "config_lacks"]].drop_duplicates()
+    if len(lacking):
+        lines += ["Run folders whose config.json lacks settings, which count as config.py's defaults in their "
+                  "variant's name (so their runs may count as, and replace, another variant's): " + "; ".join(
+                      f"{r.folder} ({r.config_lacks.replace(' ', ', ')})" for r in lacking.itertuples()) + ".", ""]
+    return lines
+
+
 def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFrame, command: str,
              figure_paths: list[Path]) -> str:
     lines = ["# ACMR reproduction report", "",
-             f"Built with `{command}` from {results['folder'].nunique()} run folder(s). "
+             f"Built with `{command}` from {folders_line(results)}. "
              "Each cell: ours [the authors' logged run, SPEC.md section 6]. Test: our mean ± sample "
              "std over the seeds; validation: our mean over the seeds at the epoch each stage kept. "
              f"**!** where our test mean lies further than max(2 std, {TOLERANCE_FLOOR}) from the "
@@ -324,9 +361,7 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFram
     lines += ["Seeds: " + "; ".join(
         f"{variant}: " + ", ".join(f"{m} {list(s)}" for (_, m), s in by_market.items())
         for variant, by_market in seeds.groupby(level="variant", sort=False)) + ".", ""]
-    unfinished = sorted(set(results.loc[~results["complete"], "folder"]))
-    if unfinished:
-        lines += [f"{INCOMPLETE} Still going: " + ", ".join(unfinished) + ".", ""]
+    lines += folder_notes(results)
     lines += ["Figures: " + ", ".join(f"`{path.name}`" for path in figure_paths) + ".", ""] if figure_paths else []
     return "\n".join(lines)
 

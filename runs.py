@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from config import PRESETS, PROTOCOL_SETTINGS, RUN_ONLY_SETTINGS, SELECTION_SETTINGS, STAGES, Config, upgrade_saved
+from files import DIVERGED
 
 REPO = Path(__file__).resolve().parent
 RESULTS = REPO / "results"
@@ -130,13 +131,20 @@ def kept_validation(run: dict, stage: str, by_epoch: dict[tuple, dict]) -> dict[
 def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test metrics, validation at the kept epoch and break-downs, one row per (variant, market,
     seed, stage), and the per-epoch records. Both carry a `shared_settings` column: the model
-    settings every folder shares, left out of the variant names."""
+    settings every folder shares, left out of the variant names. A run in several folders
+    counts once, from the newest (the greatest name: a folder is named by its start time); its
+    row's `also_in` names the others. `diverged`: the folder has a diverged.txt (its results are
+    the seeds before); `config_lacks`: the settings that change results and that its config.json
+    lacks, which count as config.py's defaults in the variant's name."""
     configs = {folder: upgrade_saved(json.loads((folder / "config.json").read_text())) for folder in folders}
+    defaults = dataclasses.asdict(Config())
     shared = shared_settings(list(configs.values()))
     shared_text = " ".join(f"{k}={v}" for k, v in shared.items())
     results, curves = [], []
     for folder, config in configs.items():
         variant, model, protocol = variant_parts(config, shared)
+        diverged = (folder / DIVERGED).is_file()
+        lacks = " ".join(k for k in defaults if k not in config and k not in NOT_EXPERIMENT)
         stored = json.loads((folder / "results.json").read_text())
         records = epoch_records(folder)
         by_epoch = {(r["seed"], r["stage"], r["epoch"]): r["valid"] for r in records}  # the last of repeats
@@ -145,6 +153,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 results.append({"variant": variant, "model": model, "protocol": protocol,
                                 "market": config["target_market"], "seed": run["seed"], "stage": stage,
                                 "folder": folder.name, "complete": stored.get("complete", True),
+                                "diverged": diverged, "config_lacks": lacks,
                                 "epochs": run[stage]["epochs"], "best_epoch": run[stage].get("best_epoch"),
                                 "test_candidates": run.get("candidates_sha256", {}).get("test"),
                                 **{k: run[stage][k] for k in METRICS},
@@ -155,8 +164,11 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "valid_NDCG@5": r["valid"]["NDCG@5"]} for r in records]
     results = pd.DataFrame(results)
     if len(results):  # a (variant, market, seed) run in several folders counts once: the newest
-        newest = results.groupby(["variant", "market", "seed"])["folder"].transform("max")
-        results = results[results["folder"] == newest].reset_index(drop=True)
+        key = ["variant", "market", "seed"]
+        newest_first = results.groupby(key)["folder"].agg(lambda names: sorted(set(names), reverse=True))
+        results = results.merge(newest_first.rename("folders").reset_index(), on=key, how="left")
+        results = results[results["folder"] == results["folders"].str[0]].reset_index(drop=True)
+        results = results.assign(also_in=results.pop("folders").str[1:].str.join(" "))
     curves = pd.DataFrame(curves)
     if len(curves):
         curves = curves.merge(results[["variant", "market", "seed", "folder"]].drop_duplicates())

@@ -15,7 +15,9 @@ row per model.
     MODELS MARKETS SEEDS [--key=value ...]     e.g.  acmr in,jp,mx 3 --split=temporal
 where SEEDS is a count N (seeds 0..N-1) or a range A-B; '#' starts a comment. The
 --models/--markets/--seeds form is a plan of one line. Other --key=value settings on the
-command line go to every job.
+command line go to every job, except those each job sets itself: --first_seed=S shifts the
+grid's seeds by S (N: seeds S..S+N-1), and --target_market (or a plan's --seeds) is an error
+that names the grid's own field.
 
 A sweep skips a job whose (variant, market, seed) already has results in its log_dir and
 resumes one that has a checkpoint there (`--redo=true` runs every job afresh), so the same
@@ -76,6 +78,12 @@ from files import CHECKPOINT
 REPO = Path(__file__).resolve().parent
 FORWARDED_ENV = ("XMREC_DIR",)  # the sweep's own goes to every job, on whichever node it runs
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+GRID_SETTINGS = {  # train_model.py settings that each job sets itself: what the sweep takes instead
+    "target_market": "a sweep's markets are --markets=M1,M2,... (a plan line's second field), "
+                     "e.g. --markets=in,jp (all seven: --markets=ca,de,fr,in,jp,mx,uk)",
+    "seeds": "in a plan, a line's seeds are its third field (N: seeds 0 .. N-1, or a range A-B); "
+             "--first_seed=S shifts them all by S",
+}
 # Asks the cluster's GCS for its ID, as ray.init does first: refused at once without its token.
 GCS_PROBE = """import sys
 from ray._raylet import GcsClient
@@ -181,9 +189,27 @@ def plan_jobs(lines: list[str], common: list[str]) -> list[Job]:
                 raise ConfigError(f"unknown {name} {unknown[0]!r}; allowed: {', '.join(allowed)}")
         own = {f[2:].split("=", 1)[0] for f in fields[3:]}  # a line's setting overrides the command's
         settings = [s for s in common if s[2:].split("=", 1)[0] not in own] + fields[3:]
-        jobs += [Job(model, market, seed, settings)
+        first_seed, settings = grid_first_seed(settings)
+        jobs += [Job(model, market, first_seed + seed, settings)
                  for model in models for market in markets for seed in parse_seeds(fields[2])]
     return jobs
+
+
+def grid_first_seed(settings: list[str]) -> tuple[int, list[str]]:
+    """The seed a grid's seeds start from (--first_seed=S: SEEDS N means seeds S .. S+N-1, a
+    range A-B seeds S+A .. S+B; 0 without), and the settings without it. Each job sets its own
+    --first_seed, --seeds and --target_market, so that its label, its run and the skip and
+    resume check agree; a sweep's markets and seeds come from its grid, never from these."""
+    first_seed = 0
+    for text in settings:
+        key, value = text[2:].split("=", 1)
+        if key == "first_seed":
+            if not value.isdigit():
+                raise ConfigError(f"--first_seed={value}: must be an integer >= 0 (the grid's seeds start there)")
+            first_seed = int(value)
+        elif key in GRID_SETTINGS:
+            raise ConfigError(f"--{key}={value}: {GRID_SETTINGS[key]}")
+    return first_seed, [s for s in settings if s[2:].split("=", 1)[0] != "first_seed"]
 
 
 def setting(job: Job, key: str, default: str) -> str:

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
@@ -39,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from checkpoints import (DIVERGED, CheckpointError, Progress, load_checkpoint, restore_generators,
+from checkpoints import (CheckpointError, Progress, load_checkpoint, restore_generators,
                          resume_config, save_checkpoint, save_weights)
 from config import RENAMED, STAGES, Config, ConfigError, active_stages, parse_overrides, target_markets
 from cuda_graphs import CudaGraphSteps
@@ -47,7 +48,7 @@ from data_loader import (DataError, DeviceData, build_dataset, check_eval_negati
                          load_markets, resample_train_negatives)
 from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, positive_rank,
                       ranking_metrics, score_candidates)
-from files import CHECKPOINT, WriteError, json_text, write_json, write_text
+from files import CHECKPOINT, DIVERGED, WriteError, json_text, write_json, write_text
 from model import activation_floats, build_model
 from paired import save_ranks
 from report import comparison_text
@@ -184,13 +185,31 @@ def start_log_file(run_dir: Path) -> logging.Handler:
 # ---------------------------------------------------------------- checkpoints
 
 class Diverged(RuntimeError):
-    """Training produced a loss, weight or score that is not finite; the message says where."""
+    """Training produced a loss, weight or score that is not finite, a loss that exploded
+    (EXPLODED_LOSS), or a stage in which no epoch's validation NDCG@5 rose above 0, whose result
+    would be the weights it began with; the message says where."""
+
+
+# A training loss (the mean binary cross-entropy per row) above this has exploded: a model that
+# scores every row 0.5 (logit 0, as an untrained one nearly does) has ln 2 = 0.69, and 10 ln 2
+# means the rows' true labels got a geometric mean probability below 2**-10. Of the 12,233 epochs
+# under results/, the highest loss is 0.85 (a first epoch); --lr=100 gives 1e5 and more.
+EXPLODED_LOSS = 10 * math.log(2)
 
 
 def diverged(config: Config, seed: int, stage: str, epoch: int, what: str) -> Diverged:
     return Diverged(f"seed {seed} {stage} epoch {epoch}: {what}: training diverged, most likely because "
                     f"lr={config.lr} is too large. The last good checkpoint is kept, but --resume would "
                     f"diverge the same way (it continues exactly): start a new run with a smaller --lr")
+
+
+@dataclass
+class Turn:
+    """The place of a target market's run among those of one command (--target_market=all: 7
+    in turn), and the wall time of each seed that the earlier markets finished."""
+    number: int = 1
+    markets: int = 1
+    earlier_seeds: list[float] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- training
@@ -296,7 +315,7 @@ def stage_plan(config: Config, dataset) -> tuple[dict, dict, dict]:
 
 
 def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config: Config,
-             device: torch.device, progress: Progress, checkpoint: dict | None) -> None:
+             device: torch.device, progress: Progress, checkpoint: dict | None, turn: Turn | None = None) -> None:
     """SPEC section 5 for seed `progress.seed`: pre-train, test, fine-tune, test; from the
     checkpoint's state when one is given. Checkpoints after every epoch and every stage.
     Updates `progress` in place; the seed's results end up in `progress.runs`."""
@@ -347,6 +366,9 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             train_seconds = time.perf_counter() - started
             if not math.isfinite(loss):
                 raise diverged(config, seed, stage, epoch, f"the training loss is {loss}")
+            if loss > EXPLODED_LOSS:
+                raise diverged(config, seed, stage, epoch, f"the training loss is {loss:.3g} per row, over "
+                               f"10 ln 2 = {EXPLODED_LOSS:.2f} (an untrained model has about ln 2 = 0.69)")
             if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
                 raise diverged(config, seed, stage, epoch, "a weight is not finite (a gradient overflowed)")
             try:
@@ -371,7 +393,10 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             write_text(metrics_file, records + json_text(record) + "\n")  # then the checkpoint that follows it
             progress.metrics_lines += 1
             save()
-            log.info(run_line(config, progress))
+            log.info(run_line(config, progress, turn))
+        if progress.epoch and not progress.best_epoch:  # the stage's result would be the weights it began with
+            raise diverged(config, seed, stage, progress.epoch, f"no epoch's validation NDCG@5 rose above 0 (every "
+                           f"validation positive ranked below 5th), so the stage learned nothing")
         model.load_state_dict(best_state)
         save_weights(run_dir, config, seed, stage, progress.best_epoch, best_state, dataset)
         try:
@@ -406,19 +431,27 @@ def summarize(runs: list[dict[str, object]]) -> dict[str, dict[str, dict[str, fl
             for stage in STAGES if stage in runs[0]}
 
 
-def run_line(config: Config, progress: Progress) -> str:
-    """Where the whole run of a target market stands: seed i of N, stage and epoch, the time
-    spent in epochs, and the time left, estimated from the seeds finished so far."""
+def run_line(config: Config, progress: Progress, turn: Turn | None = None) -> str:
+    """Where the whole run of a target market stands: market k of M (several in turn), seed i of
+    N, stage and epoch, the time spent in epochs, and the time left, estimated from the seeds
+    finished so far (the earlier markets' too: every seed pre-trains on all markets alike)."""
+    turn = turn or Turn()
+    market = config.target_market + (f" (market {turn.number} of {turn.markets})" if turn.markets > 1 else "")
     number = progress.seed - config.first_seed + 1
     cap = config.pretrain_epochs if progress.stage == "pretrain" else config.finetune_epochs
     finished = [run["seconds"] for run in progress.runs]
-    line = (f"  {config.target_market}: seed {progress.seed} ({number} of {config.seeds}), {progress.stage} "
+    line = (f"  {market}: seed {progress.seed} ({number} of {config.seeds}), {progress.stage} "
             f"epoch {progress.epoch} of at most {cap}, {duration(sum(finished) + progress.seconds)} elapsed")
-    if not finished:
+    measured = [*turn.earlier_seeds, *finished]
+    if not measured:
         return line + f", time left: estimated when seed {config.first_seed} ends"
-    per_seed = sum(finished) / len(finished)
+    per_seed = sum(measured) / len(measured)
     left = max(per_seed - progress.seconds, 0.0) + per_seed * (config.seeds - number)
-    return line + f", about {duration(left)} left"
+    if turn.markets == 1:
+        return line + f", about {duration(left)} left"
+    later = per_seed * config.seeds * (turn.markets - turn.number)
+    return line + (f", about {duration(left)} left for {config.target_market}, {duration(left + later)} for all "
+                   f"{turn.markets} markets")
 
 
 def duration(seconds: float) -> str:
@@ -428,10 +461,11 @@ def duration(seconds: float) -> str:
 
 
 def run_seeds(run_dir: Path, frames: dict[str, pd.DataFrame], config: Config, device: torch.device,
-              checkpoint: dict | None) -> None:
+              checkpoint: dict | None, turn: Turn | None = None) -> list[dict]:
     """All seeds of one target market in its run folder, from the checkpoint of a resumed run or
-    from the start. results.json is written after every seed (`complete` after the last), the
-    checkpoint is deleted at the end. On a failure that leaves a checkpoint, says how to resume."""
+    from the start; returns results.json's `runs`. results.json is written after every seed
+    (`complete` after the last), the checkpoint is deleted at the end. On a failure that leaves a
+    checkpoint, says how to resume; after the end (the final table), where the results are."""
     progress = (Progress(**checkpoint["progress"]) if checkpoint
                 else Progress(seed=config.first_seed, stage=active_stages(config)[0]))
     handler = start_log_file(run_dir)
@@ -445,7 +479,7 @@ def run_seeds(run_dir: Path, frames: dict[str, pd.DataFrame], config: Config, de
         seeds = list(range(config.first_seed, config.first_seed + config.seeds))
         results = {"target_market": config.target_market, "seeds": seeds}
         while progress.seed <= seeds[-1]:
-            run_seed(run_dir, frames, config.target_market, config, device, progress, checkpoint)
+            run_seed(run_dir, frames, config.target_market, config, device, progress, checkpoint, turn)
             checkpoint = None
             results.update(complete=progress.seed == seeds[-1], runs=progress.runs, summary=summarize(progress.runs))
             write_json(run_dir / "results.json", results)  # kept up to date after every seed
@@ -455,22 +489,35 @@ def run_seeds(run_dir: Path, frames: dict[str, pd.DataFrame], config: Config, de
         (run_dir / CHECKPOINT).unlink()  # the run is complete: results.json is what counts
         log.info(comparison_text([run_dir]))
         log.info(f"results in {run_dir / 'results.json'}")
+        return progress.runs
     except Diverged as error:
         write_text(run_dir / DIVERGED, f"{error}\n")
         raise
     except KeyboardInterrupt:
-        log.info(f"interrupted: progress up to the last finished epoch is saved in {run_dir / CHECKPOINT}; "
-                 f"continue with: {resume_command(run_dir)}")
+        if not (run_dir / CHECKPOINT).is_file():  # stopped in the final table: nothing is left to resume
+            log.info(f"interrupted after the run completed: {completed(run_dir)}")
+        else:
+            log.info(f"interrupted: progress up to the last finished epoch is saved in {run_dir / CHECKPOINT}; "
+                     f"continue with: {resume_command(run_dir)}")
         raise
     except WriteError as error:
         raise WriteError(f"{error}; make room on the disk, then continue with: {resume_command(run_dir)}") from None
     except Exception:
-        log.info(f"stopped by the error below; the run continues from its last checkpoint with: "
-                 f"{resume_command(run_dir)}")
+        if not (run_dir / CHECKPOINT).is_file():
+            log.info(f"stopped by the error below after the run completed: {completed(run_dir)}")
+        else:
+            log.info(f"stopped by the error below; the run continues from its last checkpoint with: "
+                     f"{resume_command(run_dir)}")
         raise
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+def completed(run_dir: Path) -> str:
+    """Where a completed run's results are, and the command that prints its table."""
+    return (f"its results are in {run_dir / 'results.json'}; its table: "
+            f"{shlex.join(['python', 'evaluate.py', 'report', str(run_dir)])}")
 
 
 def keep_lines(path: Path, count: int) -> None:
@@ -491,23 +538,42 @@ def resume(run_dir: Path, overrides: Config, given: set[str], command: str) -> N
         run_seeds(run_dir, frames, config, device, checkpoint)
 
 
-def start(config: Config, command: str) -> None:
-    """A new run folder per target market, each run in turn; for several, all their tables at the end."""
+def start(config: Config, argv: list[str]) -> None:
+    """A new run folder per target market (of the command line `argv`), each run in turn; for
+    several, all their tables at the end. Ctrl-C in one says how to run the markets not begun."""
+    command = shlex.join(["python", "train_model.py", *argv])
     device = resolve_device(config.device)
     configure_host(config)
     frames = load_markets(config)
     targets = target_markets(config)
     for target in targets:  # before any run folder
         check_eval_negatives(frames, target, config)
-    run_dirs = []
-    for target in targets:
+    run_dirs, turn = [], Turn(markets=len(targets))
+    for number, target in enumerate(targets, 1):
+        turn.number = number
         target_config = dataclasses.replace(config, target_market=target)
         run_dirs.append(make_run_dir(config.log_dir, target))
-        with locked(run_dirs[-1]):
-            start_run_folder(run_dirs[-1], target_config, device, command)
-            run_seeds(run_dirs[-1], frames, target_config, device, checkpoint=None)
+        try:
+            with locked(run_dirs[-1]):
+                start_run_folder(run_dirs[-1], target_config, device, command)
+                runs = run_seeds(run_dirs[-1], frames, target_config, device, checkpoint=None, turn=turn)
+        except KeyboardInterrupt:
+            if number < len(targets):
+                log.info(f"the target markets after {target} were not begun; run them with: "
+                         + later_markets_command(argv, targets[number:]))
+            raise
+        turn.earlier_seeds += [run["seconds"] for run in runs]
     if len(run_dirs) > 1:
         log.info("all target markets:\n" + comparison_text(run_dirs))
+
+
+def later_markets_command(argv: list[str], markets: list[str]) -> str:
+    """The shell command that runs the command line `argv` on each of `markets` in turn (a loop
+    for several, which a Ctrl-C ends)."""
+    settings = shlex.join(["python", "train_model.py", *(a for a in argv if not a.startswith("--target_market="))])
+    if len(markets) == 1:
+        return f"{settings} --target_market={markets[0]}"
+    return f"for market in {' '.join(markets)}; do {settings} --target_market=$market || break; done"
 
 
 def main(argv: list[str]) -> None:
@@ -517,12 +583,12 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     config, extra = parse_overrides(argv, extra={"resume": str})
-    command = shlex.join(["python", "train_model.py", *argv])
     if "resume" not in extra:
-        start(config, command)
+        start(config, argv)
         return
     given = {arg[2:].split("=", 1)[0] for arg in argv} - {"resume"}
-    resume(Path(extra["resume"]), config, {new for key in given for new in RENAMED.get(key, (key,))}, command)
+    resume(Path(extra["resume"]), config, {new for key in given for new in RENAMED.get(key, (key,))},
+           shlex.join(["python", "train_model.py", *argv]))
 
 
 if __name__ == "__main__":

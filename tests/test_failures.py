@@ -3,7 +3,9 @@ half-written file and says how to resume; files are written whole and as strict 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -11,10 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from config import Config, MARKETS
+import train_model
+from config import Config, MARKETS, parse_overrides
+from evaluate import METRICS
 from files import WriteError, json_text, write_file, write_text
-from tests.conftest import REPO
+from tests.conftest import REPO, synthetic_frames
 from checkpoints import Progress
 from train_model import run_line
 
@@ -108,3 +113,89 @@ def test_the_progress_line_counts_seeds_and_estimates_the_time_left():
                                           "about 5m00s left")  # 80 s of this seed, 2 x 110 s
     assert run_line(config, Progress(seed=10, epoch=1, seconds=65.0)).endswith(
         "seed 10 (1 of 5), pretrain epoch 1 of at most 50, 1m05s elapsed, time left: estimated when seed 10 ends")
+
+
+def tiny_run(run_dir: Path, frames: dict, lr: float = 1e-3) -> None:
+    """One seed of in on the synthetic markets, 3 batches per epoch and one epoch per stage."""
+    config = Config(max_history=50, num_eval_negatives=20, num_train_negatives=2, batch_size=128, lr=lr, seeds=1,
+                    pretrain_epochs=1, finetune_epochs=1, max_batches_per_epoch=3)
+    train_model.run_seeds(run_dir, frames, config, torch.device("cpu"), checkpoint=None)
+
+
+def test_a_loss_that_explodes_without_reaching_nan_stops_the_run_as_diverged(frames, tmp_path):
+    """lr=1e4: a loss of about 1e8 per row with finite weights used to end as a complete run."""
+    with pytest.raises(train_model.Diverged) as error:
+        tiny_run(tmp_path, frames, lr=1e4)
+    assert re.fullmatch(r"seed 0 pretrain epoch 1: the training loss is [0-9.e+]+ per row, over 10 ln 2 = 6\.93 "
+                        r"\(an untrained model has about ln 2 = 0\.69\): training diverged, most likely because "
+                        r"lr=10000\.0 is too large\. .*", str(error.value))
+    assert float(str(error.value).split("loss is ")[1].split()[0]) > 1000
+    assert (tmp_path / "diverged.txt").read_text() == f"{error.value}\n"
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_stage_in_which_no_epoch_scores_above_zero_stops_instead_of_reporting_its_starting_weights(
+        frames, tmp_path, monkeypatch):
+    """Every validation positive ranked below 5th in every epoch: best epoch 0 would report the
+    untrained weights as the result after pre-training."""
+    monkeypatch.setattr(train_model, "evaluate_candidates", lambda *args: dict.fromkeys(METRICS, 0.0))
+    with pytest.raises(train_model.Diverged, match=r"^seed 0 pretrain epoch 1: no epoch's validation NDCG@5 rose "
+                                                   r"above 0 \(every validation positive ranked below 5th\), so the "
+                                                   r"stage learned nothing: training diverged"):
+        tiny_run(tmp_path, frames)
+    assert (tmp_path / "diverged.txt").is_file() and not (tmp_path / "results.json").exists()
+
+
+def test_the_exploded_loss_bound_is_far_above_every_committed_epochs_loss():
+    losses = [json.loads(line)["loss"] for path in (REPO / "results").glob("**/metrics.jsonl")
+              for line in path.read_text().splitlines()]
+    assert len(losses) > 10_000 and max(loss for loss in losses if loss is not None) < train_model.EXPLODED_LOSS / 8
+
+
+def test_the_progress_line_of_all_markets_counts_the_markets_and_estimates_the_time_left_for_all():
+    """Market 2 of 7, its seed 0 of 2 at 30 s; the earlier market's seeds took 100 and 120 s:
+    110 s per seed, 80 + 110 s left for de, and 2 x 110 s for each of the 5 markets after it."""
+    config = Config(target_market="de", seeds=2)
+    turn = train_model.Turn(number=2, markets=7, earlier_seeds=[100.0, 120.0])
+    assert run_line(config, Progress(seed=0, epoch=3, seconds=30.0), turn) == (
+        "  de (market 2 of 7): seed 0 (1 of 2), pretrain epoch 3 of at most 50, 0m30s elapsed, about 3m10s left "
+        "for de, 21m30s for all 7 markets")
+
+
+def test_ctrl_c_in_the_final_table_says_where_the_results_are_not_how_to_resume_a_deleted_checkpoint(
+        frames, tmp_path, monkeypatch, caplog):
+    def interrupt(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_model, "comparison_text", interrupt)
+    caplog.set_level(logging.INFO, logger="acmr")
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(tmp_path, frames)
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "results.json").read_text())["complete"] is True
+    assert caplog.messages[-1] == (f"interrupted after the run completed: its results are in "
+                                   f"{tmp_path / 'results.json'}; its table: python evaluate.py report {tmp_path}")
+
+
+def test_ctrl_c_during_all_markets_says_how_to_run_the_markets_not_begun(tmp_path, monkeypatch, caplog):
+    """Interrupted in de, the second market: fr, in, jp, mx and uk are named, with the command's
+    own settings; de's run gets its place (2 of 7) and the seconds of ca's seed."""
+    monkeypatch.setattr(train_model, "load_markets", lambda config: synthetic_frames(markets=MARKETS))
+    turns = []
+
+    def run_seeds(run_dir, frames, config, device, checkpoint, turn):
+        turns.append((turn.number, turn.markets, list(turn.earlier_seeds)))
+        if config.target_market == "de":
+            raise KeyboardInterrupt
+        return [{"seed": 0, "seconds": 42.0}]
+    monkeypatch.setattr(train_model, "run_seeds", run_seeds)
+    caplog.set_level(logging.INFO, logger="acmr")
+    argv = ["--target_market=all", "--seeds=1", "--num_eval_negatives=20", f"--log_dir={tmp_path}", "--num_threads=1"]
+    with pytest.raises(KeyboardInterrupt):
+        train_model.start(parse_overrides(argv)[0], argv)
+    assert turns == [(1, 7, []), (2, 7, [42.0])]
+    assert caplog.messages[-1] == (f"the target markets after de were not begun; run them with: for market in fr in "
+                                   f"jp mx uk; do python train_model.py --seeds=1 --num_eval_negatives=20 "
+                                   f"--log_dir={tmp_path} --num_threads=1 --target_market=$market || break; done")
+    assert train_model.later_markets_command(argv, ["uk"]) == (
+        f"python train_model.py --seeds=1 --num_eval_negatives=20 --log_dir={tmp_path} --num_threads=1 "
+        f"--target_market=uk")

@@ -161,7 +161,7 @@ def test_a_run_still_going_is_marked_not_reported_as_finished(tmp_path):
     lines = paper_table(summary_table(results), "acmr")
     assert lines[2].startswith("| jp | after pre-training | 2 | ")
     assert lines[4].startswith("| in | after pre-training | 2† | ")
-    assert lines[-1].startswith("† Some of these runs are still going")
+    assert lines[-1].startswith("† Some of these runs are not complete")
     result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={tmp_path}"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -388,3 +388,37 @@ def test_a_row_flagged_on_a_metric_the_table_leaves_out_names_it():
     assert sum("(**!**" in line for line in lines) == 2  # the in row and the note under the table
     assert lines[-1].startswith("(**!** M): on this row M, one of HR@5, NDCG@5 (not shown here)")
     assert not any("(**!**" in line for line in paper_table(pd.DataFrame(rows), "acmr", METRICS))
+
+
+def test_a_run_in_two_folders_counts_once_and_the_report_says_which_folder_it_kept_and_why(tmp_path):
+    fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.9})
+    fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.6, 1: 0.7})
+    text = report.build_report([tmp_path], tmp_path, "report").read_text()
+    assert ("from 1 run folder(s) (1 more left out: each of their runs is in a newer folder too, listed at the "
+            "end).") in text
+    assert ("Runs in several folders count once, from the newest folder (a run folder is named by its start time): "
+            "acmr in seed 0: in-20260102-000000 kept, in-20260101-000000 left out.") in text
+    assert "| in | after pre-training | 2 | 0.6500 ± 0.0707 [" in text  # seeds 0.6 and 0.7: not 0.9
+
+
+def test_a_config_json_without_a_setting_is_named_when_it_makes_one_run_replace_another(tmp_path):
+    """A run of lr=0.01 whose config.json lost `lr` counts as a default run, newer than the real one."""
+    fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.6})
+    folder = fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.3}, lr=0.01)
+    config = json.loads((folder / "config.json").read_text())
+    del config["lr"]
+    (folder / "config.json").write_text(json.dumps(config))
+    text = report.build_report([tmp_path], tmp_path, "report").read_text()
+    assert "acmr in seed 0: in-20260102-000000 kept, in-20260101-000000 left out." in text
+    assert ("Run folders whose config.json lacks settings, which count as config.py's defaults in their variant's "
+            "name (so their runs may count as, and replace, another variant's): in-20260102-000000 (lr).") in text
+
+
+def test_a_diverged_run_folder_is_reported_as_diverged_not_as_still_going(tmp_path):
+    fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.6}, complete=False)
+    diverged = fabricate(tmp_path, "jp-20260102-000000", "jp", {0: 0.4}, complete=False)
+    (diverged / "diverged.txt").write_text("seed 1 pretrain epoch 1: the training loss is nan: ...\n")
+    text = report.build_report([tmp_path], tmp_path, "report").read_text()
+    assert "† Still going: in-20260102-000000." in text
+    assert ("† Diverged (their diverged.txt says where and why; the seeds before count, and a resume refuses them): "
+            "jp-20260102-000000.") in text

@@ -4,6 +4,7 @@ address or a refused client is one line within seconds, and a cluster with token
 authentication runs the grid for a client with its token."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import sweep
-from config import ConfigError
+from config import Config, ConfigError
 from tests.conftest import REPO
 
 TINY = ["--pretrain_epochs=1", "--finetune_epochs=1", "--max_batches_per_epoch=2"]
@@ -210,3 +211,50 @@ def test_a_cluster_with_token_authentication_refuses_a_client_without_it_and_run
         head.send_signal(signal.SIGTERM)  # `ray start --block` stops the cluster's processes
         head.wait(timeout=60)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_first_seed_shifts_the_grids_seeds_so_that_each_jobs_label_and_run_agree():
+    jobs = sweep.plan_jobs(["acmr in,jp 2", "gmf in 3-4"], ["--first_seed=5", "--lr=0.01"])
+    assert [(job.model, job.market, job.seed) for job in jobs] == [
+        ("acmr", "in", 5), ("acmr", "in", 6), ("acmr", "jp", 5), ("acmr", "jp", 6), ("gmf", "in", 8), ("gmf", "in", 9)]
+    for job in jobs:
+        seeds = [arg for arg in job.command() if arg.startswith(("--first_seed=", "--seeds=", "--target_market="))]
+        assert seeds == [f"--target_market={job.market}", f"--first_seed={job.seed}", "--seeds=1"]
+        assert job.name == f"{job.model} {job.market} seed {job.seed} --lr=0.01"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--target_market=jp"], "--target_market=jp: a sweep's markets are --markets=M1,M2,..."),
+    (["--plan=PLAN", "--seeds=3"], "--seeds=3: in a plan, a line's seeds are its third field"),
+    (["--first_seed=-1"], "--first_seed=-1: must be an integer >= 0"),
+])
+def test_a_setting_that_each_job_sets_itself_is_refused_in_one_line(argv, says, tmp_path):
+    plan = tmp_path / "plan.txt"
+    plan.write_text("acmr in 1\n")
+    argv = [arg.replace("PLAN", str(plan)) for arg in argv]
+    with pytest.raises(ConfigError) as error:
+        sweep.main(["--models=acmr", "--markets=in", f"--log_dir={tmp_path}", "--dry_run=true", *argv])
+    assert str(error.value).startswith(says) and "\n" not in str(error.value)
+
+
+def test_a_sweep_with_first_seed_skips_the_seeds_it_has_done_and_resumes_the_one_it_began(tmp_path, capsys):
+    """Seed 5 has results and seed 6 a checkpoint in the log folder: a rerun of
+    `--first_seed=5 --seeds=3` skips 5, resumes 6 and runs 7."""
+    for seed, done in ((5, True), (6, False)):
+        folder = tmp_path / f"in-2026010{seed}-000000"
+        folder.mkdir()
+        config = dataclasses.asdict(dataclasses.replace(Config(), first_seed=seed, seeds=1, log_dir=str(tmp_path)))
+        (folder / "config.json").write_text(json.dumps(config))
+        if done:
+            (folder / "results.json").write_text(json.dumps({"target_market": "in", "runs": [{"seed": seed}]}))
+        else:
+            (folder / "checkpoint.pt").write_bytes(b"")
+    sweep.main(["--models=acmr", "--markets=in", "--seeds=3", "--first_seed=5", f"--log_dir={tmp_path}",
+                "--dry_run=true"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"skip acmr in seed 5: done in {tmp_path / 'in-20260105-000000'}"
+    resumed = tmp_path / "in-20260106-000000"
+    assert lines[1].startswith(f"resume acmr in seed 6: python train_model.py --resume={resumed}")
+    assert lines[2].startswith("run acmr in seed 7: python train_model.py ")
+    assert "--first_seed=7 --seeds=1" in lines[2] and lines[2].count("--first_seed=") == 1
+    assert lines[3] == "2 jobs to run"
