@@ -172,6 +172,17 @@ def authors_weights_table(folder: Path = RESULTS / "authors_weights") -> list[st
     return lines
 
 
+def rescored_protocol_table(folder: Path = RESULTS) -> list[str]:
+    """trained.protocol_table of the run folders under `folder` rescored under every protocol of
+    trained.PROTOCOL_RESCORINGS (`python trained.py protocol-table --runs=...` writes them)."""
+    import trained  # torch: imported only where a document holds this block
+    folders = [path for path in find_run_folders([folder]) if all(
+        (path / trained.RESCORED / f"{name}.json").is_file() for name in trained.PROTOCOL_RESCORINGS)]
+    if not folders:
+        return ["No run folder here is rescored yet (`python trained.py protocol-table --runs=...`)."]
+    return trained.protocol_table(folders)
+
+
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors": authors_table,
     "authors-weights": authors_weights_table,
@@ -190,6 +201,7 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "acmr-paired": acmr_paired_lines,
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
+    "protocol-rescored": rescored_protocol_table,  # the kept seed-0 weights rescored (trained.py)
 }
 
 
