@@ -2,7 +2,7 @@
 
     from trained import load_trained, recommend
     trained = load_trained("log/in-20261205-101010")      # seed 0 (the folder's first), its last stage
-    print(recommend(trained, ["A2GQ2QO6Y2LZN7"], k=10))    # that user's top 10 of the target market
+    print(recommend(trained, ["AF5LCYDTUOE5OISH7WTSYTYKDE3Q"], k=10))  # his top 10 of the target market
 
 `load_trained` reads a run folder's kept weights (`seed<S>_<stage>_weights.pt`, any seed and
 stage), a weights file, or the authors' released checkpoint of a market (`authors="in"`, through
@@ -39,10 +39,11 @@ PROTOCOL_RESCORINGS (reusing earlier rescorings) and prints the markdown table o
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -77,6 +78,7 @@ class Trained:
     stage: str
     seed: int | None              # None for the authors' weights
     source: str                   # the file it came from
+    best_epoch: int | None = None           # the epoch whose weights these are (None: the authors')
     user_ids: np.ndarray | None = None      # the baselines: raw user id of each user row
     user_markets: np.ndarray | None = None  # and its market
 
@@ -158,7 +160,7 @@ def from_weights_file(path: Path) -> Trained:
     load_state(model, payload["state_dict"], path, config)
     return Trained(model=model.eval(), config=config, item_ids=item_ids, markets=markets,
                    target_market=payload["target_market"], stage=payload["stage"], seed=payload["seed"],
-                   source=str(path), user_ids=None if users is None else np.asarray(users, dtype=str),
+                   source=str(path), best_epoch=payload.get("best_epoch"), user_ids=None if users is None else np.asarray(users, dtype=str),
                    user_markets=None if users is None else np.asarray(payload["user_markets"], dtype=str))
 
 
@@ -342,7 +344,7 @@ def rescore(run_dir: Path, changes: dict[str, object] | None = None, seeds: Sequ
     kept weights of each seed and stage (default: all it keeps), on the seed's split rebuilt with
     the weights' settings and `changes` (rescoring_config). Without changes, on the device kind the
     run used and its eval_batch_floats, the test metrics are results.json's, exactly."""
-    from train_model import resolve_device, test_metrics
+    from train_model import environment, resolve_device, test_metrics
     changes = dict(changes or {})
     kept = [(s, st) for s, st in kept_weights(run_dir) if (seeds is None or s in seeds)
             and (stages is None or st in stages)]
@@ -371,11 +373,11 @@ def rescore(run_dir: Path, changes: dict[str, object] | None = None, seeds: Sequ
             test.pop("ranks")
             run[stage] = {**test, "valid": evaluate_candidates(model, data, data.valid_candidates,
                                                                config.eval_batch_floats),
-                          "best_epoch": read_weights(path)["best_epoch"]}
+                          "best_epoch": trained.best_epoch}
         runs.append(run)
     return {"run": str(run_dir), "target_market": trained.target_market,
             "changed": {key: value for key, value in changes.items() if key in EVALUATION_SETTINGS},
-            "settings": settings, "device": str(device), "runs": runs}
+            "settings": settings, "environment": environment(device), "runs": runs}
 
 
 def rescore_run(run_dir: Path, changes: dict[str, object] | None = None, name: str | None = None,
@@ -406,19 +408,27 @@ def protocol_label(settings: dict[str, object]) -> str:
     return f"1 + {settings['num_eval_negatives']} sampled, negatives from {pool}"
 
 
+def seed_result(runs: list[dict], seed: int, stage: str, path: Path) -> dict:
+    """The results of `seed`'s `stage` among a results.json's or a rescoring's runs."""
+    found = [run for run in runs if run["seed"] == seed and stage in run]
+    if not found:
+        raise DataError(f"{path}: no results of seed {seed} {stage}")
+    return found[0]
+
+
 def protocol_table(run_dirs: Sequence[Path], seed: int = 0, stage: str = "finetune") -> list[str]:
     """Markdown lines: per run folder (market), the test metrics of seed `seed`'s `stage` under the
     run's own protocol (results.json) and under each of PROTOCOL_RESCORINGS (rescored/<name>.json)."""
-    import json
     lines = ["| market | protocol | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for run_dir in sorted(map(Path, run_dirs), key=lambda folder: json.loads(
             (folder / "results.json").read_text())["target_market"]):
         results = json.loads((run_dir / "results.json").read_text())
         own = json.loads((run_dir / "config.json").read_text())
-        rows = [(f"{protocol_label(own)} (the run's)", next(r for r in results["runs"] if r["seed"] == seed))]
+        rows = [(f"{protocol_label(own)} (the run's)", seed_result(results["runs"], seed, stage, run_dir / "results.json"))]
         for name in PROTOCOL_RESCORINGS:
-            rescored = json.loads((run_dir / RESCORED / f"{name}.json").read_text())
-            rows.append((protocol_label(rescored["settings"]), next(r for r in rescored["runs"] if r["seed"] == seed)))
+            path = run_dir / RESCORED / f"{name}.json"
+            rescored = json.loads(path.read_text())
+            rows.append((protocol_label(rescored["settings"]), seed_result(rescored["runs"], seed, stage, path)))
         for label, run in rows:
             lines.append(f"| {results['target_market']} | {label} | "
                          + " | ".join(f"{run[stage][m]:.4f}" for m in METRICS) + " |")
@@ -426,21 +436,27 @@ def protocol_table(run_dirs: Sequence[Path], seed: int = 0, stage: str = "finetu
 
 
 def protocol_rescorings(run_dirs: Sequence[Path], seed: int = 0, stage: str = "finetune",
-                        frames: dict[str, pd.DataFrame] | None = None, say=print) -> list[str]:
-    """Rescore each run's kept `seed` `stage` weights under PROTOCOL_RESCORINGS (an earlier
-    rescoring of that name and seed is kept), then its protocol_table."""
-    import json
-    for run_dir in map(Path, run_dirs):
-        resolve_weights(run_dir, seed, stage)  # every folder keeps them: checked before any work
-    for run_dir in map(Path, run_dirs):
+                        frames: dict[str, pd.DataFrame] | None = None,
+                        say: Callable[[str], object] = print) -> list[str]:
+    """Rescore each run's kept `seed` `stage` weights under PROTOCOL_RESCORINGS, then their
+    protocol_table. An earlier rescoring of that name is used if it holds that seed and stage of
+    that protocol, and refused otherwise (never replaced)."""
+    todo = []
+    for run_dir in map(Path, run_dirs):  # everything checked before any work
+        resolve_weights(run_dir, seed, stage)
         for name, changes in PROTOCOL_RESCORINGS.items():
             path = run_dir / RESCORED / f"{name}.json"
-            if path.is_file() and any(r["seed"] == seed and stage in r for r in json.loads(path.read_text())["runs"]):
-                say(f"kept the earlier {path}")
+            if not path.is_file():
+                todo.append((run_dir, name, changes))
                 continue
-            written, _ = rescore_run(run_dir, changes, name, overwrite=path.is_file(), seeds=[seed],
-                                     stages=[stage], frames=frames)
-            say(f"wrote {written}")
+            earlier = json.loads(path.read_text())
+            if earlier.get("changed") != changes or not any(r["seed"] == seed and stage in r for r in earlier["runs"]):
+                raise ConfigError(f"{path}: an earlier rescoring, but not of seed {seed} {stage} with {name} alone; "
+                                  f"move it away to rescore")
+            say(f"kept the earlier {path}")
+    for run_dir, name, changes in todo:
+        written, _ = rescore_run(run_dir, changes, name, seeds=[seed], stages=[stage], frames=frames)
+        say(f"wrote {written}")
     return protocol_table(run_dirs, seed, stage)
 
 

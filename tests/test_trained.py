@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,13 @@ def test_the_protocol_table_rescores_seed_0_fine_tuned_and_renders_in_a_document
     assert all(line.startswith("kept the earlier") for line in said)
     assert documents.rescored_protocol_table(run_dir.parent) == lines
     assert documents.rescored_protocol_table(tmp_path)[0].startswith("No run folder here is rescored yet")
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    (other / "rescored" / "eval_negative_pool=target.json").unlink()
+    trained.rescore_run(other, {"num_eval_negatives": 10}, name="eval_negative_pool=target", frames=frames)
+    with pytest.raises(ConfigError) as error:  # not what the table needs: refused, not replaced
+        trained.protocol_rescorings([other], frames=frames)
+    assert "an earlier rescoring, but not of seed 0 finetune with eval_negative_pool=target alone" in one_line(error)
 
 
 # ---------------------------------------------------------------- the command, on the real data
