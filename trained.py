@@ -28,13 +28,14 @@ the same generator).
     python trained.py recommend --weights=FILE --users=U1 ...
     python trained.py recommend --authors=in [--stage=finetune] --users=U1 ...
     python trained.py rescore --run=FOLDER [--eval_mode=full] [--eval_negative_pool=target] [--seed=S] [--stage=STAGE] [--name=NAME] [--overwrite=true]
-    python trained.py protocol-table --runs=FOLDER,FOLDER,... [--out=FILE.md]
+    python trained.py protocol-table --runs=FOLDER,FOLDER,... [--seed=0] [--stage=finetune] [--out=FILE.md]
 
 `--users_file=PATH` reads the users one per line. `rescore` writes `<run>/rescored/<name>.json`
 (name: the changed settings, e.g. `eval_mode=full`, or `own`); it refuses to replace an earlier
-one unless `--overwrite=true`. `protocol-table` rescores each run's seed-0 fine-tuned weights under
-PROTOCOL_RESCORINGS (reusing earlier rescorings) and prints the markdown table of
-`protocol_table` (documents.py's block `protocol-rescored` renders it from committed runs).
+one unless `--overwrite=true`. `protocol-table` rescores each run's seed-0 fine-tuned weights
+(`--seed`, `--stage`) under PROTOCOL_RESCORINGS (reusing earlier rescorings) and prints the
+markdown table of `protocol_table` (documents.py's block `protocol-rescored` renders it from
+committed runs).
 """
 from __future__ import annotations
 
@@ -160,7 +161,8 @@ def from_weights_file(path: Path) -> Trained:
     load_state(model, payload["state_dict"], path, config)
     return Trained(model=model.eval(), config=config, item_ids=item_ids, markets=markets,
                    target_market=payload["target_market"], stage=payload["stage"], seed=payload["seed"],
-                   source=str(path), best_epoch=payload.get("best_epoch"), user_ids=None if users is None else np.asarray(users, dtype=str),
+                   source=str(path), best_epoch=payload.get("best_epoch"),
+                   user_ids=None if users is None else np.asarray(users, dtype=str),
                    user_markets=None if users is None else np.asarray(payload["user_markets"], dtype=str))
 
 
@@ -535,7 +537,10 @@ def main(argv: list[str]) -> None:
         folders = [Path(folder) for folder in str(extra.get("runs", "")).split(",") if folder]
         if not folders:
             raise ConfigError("give --runs=FOLDER,FOLDER,...")
-        lines = protocol_rescorings(folders)
+        seed, stage = extra.get("seed", 0), extra.get("stage", "finetune")
+        for folder in folders:  # before the data are read
+            resolve_weights(folder, seed, stage)
+        lines = protocol_rescorings(folders, seed, stage, frames=load_markets(config))  # checksummed: the same anywhere
         print("\n".join(lines))
         if "out" in extra:
             write_text(Path(extra["out"]), "\n".join(lines) + "\n")
