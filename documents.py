@@ -21,8 +21,9 @@ import paired
 from config import STAGES, Config
 from report import (breakdown_lines, breakdown_table, mean_std, models_table, paper_table, per_seed_table, study_table,
                     tuned_table)
-from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, REPO, RESULTS, SPEC_MARKETS, STAGE_TITLES, collect,
-                  comparable_variants, find_run_folders, last_stage, summary_table)
+from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, PROTOCOL_RESCORINGS, REPO, RESCORED, RESULTS,
+                  SPEC_MARKETS, STAGE_TITLES, collect, comparable_variants, find_run_folders, last_stage,
+                  protocol_table, summary_table)
 
 DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
@@ -173,14 +174,13 @@ def authors_weights_table(folder: Path = RESULTS / "authors_weights") -> list[st
 
 
 def rescored_protocol_table(folder: Path = RESULTS) -> list[str]:
-    """trained.protocol_table of the run folders under `folder` rescored under every protocol of
-    trained.PROTOCOL_RESCORINGS (`python trained.py protocol-table --runs=...` writes them)."""
-    import trained  # torch: imported only where a document holds this block
+    """runs.protocol_table of the run folders under `folder` rescored under every protocol of
+    runs.PROTOCOL_RESCORINGS (`python trained.py protocol-table --runs=...` writes them)."""
     folders = [path for path in find_run_folders([folder]) if all(
-        (path / trained.RESCORED / f"{name}.json").is_file() for name in trained.PROTOCOL_RESCORINGS)]
+        (path / RESCORED / f"{name}.json").is_file() for name in PROTOCOL_RESCORINGS)]
     if not folders:
         return ["No run folder here is rescored yet (`python trained.py protocol-table --runs=...`)."]
-    return trained.protocol_table(folders)
+    return protocol_table(folders)
 
 
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {

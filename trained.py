@@ -60,11 +60,9 @@ from config import (RUN_ONLY_SETTINGS, STAGES, Config, ConfigError, active_stage
 from data_loader import DataError, DeviceData, build_dataset, check_eval_negatives, load_markets
 from evaluate import METRICS, evaluate_candidates, score_candidates
 from files import WriteError, write_json, write_text
+from runs import PROTOCOL_RESCORINGS, RESCORED, protocol_table
 
 EVALUATION_SETTINGS = ("eval_negative_pool", "eval_mode", "num_eval_negatives", "held_out_in_negatives")
-RESCORED = "rescored"  # <run>/rescored/<name>.json
-PROTOCOL_RESCORINGS = {"eval_mode=full": {"eval_mode": "full"},
-                       "eval_negative_pool=target": {"eval_negative_pool": "target"}}
 WEIGHTS_NAME = re.compile(r"seed(\d+)_(\w+?)_weights\.pt")
 
 
@@ -403,40 +401,6 @@ def rescore_run(run_dir: Path, changes: dict[str, object] | None = None, name: s
 
 # ---------------------------------------------------------------- the protocol table
 
-def protocol_label(settings: dict[str, object]) -> str:
-    if settings["eval_mode"] == "full":
-        return "full ranking of the target's items"
-    pool = "all markets" if settings["eval_negative_pool"] == "global" else "the target market"
-    return f"1 + {settings['num_eval_negatives']} sampled, negatives from {pool}"
-
-
-def seed_result(runs: list[dict], seed: int, stage: str, path: Path) -> dict:
-    """The results of `seed`'s `stage` among a results.json's or a rescoring's runs."""
-    found = [run for run in runs if run["seed"] == seed and stage in run]
-    if not found:
-        raise DataError(f"{path}: no results of seed {seed} {stage}")
-    return found[0]
-
-
-def protocol_table(run_dirs: Sequence[Path], seed: int = 0, stage: str = "finetune") -> list[str]:
-    """Markdown lines: per run folder (market), the test metrics of seed `seed`'s `stage` under the
-    run's own protocol (results.json) and under each of PROTOCOL_RESCORINGS (rescored/<name>.json)."""
-    lines = ["| market | protocol | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
-    for run_dir in sorted(map(Path, run_dirs), key=lambda folder: json.loads(
-            (folder / "results.json").read_text())["target_market"]):
-        results = json.loads((run_dir / "results.json").read_text())
-        own = json.loads((run_dir / "config.json").read_text())
-        rows = [(f"{protocol_label(own)} (the run's)", seed_result(results["runs"], seed, stage, run_dir / "results.json"))]
-        for name in PROTOCOL_RESCORINGS:
-            path = run_dir / RESCORED / f"{name}.json"
-            rescored = json.loads(path.read_text())
-            rows.append((protocol_label(rescored["settings"]), seed_result(rescored["runs"], seed, stage, path)))
-        for label, run in rows:
-            lines.append(f"| {results['target_market']} | {label} | "
-                         + " | ".join(f"{run[stage][m]:.4f}" for m in METRICS) + " |")
-    return lines
-
-
 def protocol_rescorings(run_dirs: Sequence[Path], seed: int = 0, stage: str = "finetune",
                         frames: dict[str, pd.DataFrame] | None = None,
                         say: Callable[[str], object] = print) -> list[str]:
@@ -531,7 +495,8 @@ def main(argv: list[str]) -> None:
         for run in result["runs"]:
             for stage in STAGES:
                 if stage in run:
-                    print(f"seed {run['seed']} {stage:8s} test  " + "  ".join(f"{m} {run[stage][m]:.4f}" for m in METRICS))
+                    print(f"seed {run['seed']} {stage:8s} test  "
+                          + "  ".join(f"{m} {run[stage][m]:.4f}" for m in METRICS))
         print(f"wrote {path}")
     else:
         folders = [Path(folder) for folder in str(extra.get("runs", "")).split(",") if folder]
