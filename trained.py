@@ -33,9 +33,9 @@ the same generator).
 `--users_file=PATH` reads the users one per line. `rescore` writes `<run>/rescored/<name>.json`
 (name: the changed settings, e.g. `eval_mode=full`, or `own`); it refuses to replace an earlier
 one unless `--overwrite=true`. `protocol-table` rescores each run's seed-0 fine-tuned weights
-(`--seed`, `--stage`) under PROTOCOL_RESCORINGS (reusing earlier rescorings) and prints the
-markdown table of `protocol_table` (documents.py's block `protocol-rescored` renders it from
-committed runs).
+(`--seed`, `--stage`) under runs.PROTOCOL_RESCORINGS (reusing earlier rescorings) and prints
+the markdown table of runs.protocol_table (documents.py's block `protocol-rescored` renders it
+from the committed runs).
 """
 from __future__ import annotations
 
