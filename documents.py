@@ -21,8 +21,9 @@ import paired
 from config import STAGES, Config
 from report import (breakdown_lines, breakdown_table, mean_std, models_table, paper_table, per_seed_table, study_table,
                     tuned_table)
-from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, REPO, RESULTS, SPEC_MARKETS, STAGE_TITLES, collect,
-                  comparable_variants, find_run_folders, last_stage, summary_table)
+from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, PROTOCOL_RESCORINGS, REPO, RESCORED, RESULTS,
+                  SPEC_MARKETS, STAGE_TITLES, collect, comparable_variants, find_run_folders, last_stage,
+                  protocol_table, summary_table)
 
 DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
@@ -172,6 +173,16 @@ def authors_weights_table(folder: Path = RESULTS / "authors_weights") -> list[st
     return lines
 
 
+def rescored_protocol_table(folder: Path = RESULTS) -> list[str]:
+    """runs.protocol_table of the run folders under `folder` rescored under every protocol of
+    runs.PROTOCOL_RESCORINGS (`python trained.py protocol-table --runs=...` writes them)."""
+    folders = [path for path in find_run_folders([folder]) if all(
+        (path / RESCORED / f"{name}.json").is_file() for name in PROTOCOL_RESCORINGS)]
+    if not folders:
+        return ["No run folder here is rescored yet (`python trained.py protocol-table --runs=...`)."]
+    return protocol_table(folders)
+
+
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors": authors_table,
     "authors-weights": authors_weights_table,
@@ -190,6 +201,7 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "acmr-paired": acmr_paired_lines,
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
+    "protocol-rescored": rescored_protocol_table,  # the kept seed-0 weights rescored (trained.py)
 }
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from config import PRESETS, PROTOCOL_SETTINGS, RUN_ONLY_SETTINGS, SELECTION_SETTINGS, STAGES, Config, upgrade_saved
+from config import (PRESETS, PROTOCOL_SETTINGS, RUN_ONLY_SETTINGS, SELECTION_SETTINGS, STAGES, Config, ConfigError,
+                    upgrade_saved)
 from files import DIVERGED
 
 REPO = Path(__file__).resolve().parent
@@ -35,6 +37,9 @@ BREAKDOWN_GROUPS = {"repeat_purchase": "repeat purchase", "new_purchase": "new p
                     "item_seen_in_target_training": "item seen in target training",
                     "item_unseen_in_target_training": "item unseen in target training (cold)"}
 NOT_EXPERIMENT = {*RUN_ONLY_SETTINGS, *SELECTION_SETTINGS}  # where, how fast, which market and seeds
+RESCORED = "rescored"  # <run>/rescored/<name>.json: kept weights scored again (trained.py rescore)
+PROTOCOL_RESCORINGS = {"eval_mode=full": {"eval_mode": "full"},  # protocol_table's, by name
+                       "eval_negative_pool=target": {"eval_negative_pool": "target"}}
 
 
 def authors_numbers() -> pd.DataFrame:
@@ -237,3 +242,41 @@ def comparable_variants(results: pd.DataFrame) -> list[str]:
     under the authors' protocol."""
     picked = results[(results["protocol"] == "") & results["model"].str.match(r"acmr( \(|$)")]
     return list(dict.fromkeys(picked["variant"]))
+
+
+# ---------------------------------------------------------------- rescored runs (trained.py)
+
+def protocol_label(settings: dict[str, object]) -> str:
+    """The evaluation protocol of a run's or a rescoring's settings, in words."""
+    if settings["eval_mode"] == "full":
+        return "full ranking of the target's items"
+    pool = "all markets" if settings["eval_negative_pool"] == "global" else "the target market"
+    return f"1 + {settings['num_eval_negatives']} sampled, negatives from {pool}"
+
+
+def seed_result(runs: list[dict], seed: int, stage: str, path: Path) -> dict:
+    """The results of `seed`'s `stage` among a results.json's or a rescoring's runs."""
+    found = [run for run in runs if run["seed"] == seed and stage in run]
+    if not found:
+        raise ConfigError(f"{path}: no results of seed {seed} {stage}")
+    return found[0]
+
+
+def protocol_table(run_dirs: Sequence[Path], seed: int = 0, stage: str = "finetune") -> list[str]:
+    """Markdown lines: per run folder (market), the test metrics of seed `seed`'s `stage` under the
+    run's own protocol (results.json) and under each of PROTOCOL_RESCORINGS (rescored/<name>.json)."""
+    lines = ["| market | protocol | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for run_dir in sorted(map(Path, run_dirs), key=lambda folder: json.loads(
+            (folder / "results.json").read_text())["target_market"]):
+        results = json.loads((run_dir / "results.json").read_text())
+        own = json.loads((run_dir / "config.json").read_text())
+        rows = [(f"{protocol_label(own)} (the run's)",
+                 seed_result(results["runs"], seed, stage, run_dir / "results.json"))]
+        for name in PROTOCOL_RESCORINGS:
+            path = run_dir / RESCORED / f"{name}.json"
+            rescored = json.loads(path.read_text())
+            rows.append((protocol_label(rescored["settings"]), seed_result(rescored["runs"], seed, stage, path)))
+        for label, run in rows:
+            lines.append(f"| {results['target_market']} | {label} | "
+                         + " | ".join(f"{run[stage][m]:.4f}" for m in METRICS) + " |")
+    return lines
