@@ -48,6 +48,7 @@ from data_loader import (DataError, DeviceData, build_dataset, check_eval_negati
 from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, positive_rank,
                       ranking_metrics, score_candidates)
 from files import CHECKPOINT, WriteError, json_text, write_json, write_text
+from initial_weights import check_sources, initialise
 from model import activation_floats, build_model
 from paired import save_ranks
 from report import comparison_text
@@ -310,6 +311,9 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     negative_rows = torch.as_tensor(np.flatnonzero(dataset.train_label == 0), device=device)
     data = DeviceData.from_dataset(dataset, device)
     model = build_model(config, dataset).to(device)
+    if config.init_weights and (checkpoint is None or "model" not in checkpoint):  # a resumed seed has its own
+        progress.seed_result["init_weights"] = initialise(model, config, dataset, frames, seed, run_dir)
+        log.info(f"seed {seed}: model initialised from {progress.seed_result['init_weights']['path']}")
     optimizer = make_optimizer(model, config, device)
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
@@ -499,6 +503,7 @@ def start(config: Config, command: str) -> None:
     targets = target_markets(config)
     for target in targets:  # before any run folder
         check_eval_negatives(frames, target, config)
+    check_sources(config, frames)
     run_dirs = []
     for target in targets:
         target_config = dataclasses.replace(config, target_market=target)
