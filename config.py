@@ -42,7 +42,7 @@ class Config:
     device: str = setting("auto", "auto (GPU when present, else CPU), cpu, cuda or cuda:N", SPEED)
     num_threads: int = setting(0, "CPU threads for torch; 0 = torch's default (all cores)", SPEED)
     keep_freed_memory: bool = setting(True, "glibc keeps freed memory for the next tensors instead of "
-                                            "returning it to the kernel (train_model.configure_host)", SPEED)
+                                            "returning it to the kernel (host.configure_host)", SPEED)
 
     # ---- where things are ----
     data_dir: str = setting("data", "folder of the <market>_5core.txt files; else $XMREC_DIR; else they are "

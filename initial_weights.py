@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+import authors_weights
 from checkpoints import WEIGHTS_FORMAT
 from config import MARKETS, STAGES, Config, ConfigError
+from data_loader import DataError
 from files import write_json
 
 AUTHORS = "authors:"
@@ -81,9 +84,6 @@ def authors_source(spec: str) -> tuple[str, str]:
 def read_authors(spec: str, frames: dict[str, pd.DataFrame]) -> Weights:
     """The authors' released checkpoint of a market and stage, its rows named by the order in
     which their run read the market files (authors_weights.authors_order)."""
-    import authors_weights  # here: it imports train_model, which imports this module
-    from data_loader import DataError
-
     market, stage = authors_source(spec)
     try:
         path = authors_weights.locate_checkpoint(market, stage)
@@ -112,7 +112,9 @@ def read_authors(spec: str, frames: dict[str, pd.DataFrame]) -> Weights:
 
 def load_torch(spec: str, path: Path, content: bytes) -> object:
     try:
-        return torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about some foreign files before it fails on them
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
         raise fail(spec, f"{path}: unreadable ({type(error).__name__}): truncated, or not a weights "
                          f"file of this program") from None
