@@ -39,7 +39,7 @@ from data_loader import DataError, Dataset, DeviceData, build_dataset, load_mark
 from evaluate import METRICS, ranking_metrics, score_candidates
 from model import ACMR
 from files import DownloadError, WriteError, download_verified, write_json
-from train_model import configure_host, resolve_device
+from host import configure_host, resolve_device
 
 REPO = Path(__file__).resolve().parent
 CHECKSUM_FILE = REPO / "data" / "AUTHORS_CHECKPOINTS.sha256"

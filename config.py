@@ -42,7 +42,7 @@ class Config:
     device: str = setting("auto", "auto (GPU when present, else CPU), cpu, cuda or cuda:N", SPEED)
     num_threads: int = setting(0, "CPU threads for torch; 0 = torch's default (all cores)", SPEED)
     keep_freed_memory: bool = setting(True, "glibc keeps freed memory for the next tensors instead of "
-                                            "returning it to the kernel (train_model.configure_host)", SPEED)
+                                            "returning it to the kernel (host.configure_host)", SPEED)
 
     # ---- where things are ----
     data_dir: str = setting("data", "folder of the <market>_5core.txt files; else $XMREC_DIR; else they are "
@@ -76,6 +76,10 @@ class Config:
     # ---- training (SPEC section 5) ----
     stages: str = setting("pretrain+finetune", "pre-train on all markets, then fine-tune on the target; "
                                                "pretrain = all markets only, finetune = target market only")
+    init_weights: str = setting("", "start each seed's model from these weights instead of a fresh "
+                                    "initialisation: a run folder's weights file (a {seed} in the path is "
+                                    "replaced by the seed) or authors:<market>:<stage>, the authors' "
+                                    "released checkpoint; the model settings must match (initial_weights.py)")
     lr: float = setting(1e-3, "Adam's learning rate")
     weight_decay: float = setting(1e-7, "Adam's weight decay")
     batch_size: int = setting(1024, "training rows per optimizer step")
@@ -212,7 +216,8 @@ RENAMED = {"num_epochs": ("pretrain_epochs", "finetune_epochs"),
            "bucket_batches": ("bucket_pretrain_batches", "bucket_finetune_batches")}
 BEFORE_ADDED = {"first_seed": 0, "model": "acmr", "market_embedding": "shared", "stages": "pretrain+finetune",
                 "held_out_in_negatives": True, "history_repeats": False, "train_negatives_per": "positive_row",
-                "embedding_size": 8, "mlp_layers": "64,32,16,8", "embedding_init_std": 1.0}
+                "embedding_size": 8, "mlp_layers": "64,32,16,8", "embedding_init_std": 1.0,
+                "init_weights": ""}
 
 
 def upgrade_saved(saved: dict[str, object]) -> dict[str, object]:

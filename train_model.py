@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import dataclasses
 import fcntl
 import json
@@ -32,7 +31,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-import numba
 import numpy as np
 import pandas as pd
 import torch
@@ -49,6 +47,8 @@ from data_loader import (DataError, DeviceData, build_dataset, check_eval_negati
 from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, positive_rank,
                       ranking_metrics, score_candidates)
 from files import CHECKPOINT, DIVERGED, WriteError, json_text, write_json, write_text
+from host import configure_host, resolve_device
+from initial_weights import check_sources, initialise
 from model import activation_floats, build_model
 from paired import save_ranks
 from report import comparison_text
@@ -58,34 +58,6 @@ log = logging.getLogger("acmr")
 
 
 # ---------------------------------------------------------------- run folder and files
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: no CUDA GPU is visible; use --device=auto or cpu")
-    return torch.device(name)
-
-
-def configure_host(config: Config) -> None:
-    """Torch's (and numba's) thread count, and glibc's malloc told to keep the memory torch frees.
-
-    By default glibc serves each block over 128 KB (adaptively up to 32 MB) with a fresh mapping
-    from the kernel and unmaps it when freed, so every batch's activations land on new pages,
-    and faulting them in is slow on this (virtual) machine. With `keep_freed_memory` the blocks
-    come from the heap and freed ones are reused: `python bench.py --target_market=uk` went from
-    6.6 M to 0.3 M page faults over 200 batches, a pre-training epoch from 123 to 116 s and a validation pass
-    from 14.1 to 11.2 s. No effect with another C library.
-    """
-    threads = config.num_threads or torch.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # cpu_kernels' dropout
-    torch.set_num_threads(threads)  # after numba's: starting its OpenMP pool resets torch's count
-    if config.keep_freed_memory and platform.libc_ver()[0] == "glibc":
-        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt's parameter numbers (malloc.h)
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_MAX, 0)  # no block gets its own mapping
-        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # free memory at the heap's top stays
-
 
 def cpu_name() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
@@ -329,6 +301,9 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
     negative_rows = torch.as_tensor(np.flatnonzero(dataset.train_label == 0), device=device)
     data = DeviceData.from_dataset(dataset, device)
     model = build_model(config, dataset).to(device)
+    if config.init_weights and (checkpoint is None or "model" not in checkpoint):  # a resumed seed has its own
+        progress.seed_result["init_weights"] = initialise(model, config, dataset, frames, seed, run_dir)
+        log.info(f"seed {seed}: model initialised from {progress.seed_result['init_weights']['path']}")
     optimizer = make_optimizer(model, config, device)
     best_state = copy.deepcopy(model.state_dict())
     if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
@@ -548,6 +523,7 @@ def start(config: Config, argv: list[str]) -> None:
     targets = target_markets(config)
     for target in targets:  # before any run folder
         check_eval_negatives(frames, target, config)
+    check_sources(config, frames)
     run_dirs, turn = [], Turn(markets=len(targets))
     for number, target in enumerate(targets, 1):
         turn.number = number
