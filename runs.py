@@ -36,6 +36,34 @@ BREAKDOWN_GROUPS = {"repeat_purchase": "repeat purchase", "new_purchase": "new p
 NOT_EXPERIMENT = {*RUN_ONLY_SETTINGS, *SELECTION_SETTINGS}  # where, how fast, which market and seeds
 
 
+class RunFolderError(ValueError):
+    """A run folder's file that cannot be read or is not JSON; the message names it."""
+
+
+def parse_json(text: str, where: str) -> object:
+    """The JSON `text` of `where` (a file, or `file:line`); RunFolderError, naming it, where it is
+    not valid JSON."""
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise RunFolderError(f"{where}: not valid JSON ({error}); the file is damaged: repair it, or move "
+                             f"its run folder out of the folders of the report") from None
+
+
+def read_text(path: Path) -> str:
+    """A run folder's file; RunFolderError, naming it, where it cannot be read."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise RunFolderError(f"{path}: cannot read it ({reason})") from None
+
+
+def read_json(path: Path) -> object:
+    """A run folder's JSON file (read_text, parse_json)."""
+    return parse_json(read_text(path), str(path))
+
+
 def authors_numbers() -> pd.DataFrame:
     """The authors' logged runs (SPEC section 6): index (market, stage), columns METRICS (test)
     and `valid <metric>` (validation at the epoch each stage kept)."""
@@ -116,7 +144,9 @@ def breakdown_columns(breakdown: dict | None) -> dict[str, float]:
 def epoch_records(folder: Path) -> list[dict]:
     """The per-epoch records of a run folder's metrics.jsonl ([] without one)."""
     path = folder / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    if not path.is_file():
+        return []
+    return [parse_json(line, f"{path}:{number}") for number, line in enumerate(read_text(path).splitlines(), 1)]
 
 
 def kept_validation(run: dict, stage: str, by_epoch: dict[tuple, dict]) -> dict[str, float]:
@@ -131,13 +161,13 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test metrics, validation at the kept epoch and break-downs, one row per (variant, market,
     seed, stage), and the per-epoch records. Both carry a `shared_settings` column: the model
     settings every folder shares, left out of the variant names."""
-    configs = {folder: upgrade_saved(json.loads((folder / "config.json").read_text())) for folder in folders}
+    configs = {folder: upgrade_saved(read_json(folder / "config.json")) for folder in folders}
     shared = shared_settings(list(configs.values()))
     shared_text = " ".join(f"{k}={v}" for k, v in shared.items())
     results, curves = [], []
     for folder, config in configs.items():
         variant, model, protocol = variant_parts(config, shared)
-        stored = json.loads((folder / "results.json").read_text())
+        stored = read_json(folder / "results.json")
         records = epoch_records(folder)
         by_epoch = {(r["seed"], r["stage"], r["epoch"]): r["valid"] for r in records}  # the last of repeats
         for run in stored["runs"]:

@@ -3,7 +3,6 @@ drops with probability p, reproducibly from the seed, whatever the thread count.
 tests/test_model.py compares the two paths of the whole model end to end."""
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import cpu_kernels
 from cpu_kernels import (_LANES, _add_norm_cpu, _add_relu_cpu, _AttentionCPU, _attention_inference_cpu,
                          _exp_nonpositive, _kept)
 from model import attention
-from tests.conftest import REPO
+from tests.conftest import REPO, without_write_override
 
 
 def test_dropout_drops_with_probability_p_and_keeps_the_expectation():
@@ -202,16 +201,6 @@ def read_only_copy(tmp_path: Path) -> Path:
     for path in [copy, *copy.rglob("*")]:
         path.chmod(path.stat().st_mode & ~0o222)
     return copy
-
-
-def without_write_override() -> None:
-    """In the child, before exec: root writes anywhere, unless its processes lose the
-    capabilities that override file modes (CAP_DAC_OVERRIDE, CAP_FOWNER)."""
-    if os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for capability in (1, 3):
-            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 @pytest.mark.slow
