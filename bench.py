@@ -29,6 +29,7 @@ from torch import nn
 from config import ConfigError, parse_overrides
 from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
+from files import write_text
 from model import ACMR, build_model
 from checkpoints import Progress
 from train_model import (configure_host, environment, make_graph_steps, make_optimizer, resolve_device, run_seed,
@@ -146,7 +147,7 @@ def main(argv: list[str]) -> dict[str, object]:
         if isinstance(value, float):
             print(f"  {key:32s} {value:10.2f}")
     if "json" in extra:
-        Path(extra["json"]).write_text(json.dumps(report, indent=1) + "\n")
+        write_text(Path(extra["json"]), json.dumps(report, indent=1) + "\n")
     return report
 
 

@@ -109,8 +109,11 @@ def load_checkpoint(run_dir: Path, config: Config) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an ACMR checkpoint of format {CHECKPOINT_FORMAT}")
     saved = upgrade_saved(payload["config"])
-    if any(saved.get(k) != v for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY_SETTINGS):
-        raise CheckpointError(f"{path}: written by a run with other settings than {run_dir / 'config.json'}")
+    differing = [f"{k}={saved.get(k)!r} in the checkpoint, {v!r} in config.json"
+                 for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY_SETTINGS and saved.get(k) != v]
+    if differing:
+        raise CheckpointError(f"{path}: written by a run with other settings than {run_dir / 'config.json'} "
+                              f"({'; '.join(differing)}): one of the two files was changed or replaced")
     metrics = run_dir / "metrics.jsonl"
     records = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
     expected = payload["progress"]["metrics_lines"]
@@ -134,8 +137,11 @@ def restore_generators(rng_state: dict, batch_rng: np.random.Generator,
 def resume_config(run_dir: Path, overrides: Config, given: set[str]) -> Config:
     """The run folder's config; settings given on the command line must agree with it, except
     the ones that say where or how fast to run (config.RUN_ONLY_SETTINGS)."""
+    path = run_dir / "config.json"
     try:
-        config = config_from_saved(json.loads((run_dir / "config.json").read_text()))
+        config = config_from_saved(json.loads(path.read_text()))
+    except ConfigError as error:  # a setting of another version, or a value that this one refuses
+        raise ConfigError(f"{path}: {error}") from None
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(f"--resume={run_dir}: not a run folder of this program ({error})") from None
     for key in given:

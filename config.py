@@ -234,8 +234,16 @@ def upgrade_saved(saved: dict[str, object]) -> dict[str, object]:
 
 
 def config_from_saved(saved: dict[str, object]) -> Config:
-    """The Config of a run folder's config.json (upgrade_saved), validated."""
-    config = Config(**upgrade_saved(saved))
+    """The Config of a run folder's config.json (upgrade_saved), validated. A setting that this
+    version does not know is a ConfigError that names it."""
+    upgraded = upgrade_saved(saved)
+    unknown = sorted(set(upgraded) - {field.name for field in dataclasses.fields(Config)})
+    if unknown:
+        several = len(unknown) > 1
+        raise ConfigError(f"setting{'s' if several else ''} {', '.join(map(repr, unknown))} unknown to this "
+                          f"version of the program: the run folder comes from another version (one that has "
+                          f"{'them' if several else 'it'}): resume it with that version")
+    config = Config(**upgraded)
     validate(config)
     return config
 PROTOCOL_SETTINGS = ("eval_negative_pool", "eval_mode", "split", "history_includes_candidate",
@@ -297,7 +305,7 @@ def parse_overrides(args: list[str], config: Config | None = None,
     types = {f.name: type(f.default) for f in dataclasses.fields(Config)}
     extra = extra or {}
     if "-h" in args or "--help" in args:
-        print(help_text(extra))
+        print(help_text(extra), flush=True)  # a reader that went away (`| head -1`): the error is raised here
         sys.exit(0)
     extras: dict[str, object] = {}
     for arg in args:

@@ -31,6 +31,7 @@ same bits in every process, with or without numba's cache.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,6 +41,20 @@ from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
 from torch import nn
+
+
+def _compiled(**options: object) -> Callable[[Callable], Callable]:
+    """njit(**options) with numba's on-disk cache where one can be written (numba tries
+    $NUMBA_CACHE_DIR, __pycache__ next to this file, then ~/.cache/numba), else without one: a
+    read-only install with an unwritable HOME then compiles the kernels in every process."""
+    def compile_function(function: Callable) -> Callable:
+        try:
+            return njit(cache=True, **options)(function)
+        except RuntimeError as error:  # numba: "cannot cache function ...: no locator available ..."
+            if "no locator available" not in str(error):
+                raise
+            return njit(**options)(function)
+    return compile_function
 
 
 # ---------------------------------------------------------------- dropout
@@ -59,7 +74,7 @@ def _kept(seed: int, index: int, threshold: int) -> bool:
     return (_splitmix64(seed, index) & np.uint64(0x7FFFFFFF)) >= np.uint64(threshold)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@_compiled(parallel=True, fastmath=True)
 def _dropout_cpu(x: np.ndarray, seed: int, threshold: int, scale: float, relu: bool,
                  out: np.ndarray, mask: np.ndarray) -> None:
     """out = x * mask, mask = scale or 0 per element (flat arrays; with relu also 0 where
@@ -182,7 +197,7 @@ def _gather_qkv(qkv, b, h, head_size, query, keys, values) -> None:
     _gather_head(qkv, b, 2 * hidden + h * head_size, head_size, values)
 
 
-@njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
+@_compiled(parallel=True, fastmath=_NO_REASSOCIATION)
 def _attention_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: int, threshold: int,
                    drop_scale: float, out: np.ndarray, probabilities: np.ndarray, save: bool) -> None:
     """Multi-head attention, one (sequence, head) at a time, all in cache. qkv (B, T, 3H): the
@@ -238,7 +253,7 @@ def _attention_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: 
                     out[b, i, h * head_size + d] = attended[d, i]
 
 
-@njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
+@_compiled(parallel=True, fastmath=_NO_REASSOCIATION)
 def _attention_backward_cpu(qkv: np.ndarray, key_real: np.ndarray, num_heads: int, seed: int,
                             threshold: int, drop_scale: float, probabilities: np.ndarray,
                             grad_out: np.ndarray, grad_qkv: np.ndarray) -> None:
@@ -345,7 +360,7 @@ _LANES = 16  # sequences per vector in `_attention_inference_cpu` (16 float32 = 
 _LANE_KERNEL_MAX_TOKENS = 20  # longer evaluation sequences go to `_attention_cpu` (encoder_layer_inference)
 
 
-@njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
+@_compiled(parallel=True, fastmath=_NO_REASSOCIATION)
 def _attention_inference_cpu(qkv: np.ndarray, bias: np.ndarray, key_real: np.ndarray, num_heads: int,
                              out: np.ndarray, width: int) -> None:
     """`_attention_cpu` without dropout and without saving anything, for evaluation: the same
@@ -420,7 +435,7 @@ def _sum_by_16(values: np.ndarray, partial: np.ndarray) -> float:
     return total
 
 
-@njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
+@_compiled(parallel=True, fastmath=_NO_REASSOCIATION)
 def _add_norm_cpu(y: np.ndarray, bias: np.ndarray, residual: np.ndarray, weight: np.ndarray,
                   shift: np.ndarray, eps: float) -> None:
     """y = LayerNorm(y + bias + residual) in place, over the rows of y (N, H): the end of a
@@ -441,7 +456,7 @@ def _add_norm_cpu(y: np.ndarray, bias: np.ndarray, residual: np.ndarray, weight:
                 y[r, c] = centered[c] * scale * weight[c] + shift[c]
 
 
-@njit(parallel=True, fastmath=_NO_REASSOCIATION, cache=True)
+@_compiled(parallel=True, fastmath=_NO_REASSOCIATION)
 def _add_relu_cpu(y: np.ndarray, bias: np.ndarray) -> None:
     """y = relu(y + bias) in place, over the rows of y (N, H)."""
     rows, width = y.shape

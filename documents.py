@@ -19,6 +19,7 @@ import pandas as pd
 
 import paired
 from config import STAGES, Config
+from files import write_text
 from report import (breakdown_lines, breakdown_table, mean_std, models_table, paper_table, per_seed_table, study_table,
                     tuned_table)
 from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, PROTOCOL_RESCORINGS, REPO, RESCORED, RESULTS,
@@ -222,7 +223,7 @@ def update_documents() -> list[str]:
         text = path.read_text()
         rendered = render_document(text)
         if rendered != text:
-            path.write_text(rendered)
+            write_text(path, rendered)
             changed.append(name)
     return changed
 

@@ -10,7 +10,12 @@ HR@k = [rank <= k]; NDCG@k = 1 / log2(rank + 1) if rank <= k else 0.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+
+if __name__ == "__main__":  # Ctrl-C while the libraries below load (seconds): exit 130, no traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
 
 import numpy as np
 import torch
@@ -101,15 +106,29 @@ def breakdown(scores: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str
 
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    """`report ...` (report.py) or `report --docs` (documents.py); Ctrl-C and SIGTERM stop it
+    (KeyboardInterrupt), so that a report in progress leaves the previous one whole."""
     import documents  # neither documents.py nor report.py imports this module: no cycle
     import report
-    if "-h" in sys.argv or "--help" in sys.argv:  # this module's command line is report.py's and documents.py's
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if "-h" in argv or "--help" in argv:  # this module's command line is report.py's and documents.py's
         print("\n\n".join(doc.strip() for doc in (__doc__, report.__doc__, documents.__doc__)))
-        sys.exit(0)
-    if sys.argv[1:2] != ["report"]:
+    elif argv[:1] != ["report"]:
         sys.exit(report.USAGE)
-    if sys.argv[2:] == ["--docs"]:
+    elif argv[1:] == ["--docs"]:
         documents.main()
     else:
-        report.main(sys.argv[2:])
+        report.main(argv[1:])
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+        sys.stdout.flush()  # here, where a reader that went away is handled below
+    except BrokenPipeError:  # `... | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's final flush: no second error
+        sys.exit(141)  # as a process that SIGPIPE ends
+    except KeyboardInterrupt:
+        sys.exit(130)

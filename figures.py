@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from config import STAGES
+from files import write_file
 from runs import (HEADLINE_METRICS, METRICS, SPEC_MARKETS, STAGE_TITLES, authors_numbers, comparable_variants,
                   last_stage, protocol_order)
 
@@ -48,9 +49,12 @@ def legend_entries(axes: list) -> dict:
 
 
 def save_figure(figure, path: Path) -> Path:
+    """The figure as a PNG at `path`, written whole or not at all (files.write_file)."""
     import matplotlib.pyplot as plt
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        write_file(path, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))
+    finally:
+        plt.close(figure)
     return path
 
 

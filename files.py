@@ -4,7 +4,8 @@ and every file it downloads through `download_verified`.
 The content goes to `<name>.tmp` next to the file, which is then renamed over the final name:
 a crash leaves the previous version (or nothing) under the name, never half a file. A write
 that fails (a full disk, no permission) removes the temporary and raises WriteError, one line
-that names the file.
+that names the file. Files that belong together (a report's) are written into a `staged`
+folder and replace their namesakes only once all of them are written.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 CHECKPOINT = "checkpoint.pt"  # a run folder's resumable state (train_model.py; sweep.py looks for it)
@@ -41,6 +43,29 @@ def write_file(path: Path, write: Callable[[Path], object]) -> None:
     finally:
         with contextlib.suppress(OSError):  # the temporary is still there only if something failed
             temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A staging folder inside `folder` (created if need be) for files that belong together:
+    each is written there (write_file), and only when the block ends without an error do they
+    replace their namesakes in `folder`, all renamed in a moment. An error or an interrupt
+    before that leaves `folder` as it was; the staging folder goes either way. Raises
+    WriteError, naming `folder`, where it cannot be written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    except OSError as error:
+        raise WriteError(f"cannot write into {folder}: {error.strerror or error}") from None
+    try:
+        yield staging
+        for path in sorted(staging.iterdir()):
+            try:
+                os.replace(path, folder / path.name)
+            except OSError as error:
+                raise WriteError(f"cannot write {folder / path.name}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class DownloadError(RuntimeError):

@@ -26,8 +26,10 @@ import pandas as pd
 import figures
 import paired
 from config import PRETRAINED_AS, STAGES, Config
+from files import WriteError, staged, write_file, write_text
 from runs import (BREAKDOWN_GROUPS, HEADLINE_METRICS, METRICS, REPO, RESULTS, SPEC_MARKETS, STAGE_TITLES,
-                  TOLERANCE_FLOOR, collect, find_run_folders, last_stage, protocol_order, sort_rows, summary_table)
+                  TOLERANCE_FLOOR, RunFolderError, collect, find_run_folders, last_stage, protocol_order, sort_rows,
+                  summary_table)
 
 INCOMPLETE = "†"
 
@@ -388,19 +390,23 @@ def comparison_text(folders: list[Path]) -> str:
 
 
 def build_report(paths: list[Path], out: Path, command: str) -> Path:
+    """report.md, the CSV tables and the figures of the run folders under `paths`, in `out`. They
+    are written into a staging folder and replace the previous report's files only once all of
+    them are written (files.staged): an error or an interrupt leaves the previous report whole."""
     folders = find_run_folders(paths)
     if not folders:
         raise FileNotFoundError(f"no run folder with a results.json under {', '.join(map(str, paths))}")
     results, curves = collect(folders)
     table = summary_table(results)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "report.csv", index=False)
-    results.to_csv(out / "report_runs.csv", index=False)
     breakdowns = breakdown_table(results)
-    breakdowns.to_csv(out / "report_breakdown.csv", index=False)
-    figure_paths = figures.plot_all(table, results, curves, out)
-    (out / "report.md").write_text("\n".join([markdown(table, results, breakdowns, command, figure_paths),
-                                              *tuned_section(results), *paired.comparison_section(folders, results)]))
+    with staged(out) as staging:
+        for name, frame in (("report.csv", table), ("report_runs.csv", results),
+                            ("report_breakdown.csv", breakdowns)):
+            write_file(staging / name, lambda temporary, frame=frame: frame.to_csv(temporary, index=False))
+        figure_paths = figures.plot_all(table, results, curves, staging)
+        write_text(staging / "report.md", "\n".join([markdown(table, results, breakdowns, command, figure_paths),
+                                                      *tuned_section(results),
+                                                      *paired.comparison_section(folders, results)]))
     return out / "report.md"
 
 
@@ -421,7 +427,10 @@ def main(argv: list[str]) -> None:
         out = out.parent  # next to the run folders, not inside one
     try:
         path = build_report(paths, out, " ".join(["python evaluate.py report", *argv]))
-    except FileNotFoundError as error:
+    except (FileNotFoundError, RunFolderError, WriteError) as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (evaluate.py makes it one)
+        print(f"interrupted: no report written; the files in {out} are as they were", file=sys.stderr)
+        sys.exit(130)
     print(path.read_text())
     print(f"wrote {path}, report.csv, report_runs.csv, report_breakdown.csv and the figures in {out}")

@@ -42,6 +42,34 @@ PROTOCOL_RESCORINGS = {"eval_mode=full": {"eval_mode": "full"},  # protocol_tabl
                        "eval_negative_pool=target": {"eval_negative_pool": "target"}}
 
 
+class RunFolderError(ValueError):
+    """A run folder's file that cannot be read or is not JSON; the message names it."""
+
+
+def parse_json(text: str, where: str) -> object:
+    """The JSON `text` of `where` (a file, or `file:line`); RunFolderError, naming it, where it is
+    not valid JSON."""
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise RunFolderError(f"{where}: not valid JSON ({error}); the file is damaged: repair it, or move "
+                             f"its run folder out of the folders of the report") from None
+
+
+def read_text(path: Path) -> str:
+    """A run folder's file; RunFolderError, naming it, where it cannot be read."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise RunFolderError(f"{path}: cannot read it ({reason})") from None
+
+
+def read_json(path: Path) -> object:
+    """A run folder's JSON file (read_text, parse_json)."""
+    return parse_json(read_text(path), str(path))
+
+
 def authors_numbers() -> pd.DataFrame:
     """The authors' logged runs (SPEC section 6): index (market, stage), columns METRICS (test)
     and `valid <metric>` (validation at the epoch each stage kept)."""
@@ -122,7 +150,9 @@ def breakdown_columns(breakdown: dict | None) -> dict[str, float]:
 def epoch_records(folder: Path) -> list[dict]:
     """The per-epoch records of a run folder's metrics.jsonl ([] without one)."""
     path = folder / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    if not path.is_file():
+        return []
+    return [parse_json(line, f"{path}:{number}") for number, line in enumerate(read_text(path).splitlines(), 1)]
 
 
 def kept_validation(run: dict, stage: str, by_epoch: dict[tuple, dict]) -> dict[str, float]:
@@ -141,7 +171,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     row's `also_in` names the others. `diverged`: the folder has a diverged.txt (its results are
     the seeds before); `config_lacks`: the settings that change results and that its config.json
     lacks, which count as config.py's defaults in the variant's name."""
-    configs = {folder: upgrade_saved(json.loads((folder / "config.json").read_text())) for folder in folders}
+    configs = {folder: upgrade_saved(read_json(folder / "config.json")) for folder in folders}
     defaults = dataclasses.asdict(Config())
     shared = shared_settings(list(configs.values()))
     shared_text = " ".join(f"{k}={v}" for k, v in shared.items())
@@ -150,7 +180,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         variant, model, protocol = variant_parts(config, shared)
         diverged = (folder / DIVERGED).is_file()
         lacks = " ".join(k for k in defaults if k not in config and k not in NOT_EXPERIMENT)
-        stored = json.loads((folder / "results.json").read_text())
+        stored = read_json(folder / "results.json")
         records = epoch_records(folder)
         by_epoch = {(r["seed"], r["stage"], r["epoch"]): r["valid"] for r in records}  # the last of repeats
         for run in stored["runs"]:

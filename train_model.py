@@ -15,6 +15,8 @@ import contextlib
 import copy
 import dataclasses
 import fcntl
+import gzip
+import hashlib
 import json
 import logging
 import math
@@ -26,10 +28,14 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
+
+if __name__ == "__main__":  # Ctrl-C while the libraries below load (seconds): exit 130, no traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
 
 import numpy as np
 import pandas as pd
@@ -501,6 +507,35 @@ def keep_lines(path: Path, count: int) -> None:
         write_text(path, "".join(path.read_text().splitlines(keepends=True)[:count]))
 
 
+def candidates_sha256(path: Path) -> str | None:
+    """The SHA-256 of a candidate file's table (export_candidates' sum); None where the file is
+    missing or not whole gzip."""
+    try:
+        return hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError
+        return None
+
+
+def check_candidates(run_dir: Path, frames: dict[str, pd.DataFrame], config: Config, runs: list[dict]) -> None:
+    """The candidate files of the seeds that a resumed run has finished (`runs`, as results.json),
+    against the SHA-256 that it recorded: a file that is missing or differs is written again from
+    its seed's split, which must give the recorded sums (else CheckpointError)."""
+    for run in runs:
+        recorded = run.get("candidates_sha256")  # none with eval_mode=full
+        folder = run_dir / f"seed{run['seed']}"
+        damaged = [f"{split}_candidates.tsv.gz" for split, digest in (recorded or {}).items()
+                   if candidates_sha256(folder / f"{split}_candidates.tsv.gz") != digest]
+        if not damaged:
+            continue
+        log.info(f"{folder}: {', '.join(damaged)} missing or not what results.json records; writing the "
+                 f"candidates of seed {run['seed']} again")
+        dataset = build_dataset(frames, config.target_market, run["seed"], config)
+        if export_candidates(dataset, folder) != recorded:
+            raise CheckpointError(f"{folder}: the candidates of seed {run['seed']} drawn again differ from "
+                                  f"those results.json records: this code or data draws other candidates "
+                                  f"than the run did; resume it with the version that started it")
+
+
 def resume(run_dir: Path, overrides: Config, given: set[str], command: str) -> None:
     """Continue the run in `run_dir` from its checkpoint, `given` settings of `overrides` changed."""
     config = resume_config(run_dir, overrides, given)
@@ -509,6 +544,7 @@ def resume(run_dir: Path, overrides: Config, given: set[str], command: str) -> N
         device = resolve_device(config.device)
         configure_host(config)
         frames = load_markets(config)
+        check_candidates(run_dir, frames, config, checkpoint["progress"]["runs"])
         continue_run_folder(run_dir, device, command)
         run_seeds(run_dir, frames, config, device, checkpoint)
 
@@ -570,7 +606,11 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
+        sys.stdout.flush()  # here, where a reader that went away is handled below
     except (ConfigError, DataError, CheckpointError, WriteError, Diverged) as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # `--help | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's final flush: no second error
+        sys.exit(141)  # as a process that SIGPIPE ends

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config import RUN_ONLY_SETTINGS, TRAINED_AS_NCF_IN_EVERY_STAGE
-from files import write_json
+from files import write_file, write_json, write_text
 
 REPO = Path(__file__).resolve().parent
 SEARCH_DIR = REPO / "results" / "baselines" / "search"
@@ -260,8 +260,7 @@ def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, 
               "search_seed": seed, "trials": trials, "data_seed": DATA_SEED, "objective": OBJECTIVE,
               "space": space_text(model), "fixed": {**fixed_settings(model), **base}, "chosen_trial": chosen["trial"],
               "chosen": preset_settings(model, chosen["settings"]), "all_trials": records}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{model}-{market}.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_text(out / f"{model}-{market}.json", json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -272,19 +271,21 @@ def write_tables(out: Path) -> dict:
     """trials.csv and chosen.json of every search record in `out`; returns chosen.json's content."""
     records = [json.loads(path.read_text()) for path in sorted(out.glob("*-*.json")) if path.name != "chosen.json"]
     chosen: dict[str, dict] = {}
-    with (out / "trials.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        keys = sorted({k for r in records for k in SEARCH_SPACE[r["model"]]})
-        writer.writerow(["model", "market", "trial", *keys, OBJECTIVE, "best_epoch", "epochs", "seconds", "chosen"])
-        for r in records:
-            for trial in r["all_trials"]:
-                writer.writerow([r["model"], r["market"], trial["trial"],
-                                 *(trial["sampled"].get(k, "") for k in keys),
-                                 f"{trial['result'][OBJECTIVE]:.6f}", trial["result"]["best_epoch"],
-                                 trial["result"]["epochs"], trial["result"]["seconds"],
-                                 int(trial["trial"] == r["chosen_trial"])])
-            chosen.setdefault(r["model"], {})[r["market"]] = r["chosen"]
-    (out / "chosen.json").write_text(json.dumps(chosen, indent=1) + "\n")
+    keys = sorted({k for r in records for k in SEARCH_SPACE[r["model"]]})
+    rows = [["model", "market", "trial", *keys, OBJECTIVE, "best_epoch", "epochs", "seconds", "chosen"]]
+    for r in records:
+        for trial in r["all_trials"]:
+            rows.append([r["model"], r["market"], trial["trial"], *(trial["sampled"].get(k, "") for k in keys),
+                         f"{trial['result'][OBJECTIVE]:.6f}", trial["result"]["best_epoch"],
+                         trial["result"]["epochs"], trial["result"]["seconds"],
+                         int(trial["trial"] == r["chosen_trial"])])
+        chosen.setdefault(r["model"], {})[r["market"]] = r["chosen"]
+
+    def write_rows(temporary: Path) -> None:
+        with temporary.open("w", newline="") as handle:
+            csv.writer(handle).writerows(rows)
+    write_file(out / "trials.csv", write_rows)
+    write_text(out / "chosen.json", json.dumps(chosen, indent=1) + "\n")
     return chosen
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: small synthetic multi-market data, and the real data when it is present."""
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from pathlib import Path
@@ -65,3 +66,13 @@ def real_config() -> Config:
     if folder is None:
         pytest.skip("real XMarket files not found in data/ or $XMREC_DIR (CI sets XMREC_DIR)")
     return Config(data_dir=str(folder))
+
+
+def without_write_override() -> None:
+    """subprocess's preexec_fn for a child that must meet file modes: root writes anywhere, unless
+    its processes lose the capabilities that override them (CAP_DAC_OVERRIDE, CAP_FOWNER)."""
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 3):
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")

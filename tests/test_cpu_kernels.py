@@ -3,6 +3,12 @@ drops with probability p, reproducibly from the seed, whatever the thread count.
 tests/test_model.py compares the two paths of the whole model end to end."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -13,6 +19,7 @@ import cpu_kernels
 from cpu_kernels import (_LANES, _add_norm_cpu, _add_relu_cpu, _AttentionCPU, _attention_inference_cpu,
                          _exp_nonpositive, _kept)
 from model import attention
+from tests.conftest import REPO, without_write_override
 
 
 def test_dropout_drops_with_probability_p_and_keeps_the_expectation():
@@ -185,3 +192,40 @@ def test_the_vectorized_exponential_is_float32_accurate():
     exact = np.exp(x.astype(np.float64))
     assert (np.abs(ours - exact) / exact).max() < 5e-7
     assert _exp_nonpositive(np.float32(-1e30)) < 2e-38  # e^-87: nothing next to a softmax's max, 1
+
+
+def read_only_copy(tmp_path: Path) -> Path:
+    """The repository's source files in a folder nobody may write to (a shared install)."""
+    copy = tmp_path / "install"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "data", "log", "results"))
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    return copy
+
+
+@pytest.mark.slow
+def test_a_read_only_install_with_an_unwritable_home_compiles_the_kernels_without_a_cache(tmp_path):
+    install = read_only_copy(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o555)
+    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env.pop("NUMBA_CACHE_DIR", None)
+    env.pop("XDG_CACHE_HOME", None)
+    try:
+        probe = subprocess.run(["touch", str(install / "probe")], preexec_fn=without_write_override,
+                               capture_output=True)
+        assert probe.returncode != 0, "the copy is writable: the test would prove nothing"
+        help_run = subprocess.run([sys.executable, "train_model.py", "--help"], cwd=install, env=env,
+                                  preexec_fn=without_write_override, capture_output=True, text=True, timeout=300)
+        assert help_run.returncode == 0, help_run.stderr[-2000:]
+        assert "--fast_kernels" in help_run.stdout
+        kernel_run = subprocess.run(
+            [sys.executable, "-c", "import torch, cpu_kernels; torch.manual_seed(0); "
+             "print(int((cpu_kernels.dropout(torch.ones(1000), 0.5) == 0).sum()))"],
+            cwd=install, env=env, preexec_fn=without_write_override, capture_output=True, text=True, timeout=300)
+        assert kernel_run.returncode == 0, kernel_run.stderr[-2000:]
+        assert 400 < int(kernel_run.stdout) < 600
+        assert not list(install.rglob("*.nbi")) and not list(home.iterdir())
+    finally:
+        for path in [install, *install.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -84,3 +86,29 @@ def test_bad_export_input_is_one_clear_line_and_writes_nothing(args, message, re
     result = run_script("data_loader.py", args, {}, real_config, tmp_path)
     assert_one_error_line(result, message.format(tmp=tmp_path))
     assert not any((tmp_path / "out").glob("*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, first_library", [("train_model.py", "numba"), ("evaluate.py", "numpy")])
+def test_ctrl_c_while_the_libraries_load_exits_130_without_a_traceback(script, first_library, tmp_path):
+    (tmp_path / f"{first_library}.py").write_text(  # a library that takes its time to load
+        f"import pathlib, time\npathlib.Path({str(tmp_path / 'loading')!r}).touch()\ntime.sleep(120)\n")
+    process = subprocess.Popen([sys.executable, script, "--help"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    deadline = time.time() + 60
+    while not (tmp_path / "loading").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stdout, stderr) == (130, "", "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["train_model.py", "evaluate.py"])
+def test_help_into_a_pipe_whose_reader_went_away_ends_without_a_traceback(script):
+    read, write = os.pipe()
+    os.close(read)  # `--help | head -1`, once head has its line
+    result = subprocess.run([sys.executable, script, "--help"], cwd=REPO, stdout=write, stderr=subprocess.PIPE,
+                            text=True, timeout=300)
+    os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")

@@ -17,7 +17,7 @@ import runs
 from config import Config
 from report import candidates_line, comparison_text, paper_table, study_table
 from runs import collect, summary_table
-from tests.conftest import REPO
+from tests.conftest import REPO, without_write_override
 
 AUTHORS = json.loads((REPO / "data" / "authors_logged_runs.json").read_text())["markets"]
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")
@@ -202,6 +202,82 @@ def test_no_run_folder_is_a_clear_error(tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and "error: no run folder with a results.json" in result.stderr
 
+
+
+def report_files(folder: Path) -> dict[str, bytes]:
+    """The files directly in `folder` (a report's, and whatever else is there), by name."""
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+def test_a_report_interrupted_while_it_writes_a_figure_leaves_the_previous_report_whole(log_dir, monkeypatch):
+    import matplotlib.figure
+    report.build_report([log_dir], log_dir, "the previous report")
+    before = report_files(log_dir)
+    assert {"report.md", "report.csv", "authors_acmr.png"} <= before.keys()
+    fabricate(log_dir, "mx-20260104-000000", "mx", {0: 0.5})  # the next report differs in every file
+    original, saved = matplotlib.figure.Figure.savefig, []
+
+    def savefig_cut_off(self, path, **kwargs):  # Ctrl-C with the second figure half written
+        original(self, path, **kwargs)
+        saved.append(Path(path))
+        if len(saved) == 2:
+            saved[-1].write_bytes(saved[-1].read_bytes()[:saved[-1].stat().st_size // 2])
+            raise KeyboardInterrupt
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig_cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        report.build_report([log_dir], log_dir, "the interrupted report")
+    assert len(saved) == 2 and all(path.parent != log_dir for path in saved)  # into temporaries elsewhere
+    assert report_files(log_dir) == before
+    assert not [path.name for path in log_dir.iterdir() if path.name.startswith(".") or path.suffix == ".tmp"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_during_the_report_is_one_line_and_exit_130_and_changes_no_file(signal_name, log_dir):
+    subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={log_dir}"], cwd=REPO, check=True,
+                   capture_output=True)
+    before = report_files(log_dir)
+    fabricate(log_dir, "mx-20260104-000000", "mx", {0: 0.5})
+    script = ("import os, runpy, signal, sys, matplotlib.figure\n"  # the signal arrives after the first figure
+              "original = matplotlib.figure.Figure.savefig\n"
+              "def savefig(self, *args, **kwargs):\n"
+              "    original(self, *args, **kwargs)\n"
+              f"    os.kill(os.getpid(), signal.{signal_name})\n"
+              "matplotlib.figure.Figure.savefig = savefig\n"
+              f"sys.argv = ['evaluate.py', 'report', '--log_dir={log_dir}']\n"
+              "runpy.run_path('evaluate.py', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert result.stderr.strip() == f"interrupted: no report written; the files in {log_dir} are as they were"
+    assert report_files(log_dir) == before
+    assert not [path.name for path in log_dir.iterdir() if path.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_a_report_that_cannot_read_a_run_folder_or_write_its_files_says_which_path_in_one_line(log_dir):
+    def report_error(*args: str, **kwargs) -> str:
+        result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={log_dir}", *args],
+                                cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)
+        assert result.returncode == 1, result.stderr[-2000:]
+        (line,) = result.stderr.strip().splitlines()
+        return line
+
+    (log_dir / "a_file").write_text("not a folder")
+    assert report_error(f"--out={log_dir}/a_file/report") == (
+        f"error: cannot write into {log_dir}/a_file/report: Not a directory")
+    log_dir.chmod(0o555)  # a read-only log folder
+    try:
+        assert report_error(preexec_fn=without_write_override) == (
+            f"error: cannot write into {log_dir}: Permission denied")
+    finally:
+        log_dir.chmod(0o755)
+    assert not (log_dir / "report.md").exists()
+    metrics = log_dir / "jp-20260102-000000" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().replace("}\n", "\n", 1))  # its first line cut short
+    assert report_error().startswith(f"error: {metrics}:1: not valid JSON (Expecting ',' delimiter")
+    config = log_dir / "jp-20260103-000000" / "config.json"
+    config.write_text(config.read_text()[:40])  # cut off
+    assert report_error().startswith(f"error: {config}: not valid JSON (")
 
 def test_the_candidates_line_says_whether_each_market_and_seed_saw_one_candidate_set(tmp_path):
     fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.5, 1: 0.5}, candidates={0: "a", 1: "b"})

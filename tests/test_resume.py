@@ -2,6 +2,7 @@
 with --resume, end with exactly the results of an uninterrupted run."""
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import io
 import json
@@ -17,7 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from checkpoints import CheckpointError, Progress, load_checkpoint, resume_config, save_checkpoint
+from config import Config, ConfigError
 from tests.conftest import REPO
+from train_model import check_candidates
 
 # small batches and 19 evaluation negatives: a run's time goes to starting up, not to the model
 SETTINGS = ["--target_market=in", "--seeds=2", "--num_epochs=2", "--max_batches_per_epoch=3", "--batch_size=256",
@@ -188,3 +192,46 @@ def test_a_run_resumed_with_other_paths_resumes_again_to_the_same_results(uninte
                         real_config.data_dir) == -signal.SIGKILL
     train([f"--resume={run_dir}"], real_config.data_dir)
     assert outcome(run_dir) == uninterrupted
+
+
+def test_a_config_json_with_a_setting_this_version_does_not_know_names_it_and_the_other_version(tmp_path):
+    saved = {**dataclasses.asdict(Config()), "future_setting": 1}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError) as error:
+        resume_config(tmp_path, Config(), set())
+    assert str(error.value) == (f"{tmp_path / 'config.json'}: setting 'future_setting' unknown to this version of "
+                                f"the program: the run folder comes from another version (one that has it): "
+                                f"resume it with that version")
+
+
+def test_a_checkpoint_written_with_other_settings_than_config_json_names_the_settings_that_differ(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(Config())))
+    save_checkpoint(tmp_path, Config(lr=0.01, patience=5), Progress())
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path, Config())
+    assert str(error.value) == (f"{tmp_path / 'checkpoint.pt'}: written by a run with other settings than "
+                                f"{tmp_path / 'config.json'} (lr=0.01 in the checkpoint, 0.001 in config.json; "
+                                f"patience=5 in the checkpoint, 3 in config.json): one of the two files was "
+                                f"changed or replaced")
+
+
+def test_a_finished_seeds_damaged_candidate_file_is_written_again_on_resume(real_config, tmp_path):
+    assert run_in_child([*SETTINGS, f"--log_dir={tmp_path}"], "between-seeds", real_config.data_dir) == -signal.SIGKILL
+    (run_dir,) = tmp_path.iterdir()
+    candidates = run_dir / "seed0" / "test_candidates.tsv.gz"
+    whole = candidates.read_bytes()
+    candidates.write_bytes(whole[:len(whole) // 2])  # cut off, as by a full disk or a bad copy
+    result = train([f"--resume={run_dir}"], real_config.data_dir)
+    assert (f"{run_dir / 'seed0'}: test_candidates.tsv.gz missing or not what results.json records; writing the "
+            f"candidates of seed 0 again") in result.stdout
+    assert candidates.read_bytes() == whole
+    assert json.loads((run_dir / "results.json").read_text())["complete"] is True
+
+
+def test_candidates_drawn_again_that_differ_from_the_recorded_ones_are_refused(frames, small_config, tmp_path):
+    config = dataclasses.replace(small_config, target_market="in")
+    runs = [{"seed": 0, "candidates_sha256": {"valid": "0" * 64, "test": "0" * 64}}]  # not what seed 0 draws
+    with pytest.raises(CheckpointError) as error:
+        check_candidates(tmp_path, frames, config, runs)
+    assert str(error.value).startswith(f"{tmp_path / 'seed0'}: the candidates of seed 0 drawn again differ from "
+                                       f"those results.json records")
