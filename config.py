@@ -324,6 +324,7 @@ def parse_overrides(args: list[str], config: Config | None = None,
             allowed = ", ".join(sorted([*types, *extra]))
             raise ConfigError(f"unknown setting --{key}; allowed: {allowed}")
     validate(config)
+    config.data_markets = ",".join(market_names(config))  # one spelling per set of markets (config.json, reports)
     return config, extras
 
 

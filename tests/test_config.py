@@ -66,6 +66,7 @@ def test_overrides_are_parsed_with_the_settings_types():
     assert target_markets(parse_overrides(["--target_market=all"])[0]) == ["ca", "de", "fr", "in", "jp", "mx", "uk"]
     other = parse_overrides(["--data_markets=cc,aa,bb", "--target_market=all"])[0]
     assert market_names(other) == ("aa", "bb", "cc") and target_markets(other) == ["aa", "bb", "cc"]  # ids by name
+    assert other.data_markets == "aa,bb,cc"  # as config.json records it: one name per set of markets
 
 
 @pytest.mark.parametrize("argument, message", [
