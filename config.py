@@ -55,9 +55,10 @@ class Config:
                                     "repository's data/ wherever you run from; any other relative path is "
                                     "relative to the current folder", SPEED)
     data_file: str = setting("{market}_5core.txt", "each market's file name, {market} replaced by its name; "
-                                                   "format `userId itemId rating date` (XMarket's). Files "
-                                                   "of data/SHA256SUMS are checksum-verified, others used "
-                                                   "as they are", SPEED)
+                                                   "XMarket's format: a header `userId itemId rate date`, then "
+                                                   "`USER ITEM RATING(1-5) YYYY-MM-DD` lines. Files of "
+                                                   "data/SHA256SUMS are checksum-verified, others used as "
+                                                   "they are", SPEED)
     data_url: str = setting(DATA_URL, "public source of the files, {market} is replaced; files are "
                                       "checksum-verified", SPEED)
     log_dir: str = setting("log", "one run folder <log_dir>/<target>-<timestamp>/ per target market. The "
