@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from config import STAGES, Config, ConfigError, parse_overrides, target_markets
+from config import ELECTRONICS_MARKETS, STAGES, Config, ConfigError, market_names, parse_overrides, target_markets
 from data_loader import DataError, Dataset, DeviceData, build_dataset, load_markets, sha256_of
 from evaluate import METRICS, ranking_metrics, score_candidates
 from model import ACMR
@@ -254,6 +254,10 @@ def result_text(result: dict[str, object]) -> str:
 def main(argv: list[str]) -> None:
     config, extra = parse_overrides(argv, extra={"stage": str, "seed": int, "out": str, "authors_dir": str,
                                                  "cache_dir": str, "checkpoint_url": str})
+    if market_names(config) != ELECTRONICS_MARKETS:
+        raise ConfigError(f"data_markets={config.data_markets}: the authors' checkpoints were trained on the seven "
+                          f"XMarket Electronics markets; leave data_markets at its default, "
+                          f"{','.join(ELECTRONICS_MARKETS)}")
     stage = extra.get("stage", "finetune")
     if stage not in STAGES:
         raise ConfigError(f"--stage={stage}: allowed {', '.join(STAGES)}")

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MARKETS = ("ca", "de", "fr", "in", "jp", "mx", "uk")  # sorted: this order fixes the market ids
+REPO = Path(__file__).resolve().parent
+# The markets of the XMarket Electronics release (data/SHA256SUMS holds their files' checksums):
+# data_markets' default, and the only markets of SPEC.md, the authors' numbers and their weights
+ELECTRONICS_MARKETS = ("ca", "de", "fr", "in", "jp", "mx", "uk")
 STAGES = ("pretrain", "finetune")  # training on all markets, then on the target market
 DATA_URL = "https://raw.githubusercontent.com/hamedrab/FOREC/main/DATA/proc_data/{market}_5core.txt"
 
@@ -33,8 +37,9 @@ def setting(default: Any, help_line: str, kind: str = EXPERIMENT) -> Any:
 @dataclass
 class Config:
     # ---- what to run ----
-    target_market: str = setting("in", "one of ca de fr in jp mx uk, or all to run the seven in turn",
-                                 SELECTION)
+    target_market: str = setting("in", "one of data_markets, or all to run each of them in turn", SELECTION)
+    data_markets: str = setting(",".join(ELECTRONICS_MARKETS), "the markets read from data_dir, comma separated "
+                                "(pre-training uses them all); market ids follow their names' sorted order")
     seeds: int = setting(5, "number of seeded runs; seeds first_seed .. first_seed+seeds-1, results are "
                             "averaged over them", SELECTION)
     first_seed: int = setting(0, "the first seed (e.g. one seed per process: the report merges the folders "
@@ -45,11 +50,20 @@ class Config:
                                             "returning it to the kernel (host.configure_host)", SPEED)
 
     # ---- where things are ----
-    data_dir: str = setting("data", "folder of the <market>_5core.txt files; else $XMREC_DIR; else they are "
-                                    "downloaded here", SPEED)
+    data_dir: str = setting("data", "folder of the market files (data_file); else $XMREC_DIR; else the XMarket "
+                                    "Electronics files are downloaded here. The default `data` is the "
+                                    "repository's data/ wherever you run from; any other relative path is "
+                                    "relative to the current folder", SPEED)
+    data_file: str = setting("{market}_5core.txt", "each market's file name, {market} replaced by its name; "
+                                                   "XMarket's format: a header `userId itemId rate date`, then "
+                                                   "`USER ITEM RATING(1-5) YYYY-MM-DD` lines. Files of "
+                                                   "data/SHA256SUMS are checksum-verified, others used as "
+                                                   "they are", SPEED)
     data_url: str = setting(DATA_URL, "public source of the files, {market} is replaced; files are "
                                       "checksum-verified", SPEED)
-    log_dir: str = setting("log", "one run folder <log_dir>/<target>-<timestamp>/ per target market", SPEED)
+    log_dir: str = setting("log", "one run folder <log_dir>/<target>-<timestamp>/ per target market. The "
+                                  "default `log` is the repository's log/ wherever you run from; any other "
+                                  "relative path is relative to the current folder", SPEED)
 
     # ---- model (SPEC section 4) ----
     model: str = setting("acmr", "acmr, or a baseline of baselines.py: popularity, gmf, mlp, nmf")
@@ -117,7 +131,7 @@ class Config:
     # (uk validation on CPU: 3.95 s at 4 M against 4.3 s at 2 M and 16 M)
 
     # ---- protocol (SPEC section 7): defaults are the authors' behaviour ----
-    eval_negative_pool: str = setting("global", "global: evaluation negatives from all seven markets' "
+    eval_negative_pool: str = setting("global", "global: evaluation negatives from all markets' "
                                                 "items; target: from the target's")
     eval_mode: str = setting("sampled", "sampled: 1 + num_eval_negatives candidates; full: all target "
                                         "items")
@@ -214,7 +228,8 @@ CHOICES = {
 # A new setting needs its entry here (tests/test_config.py reads every committed config.json).
 RENAMED = {"num_epochs": ("pretrain_epochs", "finetune_epochs"),
            "bucket_batches": ("bucket_pretrain_batches", "bucket_finetune_batches")}
-BEFORE_ADDED = {"first_seed": 0, "model": "acmr", "market_embedding": "shared", "stages": "pretrain+finetune",
+BEFORE_ADDED = {"data_markets": ",".join(ELECTRONICS_MARKETS), "first_seed": 0, "model": "acmr",
+                "market_embedding": "shared", "stages": "pretrain+finetune",
                 "held_out_in_negatives": True, "history_repeats": False, "train_negatives_per": "positive_row",
                 "embedding_size": 8, "mlp_layers": "64,32,16,8", "embedding_init_std": 1.0,
                 "init_weights": ""}
@@ -323,14 +338,25 @@ def parse_overrides(args: list[str], config: Config | None = None,
             allowed = ", ".join(sorted([*types, *extra]))
             raise ConfigError(f"unknown setting --{key}; allowed: {allowed}")
     validate(config)
+    config.data_markets = ",".join(market_names(config))  # one spelling per set of markets (config.json, reports)
     return config, extras
 
 
 def validate(config: Config) -> None:
     """Raise ConfigError (one line, naming the key and the allowed values) on a bad setting."""
     c = config
-    if c.target_market not in (*MARKETS, "all"):
-        raise ConfigError(f"target_market={c.target_market!r}: allowed {', '.join(MARKETS)} or all")
+    names = c.data_markets.split(",")
+    if not all(re.fullmatch(r"\w[\w-]*", name) for name in names) or "all" in names:
+        raise ConfigError(f"data_markets={c.data_markets!r}: expected market names (letters, digits, _ or -; not "
+                          f"all) separated by commas, e.g. {','.join(ELECTRONICS_MARKETS)}")
+    if len(set(names)) < len(names):
+        raise ConfigError(f"data_markets={c.data_markets!r}: a market is named twice")
+    if c.target_market not in (*names, "all"):
+        raise ConfigError(f"target_market={c.target_market!r}: allowed {', '.join(sorted(names))} or all "
+                          f"(the markets of data_markets)")
+    if "{market}" not in c.data_file or "/" in c.data_file:
+        raise ConfigError(f"data_file={c.data_file!r}: must contain {{market}} and name a file of data_dir, "
+                          f"without a folder")
     if not (c.device in ("auto", "cpu", "cuda") or c.device.startswith("cuda:")):
         raise ConfigError(f"device={c.device!r}: allowed auto, cpu, cuda, cuda:N")
     if "{market}" not in c.data_url:
@@ -375,6 +401,20 @@ def active_stages(config: Config) -> tuple[str, ...]:
     return tuple(config.stages.split("+"))
 
 
+def market_names(config: Config) -> tuple[str, ...]:
+    """The markets of the data, sorted by name: market id i is the i-th (so the seven Electronics
+    markets keep the ids they always had, whatever order data_markets lists them in)."""
+    return tuple(sorted(config.data_markets.split(",")))
+
+
 def target_markets(config: Config) -> list[str]:
     """The target markets a run covers, in order."""
-    return list(MARKETS) if config.target_market == "all" else [config.target_market]
+    return list(market_names(config)) if config.target_market == "all" else [config.target_market]
+
+
+def repository_or_given(config: Config, key: str) -> Path:
+    """The folder of setting `key` (data_dir, log_dir): its default (`data`, `log`) is the
+    repository's folder of that name wherever the program runs from; any other path is taken as
+    given (a relative one: relative to the current folder)."""
+    value = getattr(config, key)
+    return REPO / value if value == Config.__dataclass_fields__[key].default else Path(value)

@@ -1,4 +1,5 @@
-"""XMarket electronics data: find or download, verify, read, split, sample, export.
+"""Cross-market data (XMarket Electronics by default): find or download, verify, read, split,
+sample, export.
 
 `load_markets` gives one DataFrame per market; `build_dataset` turns them into the integer
 arrays of one (target market, seed): the random leave-one-out split, the static training
@@ -21,7 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from config import MARKETS, MAX_INT, Config, ConfigError, parse_overrides, target_markets
+from config import (MAX_INT, Config, ConfigError, market_names, parse_overrides, repository_or_given,
+                    target_markets)
 from files import DownloadError, WriteError, download_verified, write_bytes
 
 COLUMNS = ["userId", "itemId", "rate", "date"]
@@ -35,12 +37,15 @@ class DataError(RuntimeError):
 # ---------------------------------------------------------------- files: find, download, verify
 
 def expected_checksums() -> dict[str, str]:
-    """market -> SHA-256 of its `<market>_5core.txt`, from data/SHA256SUMS (sha256sum format)."""
-    sums = {}
-    for line in CHECKSUM_FILE.read_text().splitlines():
-        digest, name = line.split()
-        sums[name.lstrip("*").removesuffix("_5core.txt")] = digest
-    return sums
+    """File name -> SHA-256 of the XMarket Electronics release's files, from data/SHA256SUMS
+    (sha256sum format)."""
+    try:
+        text = CHECKSUM_FILE.read_text()
+    except OSError as error:
+        raise DataError(f"{CHECKSUM_FILE}: cannot be read ({error.strerror}); it holds the SHA-256 of the XMarket "
+                        f"Electronics files and belongs to the repository: restore it (git checkout "
+                        f"data/SHA256SUMS)") from None
+    return {name.lstrip("*"): digest for digest, name in (line.split() for line in text.splitlines() if line.strip())}
 
 
 def sha256_of(path: Path) -> str:
@@ -51,56 +56,70 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: Path, market: str) -> None:
-    expected = expected_checksums()[market]
-    actual = sha256_of(path)
+def verify_file(path: Path, expected: str, advice: str) -> None:
+    try:
+        actual = sha256_of(path)
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
     if actual != expected:
-        raise DataError(f"{path}: SHA-256 mismatch (expected {expected}, got {actual}); the file is "
-                        f"corrupt or not the XMarket release: delete it to re-download it")
+        raise DataError(f"{path}: SHA-256 mismatch (expected {expected}, got {actual}); the file is corrupt or "
+                        f"not the XMarket Electronics release: {advice} (other data: name its files otherwise, "
+                        f"see data_file)")
 
 
-def download(url: str, dest: Path, market: str) -> None:
+def download(url: str, dest: Path, sha256: str) -> None:
     """Download `url` to `dest`, verified against the release's checksum (files.download_verified)."""
     advice = "put the files in data_dir or set XMREC_DIR to a folder holding them"
     try:
-        download_verified(url, dest, expected_checksums()[market], "the XMarket release")
+        download_verified(url, dest, sha256, "the XMarket release")
     except DownloadError as error:
         raise DataError(f"could not download {url} to {dest}: {error}; {advice}") from None
     except WriteError as error:
         raise DataError(f"{error}; {advice}") from None
 
 
+def data_file_name(market: str, config: Config) -> str:
+    return config.data_file.replace("{market}", market)
+
+
 def locate_data_file(market: str, config: Config) -> Path:
-    """The verified `<market>_5core.txt`: from data_dir, else $XMREC_DIR, else downloaded into
-    data_dir (not when XMREC_DIR is set: a file missing there is an error)."""
-    if market not in MARKETS:
-        raise ConfigError(f"unknown market {market!r}; allowed: {', '.join(MARKETS)}")
-    name = f"{market}_5core.txt"
-    folders = [Path(config.data_dir)]
-    if os.environ.get("XMREC_DIR"):
-        folders.append(Path(os.environ["XMREC_DIR"]))
+    """The file of `market` (data_file): from data_dir, else $XMREC_DIR, else downloaded into
+    data_dir (not when XMREC_DIR is set: a file missing there is an error). A file of the
+    XMarket Electronics release (named in data/SHA256SUMS) is verified; only those are downloaded."""
+    name = data_file_name(market, config)
+    data_dir = repository_or_given(config, "data_dir")
+    folders = [data_dir]
+    xmrec_dir = os.environ.get("XMREC_DIR")
+    if xmrec_dir:
+        folders.append(Path(xmrec_dir))
         if not folders[-1].is_dir():
-            raise DataError(f"XMREC_DIR={folders[-1]}: no such folder; point it at the folder "
-                            f"holding the <market>_5core.txt files, or unset it")
+            raise DataError(f"XMREC_DIR={xmrec_dir}: no such folder; point it at the folder holding the "
+                            f"{config.data_file} files, or unset it")
+    sums = expected_checksums()
+    url = config.data_url.format(market=market)
     for folder in folders:
         path = folder / name
         if path.is_file():
-            try:
-                verify_file(path, market)
-            except OSError as error:
-                raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+            if name in sums:
+                advice = f"replace it with the release's file ({url})"
+                if folder == data_dir and not xmrec_dir:  # else deleting it downloads nothing
+                    advice += ", or delete it and the next run downloads that"
+                verify_file(path, sums[name], advice)
             return path
-    if os.environ.get("XMREC_DIR"):
-        raise DataError(f"{folders[-1] / name}: no such file (XMREC_DIR={folders[-1]}; nor is it in "
-                        f"data_dir={config.data_dir}); put it there, or unset XMREC_DIR to download the "
-                        f"files into data_dir")
-    path = Path(config.data_dir) / name
-    download(config.data_url.format(market=market), path, market)
-    return path
+    if name not in sums:
+        elsewhere = f" (nor is it in XMREC_DIR={xmrec_dir})" if xmrec_dir else ""
+        raise DataError(f"{data_dir / name}: no such file{elsewhere}, and only the XMarket Electronics files "
+                        f"(data/SHA256SUMS) are downloaded; put market {market}'s file there")
+    if xmrec_dir:
+        raise DataError(f"{folders[-1] / name}: no such file (XMREC_DIR={xmrec_dir}; nor is it in "
+                        f"data_dir={data_dir}); put it there, or unset XMREC_DIR to download the XMarket "
+                        f"Electronics files into data_dir")
+    download(url, data_dir / name, sums[name])
+    return data_dir / name
 
 
 def read_market_file(path: Path) -> pd.DataFrame:
-    """Read and validate one `<market>_5core.txt`: columns userId, itemId (str), rate (float), date."""
+    """Read and validate one market's file: columns userId, itemId (str), rate (float), date."""
     with open(path) as f:
         header = f.readline().split()
     if header != COLUMNS:
@@ -130,8 +149,14 @@ def read_market_file(path: Path) -> pd.DataFrame:
 
 
 def load_markets(config: Config) -> dict[str, pd.DataFrame]:
-    """All seven markets, found or downloaded and verified (all of them first), then read."""
-    paths = {market: locate_data_file(market, config) for market in MARKETS}
+    """The markets of data_markets, found or downloaded and verified (all of them first), then
+    read. Files that the project does not know (not in data/SHA256SUMS) are used with a note."""
+    paths = {market: locate_data_file(market, config) for market in market_names(config)}
+    sums = expected_checksums()
+    unknown = [str(path) for market, path in paths.items() if data_file_name(market, config) not in sums]
+    if unknown:
+        print(f"note: {', '.join(unknown)}: not files of the XMarket Electronics release (data/SHA256SUMS), "
+              f"used without a checksum", file=sys.stderr)
     return {market: read_market_file(path) for market, path in paths.items()}
 
 
@@ -150,6 +175,25 @@ def check_eval_negatives(frames: dict[str, pd.DataFrame], target_market: str, co
         raise ConfigError(f"num_eval_negatives={config.num_eval_negatives}: the {config.eval_negative_pool} "
                           f"pool of {target_market} holds {pool} items and a user has {most_own} of his own, "
                           f"which are never his negatives; use at most {pool - most_own}")
+
+
+def check_train_negatives(frames: dict[str, pd.DataFrame], config: Config) -> None:
+    """Raise ConfigError if some user could have fewer items outside his own than training
+    negatives (train_negatives_per: num_train_negatives x his distinct items or his rows): the
+    pool is every market's items. Counted over all his interactions, as his training data are
+    for every user but the target's."""
+    data = pd.concat([frame[["userId", "itemId"]].assign(market=market) for market, frame in frames.items()])
+    pool = data["itemId"].nunique()
+    users = data.groupby(["market", "userId"])["itemId"].agg(["nunique", "size"])
+    per = users["nunique" if config.train_negatives_per == "distinct_item" else "size"].to_numpy()
+    others = pool - users["nunique"].to_numpy()
+    short = np.flatnonzero(config.num_train_negatives * per > others)
+    if len(short):
+        (market, user), first = users.index[short[0]], short[0]
+        raise ConfigError(f"num_train_negatives={config.num_train_negatives}: user {user} of {market} has "
+                          f"{pool - others[first]} of the {pool} items of all markets and needs "
+                          f"{config.num_train_negatives * per[first]} training negatives among the others; use at "
+                          f"most {int((others // per).min())}")
 
 
 def market_statistics(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -418,6 +462,7 @@ def main(argv: list[str]) -> None:
     if "export" not in extra:
         print(market_statistics(frames).to_string())
         return
+    check_train_negatives(frames, config)
     for target in target_markets(config):
         check_eval_negatives(frames, target, config)
     for target in target_markets(config):

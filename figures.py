@@ -16,7 +16,7 @@ import pandas as pd
 from config import STAGES
 from files import write_file
 from runs import (HEADLINE_METRICS, METRICS, SPEC_MARKETS, STAGE_TITLES, authors_numbers, comparable_variants,
-                  last_stage, protocol_order)
+                  last_stage, market_order, protocol_order)
 
 
 def slug(text: str) -> str:
@@ -121,7 +121,7 @@ def plot_models(table: pd.DataFrame, metric: str, out: Path) -> Path:
     """One panel per market: every variant's test metric after each stage (mean, ±1 std), the
     authors' ACMR after fine-tuning as a dashed line."""
     rows = table[(table["metric"] == metric) & (table["market"] != "average")]
-    markets = [m for m in SPEC_MARKETS if m in set(rows["market"])]
+    markets = market_order(rows["market"])
     labels = list(dict.fromkeys(f"{v}, {STAGE_TITLES[s]}" for v, s in zip(rows["variant"], rows["stage"])))
     figure, axes = panel_grid(len(markets), columns=min(4, len(markets)),
                               size=(2.6, 0.8 + 0.22 * len(labels)))
@@ -160,7 +160,7 @@ def plot_study(results: pd.DataFrame, metric: str, out: Path) -> Path:
     last = last_stage(results)
     protocols = sorted(set(last["protocol"]), key=protocol_order)
     models = sorted(set(last["model"]))
-    markets = [m for m in SPEC_MARKETS if m in set(last["market"])]
+    markets = market_order(last["market"])
     figure, axes = panel_grid(len(markets), columns=len(markets), size=(3.0, 0.9 + 0.35 * len(protocols)))
     colors = {model: plt.get_cmap("tab20")(i % 20) for i, model in enumerate(models)}
     names = [protocol_label(protocol) for protocol in protocols]

@@ -33,7 +33,7 @@ import torch
 
 import authors_weights
 from checkpoints import WEIGHTS_FORMAT
-from config import MARKETS, STAGES, Config, ConfigError
+from config import ELECTRONICS_MARKETS, STAGES, Config, ConfigError
 from data_loader import DataError
 from files import write_json
 
@@ -76,8 +76,8 @@ def authors_source(spec: str) -> tuple[str, str]:
     parts = spec[len(AUTHORS):].split(":")
     if len(parts) != 2 or parts[1] not in STAGES:
         raise fail(spec, f"expected authors:<market>:<stage>, stage one of {', '.join(STAGES)}")
-    if parts[0] not in MARKETS:
-        raise fail(spec, f"no authors' checkpoint of market {parts[0]!r}; markets {', '.join(MARKETS)}")
+    if parts[0] not in ELECTRONICS_MARKETS:
+        raise fail(spec, f"no authors' checkpoint of market {parts[0]!r}; markets {', '.join(ELECTRONICS_MARKETS)}")
     return parts[0], parts[1]
 
 

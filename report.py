@@ -25,11 +25,11 @@ import pandas as pd
 
 import figures
 import paired
-from config import PRETRAINED_AS, STAGES, Config
+from config import PRETRAINED_AS, STAGES, Config, repository_or_given
 from files import WriteError, staged, write_file, write_text
-from runs import (BREAKDOWN_GROUPS, HEADLINE_METRICS, METRICS, REPO, RESULTS, SPEC_MARKETS, STAGE_TITLES,
-                  TOLERANCE_FLOOR, RunFolderError, collect, find_run_folders, last_stage, protocol_order, sort_rows,
-                  summary_table)
+from runs import (BREAKDOWN_GROUPS, HEADLINE_METRICS, METRICS, REPO, RESULTS, STAGE_TITLES, TOLERANCE_FLOOR,
+                  RunFolderError, collect, find_run_folders, last_stage, market_order, protocol_order, sort_rows,
+                  summary_table, without_authors_numbers)
 
 INCOMPLETE = "†"
 
@@ -54,8 +54,7 @@ def paper_table(table: pd.DataFrame, variant: str, metrics: tuple[str, ...] = ME
     hidden_flags = False
     lines = ["| market | stage | seeds | " + " | ".join(f"{m} test | {m} valid" for m in metrics) + " |",
              "|---|---|---|" + "---|---|" * len(metrics)]
-    order = [m for m in (*SPEC_MARKETS, "average") if m in set(rows["market"])]
-    for market in order:
+    for market in market_order(rows["market"]):
         for stage in (s for s in STAGES if ((rows["market"] == market) & (rows["stage"] == s)).any()):
             by_metric = rows[(rows["market"] == market) & (rows["stage"] == stage)].set_index("metric")
             cells = []
@@ -84,7 +83,7 @@ def models_table(table: pd.DataFrame) -> list[str]:
     """Markdown lines: one row per (variant, stage) with test HR@10 and NDCG@10 per market. A
     two-stage model gets a row per stage: its pre-training row is the model without fine-tuning."""
     picked = table[table["metric"].isin(HEADLINE_METRICS) & (table["market"] != "average")]
-    markets = [m for m in SPEC_MARKETS if m in set(picked["market"])]  # averages of unequal market sets mislead
+    markets = market_order(picked["market"])  # averages of unequal market sets mislead
     lines = ["| model | stage | " + " | ".join(f"{m} HR@10 | {m} NDCG@10" for m in markets) + " |",
              "|---|---|" + "---|---|" * len(markets)]
     for (variant, stage), rows in picked.groupby(["variant", "stage"], sort=False):
@@ -103,7 +102,7 @@ def per_seed_table(results: pd.DataFrame, metric: str) -> list[str]:
     """Markdown lines: one row per variant, one column per market, each cell the test `metric`
     after the last stage of each seed's run, in seed order (`seed 0 / seed 1 / ...`)."""
     last = last_stage(results)
-    markets = [m for m in SPEC_MARKETS if m in set(last["market"])]
+    markets = market_order(last["market"])
     lines = ["| model | " + " | ".join(f"{m} {metric}, per seed" for m in markets) + " |",
              "|---|" + "---|" * len(markets)]
     for variant, rows in last.groupby("variant", sort=False):
@@ -138,7 +137,7 @@ def tuned_table(results: pd.DataFrame) -> list[str]:
         "|".join(f"{model}-(trained|tuned-)" for model in PRETRAINED_AS))]
     rows = pd.concat([last, pretrained]).drop_duplicates(["variant", "market", "seed", "stage"])
     rows = rows.assign(row=[tuned_row(v, s) for v, s in zip(rows["variant"], rows["stage"])])
-    markets = [m for m in SPEC_MARKETS if m in set(rows["market"])]
+    markets = market_order(rows["market"])
     lines = ["| model | " + " | ".join(f"{m} {metric}" for m in markets for metric in HEADLINE_METRICS) + " |",
              "|---|" + "---|" * len(HEADLINE_METRICS) * len(markets)]
     for row, group in rows.groupby("row", sort=True):
@@ -216,7 +215,7 @@ def study_table(results: pd.DataFrame, group: str | None = None) -> list[str]:
         return []
     prefix = f"{group} " if group else ""
     last = last_stage(results).dropna(subset=[f"{prefix}HR@10"])
-    columns = [(model, market) for model in sorted(set(last["model"])) for market in SPEC_MARKETS
+    columns = [(model, market) for model in sorted(set(last["model"])) for market in market_order(last["market"])
                if ((last["model"] == model) & (last["market"] == market)).any()]
     grouped = last.groupby(["protocol", "model", "market"])
     lines = ["| protocol | " + " | ".join(f"{model}, `{market}`" for model, market in columns) + " |",
@@ -251,7 +250,8 @@ def breakdown_table(results: pd.DataFrame) -> pd.DataFrame:
     table = long.groupby(["variant", "stage", "market", "group"]).agg(
         **{"HR@10": ("HR@10", "mean"), "NDCG@10": ("NDCG@10", "mean"), "seeds": ("seed", "count"),
            "users": ("users", "mean")}).reset_index()
-    return sort_rows(table, {"stage": list(STAGES), "market": list(SPEC_MARKETS), "group": list(BREAKDOWN_GROUPS)})
+    return sort_rows(table, {"stage": list(STAGES), "market": market_order(table["market"]),
+                             "group": list(BREAKDOWN_GROUPS)})
 
 
 def breakdown_lines(table: pd.DataFrame) -> list[str]:
@@ -338,6 +338,7 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFram
              "authors' number (the floor alone for one seed and for the average row, which averages "
              "the markets present).", ""]
     lines += [shared_line(results), ""] if shared_line(results) else []
+    lines += [without_authors_numbers(results), ""] if without_authors_numbers(results) else []
     for variant in table["variant"].unique():
         lines += [f"## {variant}", "", *paper_table(table, variant), ""]
     if table["variant"].nunique() > 1:
@@ -356,7 +357,8 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFram
                   "Mean over the seeds whose results.json has break-downs (last column); in brackets "
                   "the group's test users per seed; `-` where a group has none.", "",
                   *breakdown_lines(breakdowns), ""]
-    missing = [m for m in SPEC_MARKETS if m not in set(results["market"])]
+    data_markets = {m for markets in results["data_markets"] for m in markets.split(",")}
+    missing = [m for m in market_order(data_markets) if m not in set(results["market"])]
     lines += ["Markets without runs: " + (", ".join(missing) if missing else "none") + ".", ""]
     lines += [candidates_line(results), ""]
     seeds = results.groupby(["variant", "market"])["seed"].apply(lambda s: sorted(set(s)))
@@ -375,6 +377,7 @@ def comparison_text(folders: list[Path]) -> str:
     lines = [f"test metrics: our mean +- std over seeds [authors' logged run] (! = further than "
              f"max(2 std, {TOLERANCE_FLOOR}) from the authors'); valid: at the kept epoch [authors']"]
     lines += [shared_line(results)] if shared_line(results) else []
+    lines += [without_authors_numbers(results)] if without_authors_numbers(results) else []
     for (variant, stage), rows in table.groupby(["variant", "stage"], sort=False):
         lines.append(f"{STAGE_TITLES[stage]} (settings: {variant})")
         lines.append(f"{'market':8s}" + "".join(f"{m:>28s}" for m in METRICS))
@@ -382,7 +385,7 @@ def comparison_text(folders: list[Path]) -> str:
             test, valid = [], []
             for _, r in row.iterrows():
                 std = f"+-{r['std']:.4f}" if pd.notna(r["std"]) else ""
-                test.append(f"{r['mean']:.4f}{std} [{r['authors']:.4f}]{'!' if r['outside_tolerance'] else ' '}")
+                test.append(f"{r['mean']:.4f}{std} [{number(r['authors'])}]{'!' if r['outside_tolerance'] else ' '}")
                 valid.append(f"{number(r['valid'])} [{number(r['authors_valid'])}] ")
             lines.append(f"{market:8s}" + "".join(f"{c:>28s}" for c in test))
             lines.append(f"{'  valid':8s}" + "".join(f"{c:>28s}" for c in valid))
@@ -420,9 +423,10 @@ def main(argv: list[str]) -> None:
     if unknown or any(arg.startswith("--") and "=" not in arg for arg in argv):
         sys.exit(USAGE)
     paths = [Path(arg) for arg in argv if not arg.startswith("--")]
+    log_dir = repository_or_given(Config(log_dir=options.get("log_dir", Config().log_dir)), "log_dir")
     if "log_dir" in options or not paths:
-        paths.append(Path(options.get("log_dir", Config().log_dir)))
-    out = Path(options.get("out", paths[0] if "log_dir" not in options else options["log_dir"]))
+        paths.append(log_dir)
+    out = Path(options.get("out", paths[0] if "log_dir" not in options else log_dir))
     if "out" not in options and (out / "results.json").is_file():
         out = out.parent  # next to the run folders, not inside one
     try:

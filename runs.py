@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config import (PRESETS, PROTOCOL_SETTINGS, RUN_ONLY_SETTINGS, SELECTION_SETTINGS, STAGES, Config, ConfigError,
-                    upgrade_saved)
+from config import (ELECTRONICS_MARKETS, PRESETS, PROTOCOL_SETTINGS, RUN_ONLY_SETTINGS, SELECTION_SETTINGS, STAGES,
+                    Config, ConfigError, upgrade_saved)
 from files import DIVERGED
 
 REPO = Path(__file__).resolve().parent
@@ -31,6 +31,7 @@ AUTHORS_RUNS = REPO / "data" / "authors_logged_runs.json"
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # evaluate.METRICS (tests/test_report.py checks)
 HEADLINE_METRICS = ("HR@10", "NDCG@10")
 SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")  # SPEC.md section 6's order
+ELECTRONICS = ",".join(ELECTRONICS_MARKETS)  # the data_markets of the runs the authors' numbers belong to
 TOLERANCE_FLOOR = 0.03  # the flag: our mean further than max(2 std, this) from the authors' number
 STAGE_TITLES = {"pretrain": "after pre-training", "finetune": "after fine-tuning"}
 BREAKDOWN_GROUPS = {"repeat_purchase": "repeat purchase", "new_purchase": "new purchase",
@@ -78,6 +79,14 @@ def authors_numbers() -> pd.DataFrame:
                      **{f"valid {k}": markets[m][s]["valid_at_best_epoch"][k] for k in METRICS}}
             for m in markets for s in STAGES}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["market", "stage"])
+
+
+def market_order(markets) -> list[str]:
+    """The markets among `markets` in SPEC.md section 6's order, any others after them by name,
+    `average` last."""
+    present = set(markets)
+    return ([m for m in SPEC_MARKETS if m in present] + sorted(present - {*SPEC_MARKETS, "average"})
+            + (["average"] if "average" in present else []))
 
 
 def result_settings(config: dict) -> dict:
@@ -187,6 +196,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             for stage in (s for s in STAGES if s in run):  # a run may skip a stage (config.stages)
                 results.append({"variant": variant, "model": model, "protocol": protocol,
                                 "market": config["target_market"], "seed": run["seed"], "stage": stage,
+                                "data_markets": ",".join(sorted(config["data_markets"].split(","))),
                                 "folder": folder.name, "complete": stored.get("complete", True),
                                 "diverged": diverged, "config_lacks": lacks,
                                 "epochs": run[stage]["epochs"], "best_epoch": run[stage].get("best_epoch"),
@@ -222,7 +232,8 @@ def sort_rows(table: pd.DataFrame, keys: dict[str, list]) -> pd.DataFrame:
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (variant, stage, market, metric), markets in SPEC order plus `average`: our
     test mean, std (ddof 1) and n seeds, our mean validation at the kept epoch (`valid`), the
-    authors' test and validation numbers, the difference of the test means, the tolerance
+    authors' test and validation numbers (NaN for variants on other data than the seven
+    Electronics markets: without_authors_numbers), the difference of the test means, the tolerance
     max(2 std, TOLERANCE_FLOOR) (the floor alone without a std: one seed, or the average),
     `outside_tolerance` where the difference exceeds it, and `complete` (False where a folder
     says its run is still going). The average row averages the markets present."""
@@ -242,6 +253,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     authors_long = pd.concat([test_numbers, valid_numbers], axis=1).rename_axis(
         ["market", "stage", "metric"]).reset_index()
     table = table.merge(authors_long, on=["market", "stage", "metric"], how="left")
+    other_data = table["variant"].isin(results.loc[results["data_markets"] != ELECTRONICS, "variant"])
+    table.loc[other_data, ["authors", "authors_valid"]] = np.nan
     exact_mean = lambda v: v.mean(skipna=False)  # noqa: E731  a market without it: no average
     average = table.groupby(["variant", "stage", "metric"]).agg(
         mean=("mean", "mean"), n=("n", "min"), valid=("valid", exact_mean), complete=("complete", "all"),
@@ -251,8 +264,18 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     table["difference"] = table["mean"] - table["authors"]
     table["tolerance"] = np.maximum(2 * table["std"].fillna(0), TOLERANCE_FLOOR)
     table["outside_tolerance"] = table["difference"].abs() > table["tolerance"]
-    return sort_rows(table, {"stage": list(STAGES), "market": [*SPEC_MARKETS, "average"],
+    return sort_rows(table, {"stage": list(STAGES), "market": market_order(table["market"]),
                              "metric": list(METRICS)})
+
+
+def without_authors_numbers(results: pd.DataFrame) -> str:
+    """A line saying which runs have no authors' numbers beside them (runs on other markets
+    than the seven XMarket Electronics ones); "" where every run has them."""
+    other = sorted(set(results.loc[results["data_markets"] != ELECTRONICS, "data_markets"]))
+    if not other:
+        return ""
+    return (f"No authors' numbers for the runs on data_markets={' and '.join(other)}: the authors logged runs on "
+            f"the seven XMarket Electronics markets ({ELECTRONICS}) only.")
 
 
 def last_stage(results: pd.DataFrame) -> pd.DataFrame:
@@ -269,8 +292,9 @@ def protocol_order(protocol: str) -> tuple:
 
 def comparable_variants(results: pd.DataFrame) -> list[str]:
     """The variants that the authors' logged runs compare with: ACMR itself (no other preset)
-    under the authors' protocol."""
-    picked = results[(results["protocol"] == "") & results["model"].str.match(r"acmr( \(|$)")]
+    under the authors' protocol, on the seven Electronics markets."""
+    picked = results[(results["protocol"] == "") & results["model"].str.match(r"acmr( \(|$)")
+                     & (results["data_markets"] == ELECTRONICS)]
     return list(dict.fromkeys(picked["variant"]))
 
 

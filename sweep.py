@@ -72,7 +72,7 @@ from pathlib import Path
 
 import report
 import runs
-from config import MARKETS, PRESETS, RUN_ONLY_SETTINGS, ConfigError, help_text, parse_overrides, upgrade_saved
+from config import PRESETS, RUN_ONLY_SETTINGS, Config, ConfigError, help_text, parse_overrides, upgrade_saved
 from files import CHECKPOINT
 
 REPO = Path(__file__).resolve().parent
@@ -183,7 +183,11 @@ def plan_jobs(lines: list[str], common: list[str]) -> list[Job]:
         if len(fields) < 3 or any(not f.startswith("--") for f in fields[3:]):
             raise ConfigError(f"plan line {line.strip()!r}: expected MODELS MARKETS SEEDS [--key=value ...]")
         models, markets = fields[0].split(","), fields[1].split(",")
-        for name, values, allowed in (("model", models, PRESETS), ("market", markets, MARKETS)):
+        own = {f[2:].split("=", 1)[0] for f in fields[3:]}  # a line's setting overrides the command's
+        settings = [s for s in common if s[2:].split("=", 1)[0] not in own] + fields[3:]
+        data_markets = [s.split("=", 1)[1] for s in settings if s.startswith("--data_markets=")]
+        names = sorted((data_markets or [Config().data_markets])[-1].split(","))  # the targets allowed
+        for name, values, allowed in (("model", models, PRESETS), ("market", markets, names)):
             unknown = [v for v in values if v not in allowed]
             if unknown:
                 raise ConfigError(f"unknown {name} {unknown[0]!r}; allowed: {', '.join(allowed)}")

@@ -1,4 +1,4 @@
-"""Train and evaluate ACMR: for each seed, pre-train on all markets, fine-tune on the target.
+"""Train and evaluate ACMR: for each seed, pre-train on all markets (data_markets), fine-tune on the target.
 
     python train_model.py                                  # config.py's defaults
     python train_model.py --target_market=jp --seeds=1     # any setting as --key=value
@@ -46,10 +46,11 @@ from tqdm import tqdm
 
 from checkpoints import (CheckpointError, Progress, load_checkpoint, restore_generators,
                          resume_config, save_checkpoint, save_weights)
-from config import RENAMED, STAGES, Config, ConfigError, active_stages, parse_overrides, target_markets
+from config import (RENAMED, STAGES, Config, ConfigError, active_stages, parse_overrides, repository_or_given,
+                    target_markets)
 from cuda_graphs import CudaGraphSteps
-from data_loader import (DataError, DeviceData, build_dataset, check_eval_negatives, export_candidates,
-                         load_markets, resample_train_negatives)
+from data_loader import (DataError, DeviceData, build_dataset, check_eval_negatives, check_train_negatives,
+                         export_candidates, load_markets, resample_train_negatives)
 from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, positive_rank,
                       ranking_metrics, score_candidates)
 from files import CHECKPOINT, DIVERGED, WriteError, json_text, write_json, write_text
@@ -95,20 +96,20 @@ def environment(device: torch.device) -> dict[str, object]:
     }
 
 
-def make_run_dir(log_dir: str, target: str) -> Path:
+def make_run_dir(log_dir: Path, target: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True)
         for suffix in ("", *(f"-{i}" for i in range(1, 100))):
-            run_dir = Path(log_dir) / f"{target}-{stamp}{suffix}"
+            run_dir = log_dir / f"{target}-{stamp}{suffix}"
             try:
                 run_dir.mkdir()
                 return run_dir
             except FileExistsError:
                 continue
     except OSError as error:
-        raise ConfigError(f"log_dir={log_dir!r}: cannot create a run folder there ({error})") from None
-    raise ConfigError(f"log_dir={log_dir!r}: too many run folders named {target}-{stamp}")
+        raise ConfigError(f"log_dir={str(log_dir)!r}: cannot create a run folder there ({error})") from None
+    raise ConfigError(f"log_dir={str(log_dir)!r}: too many run folders named {target}-{stamp}")
 
 
 @contextlib.contextmanager
@@ -557,14 +558,15 @@ def start(config: Config, argv: list[str]) -> None:
     configure_host(config)
     frames = load_markets(config)
     targets = target_markets(config)
-    for target in targets:  # before any run folder
+    check_train_negatives(frames, config)  # before any run folder
+    for target in targets:
         check_eval_negatives(frames, target, config)
     check_sources(config, frames)
     run_dirs, turn = [], Turn(markets=len(targets))
     for number, target in enumerate(targets, 1):
         turn.number = number
         target_config = dataclasses.replace(config, target_market=target)
-        run_dirs.append(make_run_dir(config.log_dir, target))
+        run_dirs.append(make_run_dir(repository_or_given(config, "log_dir"), target))
         try:
             with locked(run_dirs[-1]):
                 start_run_folder(run_dirs[-1], target_config, device, command)

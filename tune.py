@@ -300,7 +300,7 @@ def tuned_entries(chosen: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    from config import MARKETS, Config, ConfigError, parse_overrides
+    from config import Config, ConfigError, market_names, parse_overrides
 
     options = {"models": ",".join(MODELS), "markets": "in,jp,mx", "trials": str(NUM_TRIALS),
                "out": str(SEARCH_DIR)}
@@ -318,7 +318,7 @@ def main(argv: list[str]) -> None:
     base = {k: v for k, v in dataclasses.asdict(config).items() if v != getattr(Config(), k)}
     base.setdefault("num_threads", 1)
     models, markets = options["models"].split(","), options["markets"].split(",")
-    for name, allowed, given in (("models", MODELS, models), ("markets", MARKETS, markets)):
+    for name, allowed, given in (("models", MODELS, models), ("markets", market_names(config), markets)):
         if not set(given) <= set(allowed):
             raise ConfigError(f"--{name}={','.join(given)}: allowed {', '.join(allowed)}")
     import ray

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from config import MARKETS, Config  # noqa: E402
+from config import ELECTRONICS_MARKETS, Config  # noqa: E402
 
 
 def synthetic_frames(seed: int = 0, markets: tuple[str, ...] = ("ca", "de", "in"),
@@ -47,7 +47,7 @@ def small_config() -> Config:
 
 def real_data_dir() -> Path | None:
     for folder in (REPO / "data", os.environ.get("XMREC_DIR")):
-        if folder and all((Path(folder) / f"{m}_5core.txt").is_file() for m in MARKETS):
+        if folder and all((Path(folder) / f"{m}_5core.txt").is_file() for m in ELECTRONICS_MARKETS):
             return Path(folder)
     return None
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from config import (RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config, ConfigError, config_from_saved, parse_overrides,
-                    target_markets, upgrade_saved)
+from config import (RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config, ConfigError, config_from_saved, market_names,
+                    parse_overrides, target_markets, upgrade_saved)
 from tests.conftest import REPO
 
 
@@ -64,6 +64,9 @@ def test_overrides_are_parsed_with_the_settings_types():
     assert (config.target_market, config.seeds, config.lr, config.bucket_pretrain_batches) == ("jp", 2, 0.01, False)
     assert extra == {"seed": 3}
     assert target_markets(parse_overrides(["--target_market=all"])[0]) == ["ca", "de", "fr", "in", "jp", "mx", "uk"]
+    other = parse_overrides(["--data_markets=cc,aa,bb", "--target_market=all"])[0]
+    assert market_names(other) == ("aa", "bb", "cc") and target_markets(other) == ["aa", "bb", "cc"]  # ids by name
+    assert other.data_markets == "aa,bb,cc"  # as config.json records it: one name per set of markets
 
 
 @pytest.mark.parametrize("argument, message", [
@@ -84,6 +87,10 @@ def test_overrides_are_parsed_with_the_settings_types():
     ("--weight_decay=nan", "weight_decay=nan: must be a finite number"),
     ("--first_seed=99999999999999999999", "first_seed=99999999999999999999: must be below 2**63"),
     ("--first_seed=9223372036854775807", "the last seed, first_seed + seeds - 1, must be below 2**63"),
+    ("--data_markets=aa,bb", "target_market='in': allowed aa, bb or all (the markets of data_markets)"),
+    ("--data_markets=aa,,bb", "data_markets='aa,,bb': expected market names (letters, digits, _ or -; not all)"),
+    ("--data_markets=in,in", "data_markets='in,in': a market is named twice"),
+    ("--data_file=ratings.txt", "data_file='ratings.txt': must contain {market}"),
 ])
 def test_bad_settings_name_the_key_and_what_is_allowed(argument, message):
     with pytest.raises(ConfigError) as error:

@@ -7,6 +7,9 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -16,9 +19,10 @@ import pandas as pd
 import pytest
 
 import data_loader
-from config import Config
-from data_loader import (DataError, build_dataset, export_candidates, locate_data_file,
+from config import ELECTRONICS_MARKETS, Config, ConfigError, repository_or_given
+from data_loader import (DataError, build_dataset, check_train_negatives, export_candidates, locate_data_file,
                          read_market_file, sample_negatives)
+from tests.conftest import REPO
 
 HEADER = "userId itemId rate date\n"
 
@@ -218,7 +222,7 @@ def fake_release(tmp_path, monkeypatch):
     body = HEADER + "u1 i1 5.0 2016-01-03\nu1 i2 4.0 2016-02-03\n"
     (served / "in_5core.txt").write_text(body)
     digest = hashlib.sha256(body.encode()).hexdigest()
-    monkeypatch.setattr(data_loader, "expected_checksums", lambda: {"in": digest})
+    monkeypatch.setattr(data_loader, "expected_checksums", lambda: {"in_5core.txt": digest})
     monkeypatch.delenv("XMREC_DIR", raising=False)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     handler.log_message = lambda *args: None
@@ -264,9 +268,90 @@ def test_data_dir_comes_first_then_xmrec_dir(fake_release, tmp_path, monkeypatch
     assert locate_data_file("in", dataclasses.replace(config, data_dir=str(served))) == served / "in_5core.txt"
 
 
-def test_a_local_file_with_the_wrong_checksum_is_refused(fake_release, tmp_path):
+def test_a_local_file_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    """In data_dir without XMREC_DIR: deleting it downloads the release's file on the next run."""
+    monkeypatch.delenv("XMREC_DIR", raising=False)
     folder = tmp_path / "data"
     folder.mkdir()
     write(folder / "in_5core.txt", "u1 i1 5.0 2016-01-03\n")
-    with pytest.raises(DataError, match=r"in_5core\.txt: SHA-256 mismatch .*delete it"):
+    with pytest.raises(DataError, match=r"in_5core\.txt: SHA-256 mismatch .*delete it and the next run downloads"):
         locate_data_file("in", Config(data_dir=str(folder)))
+
+
+@pytest.mark.parametrize("corrupt_in", ["data_dir", "XMREC_DIR"])
+def test_a_wrong_checksum_with_xmrec_dir_set_is_not_told_to_delete_the_file(corrupt_in, tmp_path, monkeypatch):
+    """With XMREC_DIR set nothing is downloaded: deleting the file would not bring it back."""
+    folders = {"data_dir": tmp_path / "data", "XMREC_DIR": tmp_path / "xmrec"}
+    for folder in folders.values():
+        folder.mkdir()
+    write(folders[corrupt_in] / "in_5core.txt", "u1 i1 5.0 2016-01-03\n")
+    monkeypatch.setenv("XMREC_DIR", str(folders["XMREC_DIR"]))
+    with pytest.raises(DataError) as error:
+        locate_data_file("in", Config(data_dir=str(folders["data_dir"])))
+    message = str(error.value)
+    assert message.startswith(f"{folders[corrupt_in] / 'in_5core.txt'}: SHA-256 mismatch")
+    assert "replace it with the release's file (https://" in message and "delete" not in message
+
+
+def test_without_the_checksum_file_the_error_names_it_not_the_data_file(tmp_path, monkeypatch):
+    """A copy without data/SHA256SUMS: the data file is readable, the checksum file is missing."""
+    monkeypatch.delenv("XMREC_DIR", raising=False)
+    monkeypatch.setattr(data_loader, "CHECKSUM_FILE", tmp_path / "SHA256SUMS")
+    data_file = write(tmp_path / "in_5core.txt", "u1 i1 5.0 2016-01-03\n")
+    with pytest.raises(DataError) as error:
+        locate_data_file("in", Config(data_dir=str(tmp_path)))
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'SHA256SUMS'}: cannot be read (No such file or directory)")
+    assert "restore it" in message and str(data_file) not in message
+
+
+def test_markets_the_release_does_not_know_are_read_with_a_note(tmp_path, monkeypatch, capsys):
+    """Any markets in XMarket's format, under data_file's names; market ids sorted by name."""
+    monkeypatch.delenv("XMREC_DIR", raising=False)
+    write(tmp_path / "ratings_bb.txt", "u1 i1 5.0 2016-01-03\nu1 i2 4.0 2016-01-04\n")
+    write(tmp_path / "ratings_aa.txt", "u2 i1 3.0 2016-01-03\nu2 i3 4.0 2016-01-05\nu3 i3 1.0 2016-02-01\n")
+    config = Config(data_dir=str(tmp_path), data_markets="bb,aa", target_market="bb", data_file="ratings_{market}.txt")
+    frames = data_loader.load_markets(config)
+    assert list(frames) == ["aa", "bb"] and [len(f) for f in frames.values()] == [3, 2]
+    note = capsys.readouterr().err.strip()
+    assert note == (f"note: {tmp_path / 'ratings_aa.txt'}, {tmp_path / 'ratings_bb.txt'}: not files of the XMarket "
+                    f"Electronics release (data/SHA256SUMS), used without a checksum")
+    assert data_loader.market_statistics(frames).loc[["aa", "bb", "all"], "ratings"].tolist() == [3, 2, 5]
+    missing = r"ratings_zz\.txt: no such file, and only the XMarket Electronics files .* are downloaded; put market zz's"
+    with pytest.raises(DataError, match=missing):
+        data_loader.load_markets(dataclasses.replace(config, data_markets="aa,bb,zz"))
+
+
+@pytest.mark.slow  # starts a process
+def test_the_default_data_dir_is_the_repositorys_from_any_working_folder(tmp_path):
+    """`python /path/to/data_loader.py` run elsewhere looks in the repository's data/, not ./data."""
+    env = {key: value for key, value in os.environ.items() if key != "XMREC_DIR"}
+    result = subprocess.run([sys.executable, str(REPO / "data_loader.py"), "--data_url=http://127.0.0.1:9/{market}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    missing = [m for m in ELECTRONICS_MARKETS if not (REPO / "data" / f"{m}_5core.txt").is_file()]
+    if missing:  # the repository's data/ lacks a file: it is downloaded there (and here, the source fails)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: could not download http://127.0.0.1:9/{missing[0]} to "
+                                        f"{REPO / 'data' / f'{missing[0]}_5core.txt'}: ")
+    else:
+        assert result.returncode == 0 and "all" in result.stdout, result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_default_folders_are_the_repositorys_and_other_relative_ones_the_working_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert repository_or_given(Config(), "data_dir") == REPO / "data"
+    assert repository_or_given(Config(), "log_dir") == REPO / "log"
+    assert repository_or_given(Config(log_dir="runs"), "log_dir").resolve() == tmp_path / "runs"
+    assert repository_or_given(Config(data_dir="/x/data"), "data_dir") == Path("/x/data")
+
+
+@pytest.mark.parametrize("per", ["distinct_item", "positive_row"])
+def test_more_training_negatives_than_a_users_other_items_is_one_line_naming_the_most(frames, per):
+    config = Config(num_train_negatives=50, train_negatives_per=per)
+    with pytest.raises(ConfigError, match=r"num_train_negatives=50: user U\w+ of \w+ has \d+ of the \d+ items") as error:
+        check_train_negatives(frames, config)
+    most = int(str(error.value).rsplit(" ", 1)[1])
+    check_train_negatives(frames, dataclasses.replace(config, num_train_negatives=most))
+    with pytest.raises(ConfigError):
+        check_train_negatives(frames, dataclasses.replace(config, num_train_negatives=most + 1))

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from config import MARKETS
+from config import ELECTRONICS_MARKETS
 from tests.conftest import REPO
 
 CASES = {
@@ -30,6 +30,12 @@ CASES = {
     "XMREC_DIR without one market": ([], {"XMREC_DIR": "{tmp}/six_markets"},
                                      "{tmp}/six_markets/uk_5core.txt: no such file (XMREC_DIR={tmp}/six_markets; "),
     "corrupt data file": (["--data_dir={tmp}/corrupt"], {}, "{tmp}/corrupt/in_5core.txt: SHA-256 mismatch"),
+    "corrupt data file in XMREC_DIR": (["--data_dir={tmp}/empty"], {"XMREC_DIR": "{tmp}/corrupt"},
+                                       "{tmp}/corrupt/in_5core.txt: SHA-256 mismatch"),
+    "target not among data_markets": (["--data_markets=aa,bb"], {}, "target_market='in': allowed aa, bb or all"),
+    "a market file missing": (["--data_markets=in,zz", "--data_dir={tmp}/empty"], {},
+                              "{tmp}/empty/zz_5core.txt: no such file (nor is it in XMREC_DIR="),
+    "more training negatives than items": (["--num_train_negatives=100"], {}, "num_train_negatives=100: user "),
     "more evaluation negatives than the pool": (["--num_eval_negatives=10000"], {},
                                                 "num_eval_negatives=10000: the global pool of in holds 8304 items"),
 }
@@ -40,7 +46,7 @@ def run_script(script: str, args: list[str], env_changes: dict[str, str | None],
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "six_markets").mkdir()
-    for market in MARKETS:
+    for market in ELECTRONICS_MARKETS:
         shutil.copy(f"{real_config.data_dir}/{market}_5core.txt", tmp_path / "corrupt")
         if market != "uk":
             os.symlink(f"{real_config.data_dir}/{market}_5core.txt", tmp_path / "six_markets" / f"{market}_5core.txt")
@@ -72,9 +78,10 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, real_config, tmp_p
         args = [*args, f"--log_dir={log_dir}"]
     result = run_script("train_model.py", ["--seeds=1", *args], env_changes, real_config, tmp_path)
     assert_one_error_line(result, message.format(tmp=tmp_path))
+    assert "delete" not in result.stderr  # XMREC_DIR is set or the network is out of reach: nothing downloads
     assert not log_dir.exists() or not any(log_dir.iterdir())
     assert not any((tmp_path / "empty").glob("*"))  # no partial download
-    assert not (tmp_path / "data").exists()  # data_dir's default, relative to the working folder
+    assert not (tmp_path / "data").exists()  # data_dir's default is the repository's data/, not ./data
 
 
 @pytest.mark.parametrize("args, message", [

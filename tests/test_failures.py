@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import train_model
-from config import Config, MARKETS, parse_overrides
+from config import ELECTRONICS_MARKETS, Config, parse_overrides
 from evaluate import METRICS
 from files import WriteError, json_text, write_file, write_text
 from tests.conftest import REPO, synthetic_frames
@@ -85,7 +85,7 @@ def test_all_target_markets_end_with_the_table_of_every_market(real_config, tmp_
                     f"--log_dir={tmp_path}"], real_config.data_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     table = result.stdout.split("all target markets:\n")[1]
-    assert {line.split()[0] for line in table.splitlines()[3:]} >= {*MARKETS, "average"}
+    assert {line.split()[0] for line in table.splitlines()[3:]} >= {*ELECTRONICS_MARKETS, "average"}
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
@@ -179,7 +179,7 @@ def test_ctrl_c_in_the_final_table_says_where_the_results_are_not_how_to_resume_
 def test_ctrl_c_during_all_markets_says_how_to_run_the_markets_not_begun(tmp_path, monkeypatch, caplog):
     """Interrupted in de, the second market: fr, in, jp, mx and uk are named, with the command's
     own settings; de's run gets its place (2 of 7) and the seconds of ca's seed."""
-    monkeypatch.setattr(train_model, "load_markets", lambda config: synthetic_frames(markets=MARKETS))
+    monkeypatch.setattr(train_model, "load_markets", lambda config: synthetic_frames(markets=ELECTRONICS_MARKETS))
     turns = []
 
     def run_seeds(run_dir, frames, config, device, checkpoint, turn):

@@ -498,3 +498,22 @@ def test_a_diverged_run_folder_is_reported_as_diverged_not_as_still_going(tmp_pa
     assert "† Still going: in-20260102-000000." in text
     assert ("† Diverged (their diverged.txt says where and why; the seeds before count, and a resume refuses them): "
             "jp-20260102-000000.") in text
+
+
+def test_runs_on_other_markets_have_no_authors_numbers_said_once(tmp_path):
+    """Only runs on the seven Electronics markets stand beside the authors' numbers: not runs on
+    other markets, nor on a subset of the seven (other pre-training data)."""
+    fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.60})
+    fabricate(tmp_path, "in-20260103-000000", "in", {0: 0.50}, data_markets="in,jp")
+    fabricate(tmp_path, "bb-20260102-000000", "bb", {0: 0.40}, data_markets="aa,bb")
+    results, _ = collect(sorted(tmp_path.iterdir()))
+    table = summary_table(results)
+    with_authors = table.dropna(subset=["authors"])
+    assert set(with_authors["variant"]) == {"acmr"} and set(with_authors["market"]) == {"in", "average"}
+    assert list(dict.fromkeys(table.loc[table["variant"] == "acmr (data_markets=aa,bb)", "market"])) == ["bb", "average"]
+    line = ("No authors' numbers for the runs on data_markets=aa,bb and in,jp: the authors logged runs on the "
+            "seven XMarket Electronics markets (ca,de,fr,in,jp,mx,uk) only.")
+    assert runs.without_authors_numbers(results) == line
+    text = comparison_text(sorted(tmp_path.iterdir()))
+    assert text.count(line) == 1 and "nan" not in text and "0.7000 [0.7824]!" in text
+    assert runs.market_order(["bb", "average", "uk", "aa", "de"]) == ["de", "uk", "aa", "bb", "average"]
