@@ -26,7 +26,8 @@ from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, PROTOCOL_RESCORINGS, 
                   SPEC_MARKETS, STAGE_TITLES, collect, comparable_variants, find_run_folders, last_stage,
                   protocol_table, summary_table)
 
-DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md")
+DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md",
+             "results/stage2/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
                    re.S)
 
@@ -174,6 +175,92 @@ def authors_weights_table(folder: Path = RESULTS / "authors_weights") -> list[st
     return lines
 
 
+STAGE2 = RESULTS / "stage2"
+
+
+def stage2_runs(market: str) -> tuple[list[dict], list[dict]]:
+    """Per seed of `market`, the fine-tuning of the authors' pre-trained weights on our split by
+    our procedure (results/stage2/ours: train_model.py --init_weights) and by theirs
+    (results/stage2/authors_procedure: their code fed our split): epochs run, kept epoch,
+    validation at the kept epoch, validation NDCG@5 after each epoch, test metrics, per-user test
+    ranks and the test candidates' SHA-256."""
+    ours = []
+    for folder in find_run_folders([STAGE2 / "ours"]):
+        results = json.loads((folder / "results.json").read_text())
+        if results["target_market"] != market:
+            continue
+        records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        ranks = paired.load_ranks(folder)
+        for run in results["runs"]:
+            kept = next(r["valid"] for r in records if r["seed"] == run["seed"] and r["epoch"] == run["finetune"]["best_epoch"])
+            curve = [r["valid"]["NDCG@5"] for r in records if r["seed"] == run["seed"] and r["stage"] == "finetune"]
+            ours.append({"seed": run["seed"], "epochs": run["finetune"]["epochs"], "kept": run["finetune"]["best_epoch"],
+                         "valid": kept, "test": {m: run["finetune"][m] for m in METRICS}, "curve": curve,
+                         "ranks": ranks[run["seed"]]["finetune"], "sha": run["candidates_sha256"]["test"]})
+    theirs = []
+    for path in sorted((STAGE2 / "authors_procedure").glob(f"{market}-seed*.json")):
+        run = json.loads(path.read_text())
+        theirs.append({"seed": run["seed"], "epochs": run["epochs"], "kept": run["kept_epoch"],
+                       "valid": run["valid_at_kept_epoch"]["rank_based"],
+                       "curve": [epoch["rank_based"]["NDCG@5"] for epoch in run["valid_per_epoch"]],
+                       "test": {m: run["test"]["rank_based"][m] for m in METRICS},
+                       "ranks": np.array(run["test"]["ranks"]), "sha": run["split_info"]["candidates_sha256"]["test"]})
+    return sorted(ours, key=lambda r: r["seed"]), sorted(theirs, key=lambda r: r["seed"])
+
+
+def stage2_table(markets: tuple[str, ...] = ("in", "uk")) -> list[str]:
+    """results/stage2's tables: each procedure's fine-tuning of the authors' pre-trained weights
+    (mean ± std over seeds; the authors' logged run below), then ours - theirs per test user on
+    the same candidates (paired.compare: a user's differences averaged over the seeds)."""
+    lines = ["| market | fine-tuned by | seeds | epochs run | kept epoch | valid HR@10 | valid NDCG@10 | "
+             + " | ".join(f"test {m}" for m in METRICS) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(METRICS)]
+    pairs = []
+    for market in markets:
+        ours, theirs = stage2_runs(market)
+        for name, runs in (("our procedure", ours), ("their procedure", theirs)):
+            if not runs:
+                continue
+            frame = pd.DataFrame([{"epochs": r["epochs"], "kept": r["kept"], **{f"valid {m}": r["valid"][m] for m in METRICS},
+                                   **r["test"]} for r in runs])
+            cells = [mean_std(frame[c].mean(), frame[c].std()) for c in ("valid HR@10", "valid NDCG@10", *METRICS)]
+            lines.append(f"| {market} | {name} | {','.join(str(r['seed']) for r in runs)} | "
+                         f"{' '.join(str(r['epochs']) for r in runs)} | {' '.join(str(r['kept']) for r in runs)} | "
+                         + " | ".join(cells) + " |")
+        if ours or theirs:
+            logged = json.loads(AUTHORS_RUNS.read_text())["markets"][market]["finetune"]
+            lines.append(f"| {market} | their logged run (their split) | 1 | {logged['epochs']} | | "
+                         f"{logged['valid_at_best_epoch']['HR@10']:.4f} | {logged['valid_at_best_epoch']['NDCG@10']:.4f} | "
+                         + " | ".join(f"{logged[m]:.4f}" for m in METRICS) + " |")
+        if ours and theirs:
+            pairs.append((market, {r["seed"]: {"candidates_sha256": r["sha"], "finetune": r["ranks"]} for r in ours},
+                          {r["seed"]: {"candidates_sha256": r["sha"], "finetune": r["ranks"]} for r in theirs}))
+    for market in markets:
+        ours, theirs = stage2_runs(market)
+        if ours and theirs:
+            lines += ["", f"{market}: validation NDCG@5 after each fine-tuning epoch, mean over the seeds still "
+                          "training (in brackets, how many seeds)", "",
+                      "| procedure | " + " | ".join(str(e) for e in range(1, max(r["epochs"] for r in ours + theirs) + 1))
+                      + " |", "|---|" + "---|" * max(r["epochs"] for r in ours + theirs)]
+            for name, runs in (("ours", ours), ("theirs", theirs)):
+                width = max(r["epochs"] for r in ours + theirs)
+                cells = []
+                for epoch in range(width):
+                    values = [r["curve"][epoch] for r in runs if epoch < len(r["curve"])]
+                    cells.append(f"{np.mean(values):.3f} ({len(values)})" if values else "")
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| market | seeds | users | HR@10 ours - theirs [95% CI] | p | NDCG@10 ours - theirs [95% CI] | p | "
+                  "NDCG@10 per seed |", "|---|---|---|---|---|---|---|---|"]
+    for market, ours, theirs in pairs:
+        result = paired.compare(ours, theirs)
+        if result is None:
+            continue
+        hr, ndcg = result.stats["HR@10"], result.stats["NDCG@10"]
+        lines.append(f"| {market} | {','.join(map(str, result.seeds))} | {hr.n} | {paired.interval(hr)} | "
+                     f"{paired.p_value(hr.p)} | {paired.interval(ndcg)} | {paired.p_value(ndcg.p)} | "
+                     + " ".join(f"{d:+.3f}" for d in result.per_seed["NDCG@10"]) + " |")
+    return lines
+
+
 def rescored_protocol_table(folder: Path = RESULTS) -> list[str]:
     """runs.protocol_table of the run folders under `folder` rescored under every protocol of
     runs.PROTOCOL_RESCORINGS (`python trained.py protocol-table --runs=...` writes them)."""
@@ -202,7 +289,8 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "acmr-paired": acmr_paired_lines,
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
-    "protocol-rescored": rescored_protocol_table,  # the kept seed-0 weights rescored (trained.py)
+    "protocol-rescored": rescored_protocol_table,
+    "stage2": stage2_table,  # results/stage2: fine-tuning the authors' pre-trained weights, both procedures  # the kept seed-0 weights rescored (trained.py)
 }
 
 
