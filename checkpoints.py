@@ -63,6 +63,19 @@ def save_checkpoint(run_dir: Path, config: Config, progress: Progress, model: nn
     save_torch(run_dir / CHECKPOINT, payload)
 
 
+def read_torch_file(path: Path, file_format: str, kind: str) -> dict:
+    """The payload of a file this program wrote with torch.save (`kind`: checkpoint, weights
+    file), on the CPU; one-line CheckpointError if it is unreadable or of another format."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
+        raise CheckpointError(f"{path}: unreadable {kind} ({type(error).__name__}): truncated, corrupted or "
+                              f"not written by this program") from None
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise CheckpointError(f"{path}: not an ACMR {kind} of format {file_format}")
+    return payload
+
+
 def weights_path(run_dir: Path, seed: int, stage: str) -> Path:
     """Where a run folder keeps the weights of a seed's stage (its best epoch's)."""
     return run_dir / f"seed{seed}_{stage}_weights.pt"
@@ -101,13 +114,7 @@ def load_checkpoint(run_dir: Path, config: Config) -> dict:
         raise CheckpointError(f"{run_dir / DIVERGED}: this run diverged, and a resume continues exactly, so it "
                               f"would diverge again: start a new run with a smaller --lr (or delete "
                               f"{DIVERGED} to resume anyway)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}): it is "
-                              f"truncated or not written by this program") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an ACMR checkpoint of format {CHECKPOINT_FORMAT}")
+    payload = read_torch_file(path, CHECKPOINT_FORMAT, "checkpoint")
     saved = upgrade_saved(payload["config"])
     differing = [f"{k}={saved.get(k)!r} in the checkpoint, {v!r} in config.json"
                  for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY_SETTINGS and saved.get(k) != v]

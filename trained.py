@@ -54,7 +54,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from checkpoints import WEIGHTS_FORMAT, CheckpointError, weights_path
+from checkpoints import WEIGHTS_FORMAT, CheckpointError, read_torch_file, weights_path
 from config import (RUN_ONLY_SETTINGS, STAGES, Config, ConfigError, active_stages, config_from_saved,
                     parse_overrides)
 from data_loader import DataError, DeviceData, build_dataset, check_eval_negatives, load_markets
@@ -113,14 +113,7 @@ def read_weights(path: Path) -> dict:
     it is missing, unreadable or not one."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt or not a torch file: torch raises many kinds
-        raise CheckpointError(f"{path}: unreadable weights file ({type(error).__name__}): truncated, corrupted "
-                              f"or not written by this program") from None
-    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise CheckpointError(f"{path}: not an ACMR weights file of format {WEIGHTS_FORMAT}")
-    return payload
+    return read_torch_file(path, WEIGHTS_FORMAT, "weights file")
 
 
 def empty_model(config: Config, num_items: int, markets: Sequence[str], num_users: int) -> nn.Module:
