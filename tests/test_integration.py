@@ -57,7 +57,7 @@ def test_tiny_run_writes_a_complete_run_folder(tiny_run):
     assert run_dir.name.startswith("in-")
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "command.txt", "config.json", "environment.json", "metrics.jsonl", "ranks.json", "results.json",
-        "seed0", "train.log"]
+        "seed0", "seed0_finetune_weights.pt", "seed0_pretrain_weights.pt", "train.log"]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["target_market"] == "in" and config["pretrain_epochs"] == config["finetune_epochs"] == 2 and config["lr"] == 1e-3
     assert (run_dir / "command.txt").read_text().strip() == "python train_model.py " + " ".join(args)
