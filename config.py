@@ -236,8 +236,8 @@ BEFORE_ADDED = {"data_markets": ",".join(ELECTRONICS_MARKETS), "first_seed": 0, 
 
 
 def upgrade_saved(saved: dict[str, object]) -> dict[str, object]:
-    """A config.json's settings in today's names. A file written before a setting existed
-    meant that setting's behaviour of the time (BEFORE_ADDED, RENAMED), not today's default."""
+    """A config.json's settings in the current names. A file written before a setting existed
+    meant that setting's behaviour of the time (BEFORE_ADDED, RENAMED), not config.py's default."""
     upgraded = dict(saved)
     for old, new_keys in RENAMED.items():
         if old in upgraded:

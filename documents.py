@@ -61,7 +61,7 @@ def gmf_diagnosis_runs() -> pd.DataFrame:
 
 
 def paper_runs() -> tuple[pd.DataFrame, str]:
-    """results/paper's runs (today's defaults) and a line saying how much of the table they are."""
+    """results/paper's runs (config.py's defaults (the authors' data side)) and a line saying how much of the table they are."""
     results = committed("results/paper")
     runs, planned = results[["market", "seed"]].drop_duplicates().shape[0], len(SPEC_MARKETS) * Config().seeds
     folders = results["folder"].nunique()
@@ -73,7 +73,7 @@ def paper_runs() -> tuple[pd.DataFrame, str]:
 def earlier_runs() -> tuple[pd.DataFrame, str]:
     """The default ACMR runs of results/reproduction (the defaults of their time) and a line saying so."""
     results = committed("results/reproduction")
-    return results, ("From the ACMR runs of `results/reproduction`, made before today's defaults, with "
+    return results, ("From the ACMR runs of `results/reproduction`, made before config.py's defaults (the authors' data side), with "
                      f"`{results['shared_settings'].iloc[0]}`.")
 
 
@@ -83,7 +83,7 @@ def headline() -> tuple[pd.DataFrame, str]:
     if find_run_folders([RESULTS / "paper"]):
         return paper_runs()
     results, source = earlier_runs()
-    return results, source + " This table will come from `results/paper` once it holds runs of today's defaults."
+    return results, source + " This table will come from `results/paper` once it holds runs of config.py's defaults (the authors' data side)."
 
 
 def paper_table_block(runs: tuple[pd.DataFrame, str], metrics: tuple[str, ...]) -> list[str]:

@@ -37,13 +37,13 @@ def test_a_config_json_from_before_a_setting_existed_means_that_times_behaviour(
     assert (config.pretrain_epochs, config.finetune_epochs) == (7, 7)
     assert config.bucket_pretrain_batches and config.bucket_finetune_batches
     assert not config.history_repeats and config.train_negatives_per == "positive_row"
-    assert config_from_saved(vars(Config())) == Config()  # today's files read as they are
+    assert config_from_saved(vars(Config())) == Config()  # files of the current version read as they are
 
 
 def test_every_committed_config_json_reads_as_a_whole_config_with_no_guessed_setting():
     """A setting added later (but a run-only one) must say what folders without it ran (BEFORE_ADDED): otherwise an
     old checkpoint cannot be resumed ("written by a run with other settings") and an old run
-    would be reported under today's default."""
+    would be reported under config.py's default."""
     fields = {field.name for field in dataclasses.fields(Config)} - set(RUN_ONLY_SETTINGS)  # where, how fast
     saved_files = sorted((REPO / "results").glob("**/config.json"))
     assert saved_files

@@ -356,7 +356,7 @@ def test_the_protocol_study_table_has_a_row_per_protocol_and_a_column_per_model_
 
 def test_a_run_folder_from_before_the_authors_data_defaults_is_named_by_what_it_ran(tmp_path):
     """A config.json without history_repeats / train_negatives_per / the per-stage settings
-    (committed before they existed) is not today's default ACMR."""
+    (committed before they existed) is not config.py's default ACMR."""
     old = fabricate(tmp_path, "in-20260101-000000", "in", {0: 0.5})
     saved = json.loads((old / "config.json").read_text())
     for key in ("history_repeats", "train_negatives_per", "pretrain_epochs", "finetune_epochs",
