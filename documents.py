@@ -214,9 +214,8 @@ def stage2_table(markets: tuple[str, ...] = ("in", "uk")) -> list[str]:
     the same candidates (paired.compare: a user's differences averaged over the seeds)."""
     lines = ["| market | fine-tuned by | seeds | epochs run | kept epoch | valid HR@10 | valid NDCG@10 | "
              + " | ".join(f"test {m}" for m in METRICS) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(METRICS)]
-    pairs = []
-    for market in markets:
-        ours, theirs = stage2_runs(market)
+    pairs, by_market = [], {market: stage2_runs(market) for market in markets}
+    for market, (ours, theirs) in by_market.items():
         for name, runs in (("our procedure", ours), ("their procedure", theirs)):
             if not runs:
                 continue
@@ -234,15 +233,13 @@ def stage2_table(markets: tuple[str, ...] = ("in", "uk")) -> list[str]:
         if ours and theirs:
             pairs.append((market, {r["seed"]: {"candidates_sha256": r["sha"], "finetune": r["ranks"]} for r in ours},
                           {r["seed"]: {"candidates_sha256": r["sha"], "finetune": r["ranks"]} for r in theirs}))
-    for market in markets:
-        ours, theirs = stage2_runs(market)
+    for market, (ours, theirs) in by_market.items():
         if ours and theirs:
+            width = max(r["epochs"] for r in ours + theirs)
             lines += ["", f"{market}: validation NDCG@5 after each fine-tuning epoch, mean over the seeds still "
                           "training (in brackets, how many seeds)", "",
-                      "| procedure | " + " | ".join(str(e) for e in range(1, max(r["epochs"] for r in ours + theirs) + 1))
-                      + " |", "|---|" + "---|" * max(r["epochs"] for r in ours + theirs)]
+                      "| procedure | " + " | ".join(str(e) for e in range(1, width + 1)) + " |", "|---|" + "---|" * width]
             for name, runs in (("ours", ours), ("theirs", theirs)):
-                width = max(r["epochs"] for r in ours + theirs)
                 cells = []
                 for epoch in range(width):
                     values = [r["curve"][epoch] for r in runs if epoch < len(r["curve"])]
