@@ -104,10 +104,15 @@ def authors_model(state: dict[str, torch.Tensor], dropout_p: float = 0.3, fast_k
     return model
 
 
+def renamed_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under our parameter names (our_key), the ignored keys left out."""
+    return {name: value for key, value in state.items() if (name := our_key(key)) is not None}
+
+
 def load_authors_state(model: ACMR, state: dict[str, torch.Tensor]) -> None:
     """Copy the checkpoint's weights into `model` under our names (KEY_PREFIXES). Strict: every
     parameter of ours is filled, with a tensor of its shape, and every key is used or ignored."""
-    renamed = {name: value for key, value in state.items() if (name := our_key(key)) is not None}
+    renamed = renamed_state(state)
     ours = model.state_dict()
     missing, unknown = sorted(set(ours) - set(renamed)), sorted(set(renamed) - set(ours))
     if missing or unknown:

@@ -92,7 +92,7 @@ def read_authors(spec: str, frames: dict[str, pd.DataFrame]) -> Weights:
     content = read_bytes(spec, path)
     state = load_torch(spec, path, content)
     try:
-        state = {name: value for key, value in state.items() if (name := authors_weights.our_key(key)) is not None}
+        state = authors_weights.renamed_state(state)
     except (AttributeError, DataError) as error:
         raise fail(spec, f"{path}: not an ACMR checkpoint of the authors ({error})") from None
     names, markets = authors_weights.authors_order(frames, market)
