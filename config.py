@@ -66,7 +66,7 @@ class Config:
                                   "relative path is relative to the current folder", SPEED)
 
     # ---- model (SPEC section 4) ----
-    model: str = setting("acmr", "acmr, or a baseline of baselines.py: popularity, gmf, mlp, nmf")
+    model: str = setting("acmr", "acmr, or a baseline of baselines/models.py: popularity, gmf, mlp, nmf")
     market_embedding: str = setting("shared", "ACMR's market-specific part: shared (one vector per market, "
                                               "the paper's), none (ablation) or item (one vector per item "
                                               "and market, our extension)")
@@ -93,7 +93,7 @@ class Config:
     init_weights: str = setting("", "start each seed's model from these weights instead of a fresh "
                                     "initialisation: a run folder's weights file (a {seed} in the path is "
                                     "replaced by the seed) or authors:<market>:<stage>, the authors' "
-                                    "released checkpoint; the model settings must match (initial_weights.py)")
+                                    "released checkpoint; the model settings must match (runfolder/initial_weights.py)")
     lr: float = setting(1e-3, "Adam's learning rate")
     weight_decay: float = setting(1e-7, "Adam's weight decay")
     batch_size: int = setting(1024, "training rows per optimizer step")
@@ -119,7 +119,7 @@ class Config:
                                       "(train_model.CudaGraphSteps; other dropout masks, as another device "
                                       "draws); false = eager steps. No effect on CPU", SPEED)
     fast_kernels: bool = setting(True, "on CPU, ACMR's dropout, attention and evaluation layers run as "
-                                       "compiled kernels (cpu_kernels.py, SPEED.md): the same results to "
+                                       "compiled kernels (speed/cpu_kernels.py, SPEED.md): the same results to "
                                        "float rounding, other dropout masks; false = plain torch everywhere "
                                        "(model.py), the reference path. No effect on GPU", SPEED)
 
@@ -150,7 +150,7 @@ KIND_TITLES = {SELECTION: "what to run", SPEED: "where and how fast it runs (no 
 MAX_INT = 2**63 - 1  # integer settings, seeds included, are 64-bit in numpy and torch
 
 
-# Named settings for the models and ablations that sweep.py runs and the report names
+# Named settings for the models and ablations that tools/sweep.py runs and the report names
 PRESETS: dict[str, dict[str, str]] = {
     "acmr": {},
     "acmr-no-market-embedding": {"market_embedding": "none"},
@@ -165,13 +165,13 @@ PRESETS: dict[str, dict[str, str]] = {
     "nmf++": {"model": "nmf", "stages": "pretrain"},
     "forec": {"model": "nmf"},  # NMF pre-trained on all markets, fine-tuned on the target
 }
-# The baselines as tune.py chose them on validation (results/baselines/search/chosen.json, where
+# The baselines as tools/tune.py chose them on validation (results/baselines/search/chosen.json, where
 # every trial's settings and score are): (model, market) -> the settings besides the model's
 # preset that differ from the defaults above. Preset `<model>-tuned-<market>` for that market;
 # markets whose searches chose the same settings share one, e.g. `mlp-tuned-jp+mx`.
 TRAINED_AS_NCF = {"embedding_init_std": 0.01, "patience_resets": True, "patience": 10, "finetune_epochs": 100}
-TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}  # GMF++, FOREC: tune.py's CROSS_MARKET_FIXED
-TUNED: dict[tuple[str, str], dict[str, object]] = {  # tune.py's fixed settings and what it drew
+TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}  # GMF++, FOREC: tools/tune.py's CROSS_MARKET_FIXED
+TUNED: dict[tuple[str, str], dict[str, object]] = {  # tools/tune.py's fixed settings and what it drew
     ("gmf", "in"): {**TRAINED_AS_NCF, "lr": 0.002873612568137506, "embedding_size": 64, "weight_decay": 1e-05},
     ("gmf", "jp"): {**TRAINED_AS_NCF, "lr": 0.0005841847330229364, "embedding_size": 64, "weight_decay": 1e-05},
     ("gmf", "mx"): {**TRAINED_AS_NCF, "lr": 0.004721893330014706},

@@ -22,9 +22,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from config import (MAX_INT, Config, ConfigError, market_names, parse_overrides, repository_or_given,
-                    target_markets)
-from files import DownloadError, WriteError, download_verified, write_bytes
+from config import (
+    MAX_INT,
+    Config,
+    ConfigError,
+    market_names,
+    parse_overrides,
+    repository_or_given,
+    target_markets,
+)
+from runfolder.files import DownloadError, WriteError, download_verified, write_bytes
 
 COLUMNS = ["userId", "itemId", "rate", "date"]
 CHECKSUM_FILE = Path(__file__).resolve().parent / "data" / "SHA256SUMS"

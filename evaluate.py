@@ -1,6 +1,6 @@
 """Ranking metrics (HR@k, NDCG@k over 1 positive + sampled negatives) and scoring of candidates.
 
-    python evaluate.py report --log_dir=log             # report of run folders (report.py)
+    python evaluate.py report --log_dir=log             # report of run folders (reporting/report.py)
     python evaluate.py report --docs                    # the documents' generated tables
 
 Each user has one relevant item, its held-out positive, in column 0 of its candidate row.
@@ -107,13 +107,15 @@ def breakdown(scores: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str
 
 
 def main(argv: list[str]) -> None:
-    """`report ...` (report.py) or `report --docs` (documents.py); Ctrl-C and SIGTERM stop it
+    """`report ...` (reporting/report.py) or `report --docs` (reporting/documents.py); Ctrl-C and SIGTERM stop it
     (KeyboardInterrupt), so that a report in progress leaves the previous one whole."""
-    import documents  # neither documents.py nor report.py imports this module: no cycle
-    import report
+    from reporting import (
+        documents,  # neither reporting/documents.py nor reporting/report.py imports this module: no cycle
+        report,
+    )
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    if "-h" in argv or "--help" in argv:  # this module's command line is report.py's and documents.py's
+    if "-h" in argv or "--help" in argv:  # this module's command line is reporting/report.py's and reporting/documents.py's
         print("\n\n".join(doc.strip() for doc in (__doc__, report.__doc__, documents.__doc__)))
     elif argv[:1] != ["report"]:
         sys.exit(report.USAGE)

@@ -11,14 +11,14 @@ vector is the mean of the outputs at the real history positions, the candidate v
 output at the candidate position, and one linear layer scores their concatenation.
 
 `fast_kernels` (config.py; on by default) runs dropout, attention and whole layers at
-evaluation as compiled kernels when the tensors are on the CPU (cpu_kernels.py): the same
+evaluation as compiled kernels when the tensors are on the CPU (speed/cpu_kernels.py): the same
 function to float rounding, with dropout masks from the kernels' own seeded generator. Off, or
 on any other device, the torch ops below run: the reference path.
 
 Where this differs from the authors' code (github.com/laowangzi/ACMR):
 - The encoder is written out instead of calling `nn.TransformerEncoder`, so that the CPU kernels
   can stand in for its parts: the same layers, the same parameter names (their checkpoints load
-  with renamed prefixes only, authors_weights.py) and, for a seed, the same initial weights as
+  with renamed prefixes only, tools/authors_weights.py) and, for a seed, the same initial weights as
   `nn.TransformerEncoder` (every layer starts as a copy of one); tests/test_model.py checks
   both, and tests/test_authors_weights.py our logits against theirs on their weights.
 - `forward` returns the logit; the authors apply the sigmoid inside the model and train with
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cpu_kernels
+from speed import cpu_kernels
 
 
 def dropout(x: torch.Tensor, p: float, training: bool, fast_kernels: bool, relu: bool = False) -> torch.Tensor:
@@ -172,7 +172,7 @@ def activation_floats(model: nn.Module, num_sequences: int, num_tokens: int) -> 
 
 def build_model(config, dataset) -> nn.Module:
     """The model `config.model` names, sized for `dataset` (a data_loader.Dataset)."""
-    from baselines import Popularity, build_baseline
+    from baselines.models import Popularity, build_baseline
 
     num_users, num_items, num_markets = len(dataset.user_names), dataset.num_items, len(dataset.markets)
     if config.model == "acmr":

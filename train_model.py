@@ -44,21 +44,59 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from checkpoints import (CheckpointError, Progress, load_checkpoint, restore_generators,
-                         resume_config, save_checkpoint, save_weights)
-from config import (RENAMED, STAGES, Config, ConfigError, active_stages, parse_overrides, repository_or_given,
-                    target_markets)
-from cuda_graphs import CudaGraphSteps
-from data_loader import (DataError, DeviceData, build_dataset, check_eval_negatives, check_train_negatives,
-                         export_candidates, load_markets, resample_train_negatives)
-from evaluate import (METRICS, NonFiniteScores, breakdown, evaluate_candidates, mean_and_std, positive_rank,
-                      ranking_metrics, score_candidates)
-from files import CHECKPOINT, DIVERGED, WriteError, json_text, write_json, write_text
-from host import configure_host, resolve_device
-from initial_weights import check_sources, initialise
+from config import (
+    RENAMED,
+    STAGES,
+    Config,
+    ConfigError,
+    active_stages,
+    parse_overrides,
+    repository_or_given,
+    target_markets,
+)
+from data_loader import (
+    DataError,
+    DeviceData,
+    build_dataset,
+    check_eval_negatives,
+    check_train_negatives,
+    export_candidates,
+    load_markets,
+    resample_train_negatives,
+)
+from evaluate import (
+    METRICS,
+    NonFiniteScores,
+    breakdown,
+    evaluate_candidates,
+    mean_and_std,
+    positive_rank,
+    ranking_metrics,
+    score_candidates,
+)
 from model import activation_floats, build_model
-from paired import save_ranks
-from report import comparison_text
+from reporting.paired import save_ranks
+from reporting.report import comparison_text
+from runfolder.checkpoints import (
+    CheckpointError,
+    Progress,
+    load_checkpoint,
+    restore_generators,
+    resume_config,
+    save_checkpoint,
+    save_weights,
+)
+from runfolder.files import (
+    CHECKPOINT,
+    DIVERGED,
+    WriteError,
+    json_text,
+    write_json,
+    write_text,
+)
+from runfolder.initial_weights import check_sources, initialise
+from speed.cuda_graphs import CudaGraphSteps
+from speed.host import configure_host, resolve_device
 
 REPO = Path(__file__).resolve().parent
 log = logging.getLogger("acmr")
@@ -245,7 +283,7 @@ def make_graph_steps(model: nn.Module, optimizer: torch.optim.Optimizer | None, 
     """The CUDA-graph steps of a run on a GPU with `cuda_graphs`; None elsewhere (eager steps)."""
     if optimizer is None or device.type != "cuda" or not config.cuda_graphs:
         return None
-    return CudaGraphSteps(model, optimizer, data,
+    return CudaGraphSteps(model, optimizer, data.user_history.shape[1], data.train_user.device,
                           lambda index, width: batch_loss(model, data, index, width, config))
 
 
@@ -377,8 +415,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
             save()
             log.info(run_line(config, progress, turn))
         if progress.epoch and not progress.best_epoch:  # the stage's result would be the weights it began with
-            raise diverged(config, seed, stage, progress.epoch, f"no epoch's validation NDCG@5 rose above 0 (every "
-                           f"validation positive ranked below 5th), so the stage learned nothing")
+            raise diverged(config, seed, stage, progress.epoch, "no epoch's validation NDCG@5 rose above 0 (every "
+                           "validation positive ranked below 5th), so the stage learned nothing")
         model.load_state_dict(best_state)
         save_weights(run_dir, config, seed, stage, progress.best_epoch, best_state, dataset)
         try:
@@ -403,7 +441,7 @@ def test_metrics(model: nn.Module, data: DeviceData, config: Config) -> dict[str
               "item_seen_in_target_training": data.test_item_seen,
               "item_unseen_in_target_training": ~data.test_item_seen}
     return {**ranking_metrics(scores), "breakdown": breakdown(scores, groups),
-            "ranks": positive_rank(scores).tolist()}  # per test user: ranks.json (paired.py)
+            "ranks": positive_rank(scores).tolist()}  # per test user: ranks.json (reporting/paired.py)
 
 
 # ---------------------------------------------------------------- results
@@ -591,7 +629,7 @@ def later_markets_command(argv: list[str], markets: list[str]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    # Ctrl-C, sweep.py's deadline or a scheduler's SIGTERM stops the run at its last checkpoint,
+    # Ctrl-C, tools/sweep.py's deadline or a scheduler's SIGTERM stops the run at its last checkpoint,
     # also when it was started in the background, where the shell hands SIGINT over ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

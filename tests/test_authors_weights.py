@@ -22,12 +22,19 @@ import numpy as np
 import pytest
 import torch
 
-import authors_weights
-from authors_weights import (RELEASE_ENV, DataError, authors_model, authors_order, locate_checkpoint,
-                             read_checkpoint, to_checkpoint_rows)
-from data_loader import DeviceData, build_dataset, load_markets
+from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import ranking_metrics, score_candidates
-from cpu_kernels import _LANE_KERNEL_MAX_TOKENS
+from runfolder import authors_release
+from runfolder.authors_release import (
+    RELEASE_ENV,
+    authors_model,
+    authors_order,
+    locate_checkpoint,
+    read_checkpoint,
+    to_checkpoint_rows,
+)
+from speed.cpu_kernels import _LANE_KERNEL_MAX_TOKENS
+from tools import authors_weights
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE = Path(os.environ.get(RELEASE_ENV) or REPO.parent / "shared" / "authors_release")
@@ -52,7 +59,7 @@ def checkpoint_of(golden: Path | None) -> Path:
 
 def logits_on_path(state: dict, golden: dict[str, np.ndarray], path: str, fast_kernels: bool) -> np.ndarray:
     """Our logits of the golden inputs along one code path of model.py. With fast_kernels off,
-    every path is torch ops; on, they are cpu_kernels.py's: "training" training mode with
+    every path is torch ops; on, they are speed/cpu_kernels.py's: "training" training mode with
     dropout 0 (`attention`, `dropout`); "eval_with_autograd" eval mode with autograd on (the
     training attention kernel); "inference_padded" evaluation (`encoder_layer_inference`) on the
     50-slot padded inputs (51 tokens: `_AttentionCPU`); "inference_trimmed" evaluation with each
@@ -100,12 +107,12 @@ def test_released_checkpoint_gives_the_authors_logits_on_every_path(golden_file,
 def test_every_weight_is_loaded_unchanged_and_only_the_template_layer_is_ignored():
     state = read_checkpoint(released("ACMR_in_finetune.pt"))
     ours = authors_model(state).state_dict()
-    ignored = sorted(key for key in state if authors_weights.our_key(key) is None)
+    ignored = sorted(key for key in state if authors_release.our_key(key) is None)
     assert ignored == sorted(key for key in state if key.startswith("bert.encoder_layer."))
     assert len(ours) == len(state) - len(ignored)
     for key, value in state.items():
         if key not in ignored:
-            assert torch.equal(ours[authors_weights.our_key(key)], value), key
+            assert torch.equal(ours[authors_release.our_key(key)], value), key
     assert ours["item_embedding.weight"].shape == (8309, 32) and ours["market_embedding.weight"].shape == (8, 32)
 
 
@@ -178,7 +185,7 @@ def served(tmp_path, monkeypatch):
 def test_a_checkpoint_is_downloaded_verified_and_cached(served, tmp_path, monkeypatch):
     folder, url = served
     (folder / "ACMR_in_finetune.pt").write_bytes(b"weights")
-    monkeypatch.setattr(authors_weights, "expected_checksums",
+    monkeypatch.setattr(authors_release, "expected_checksums",
                         lambda: {"ACMR_in_finetune.pt": hashlib.sha256(b"weights").hexdigest()})
     cache = tmp_path / "cache"
     assert locate_checkpoint("in", "finetune", None, cache, url) == cache / "ACMR_in_finetune.pt"
@@ -191,7 +198,7 @@ def test_a_download_with_the_wrong_checksum_is_refused_in_one_line_and_not_kept(
     folder, url = served
     (folder / "ACMR_in_finetune.pt").write_bytes(b"not the authors' weights")
     cache = tmp_path / "cache"
-    command = [sys.executable, "authors_weights.py", "--target_market=in", f"--cache_dir={cache}",
+    command = [sys.executable, "-m", "tools.authors_weights", "--target_market=in", f"--cache_dir={cache}",
                f"--checkpoint_url={url}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in os.environ.items() if k != RELEASE_ENV})
@@ -215,7 +222,7 @@ def test_the_release_folder_is_used_before_the_cache(tmp_path):
 
 
 def test_the_checksum_file_lists_all_fourteen_checkpoints():
-    sums = authors_weights.expected_checksums()
-    assert sorted(sums) == sorted(f"ACMR_{m}_{s}.pt" for m in authors_weights.SOURCE_ORDER
+    sums = authors_release.expected_checksums()
+    assert sorted(sums) == sorted(f"ACMR_{m}_{s}.pt" for m in authors_release.SOURCE_ORDER
                                   for s in ("pretrain", "finetune"))
     assert all(len(digest) == 64 for digest in sums.values())

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-import sweep
 from config import PRESETS, Config, ConfigError
 from data_loader import build_dataset, load_markets
 from model import build_model
+from runfolder.checkpoints import Progress
 from tests.conftest import REPO, synthetic_frames
-from checkpoints import Progress
+from tools import sweep
 from train_model import run_seed
 
 
@@ -98,7 +98,7 @@ def test_item_market_embedding_gives_each_market_its_own_item_vectors(frames, sm
 
 @pytest.mark.slow  # two GMF trainings of up to 20 epochs
 def test_gmf_with_the_tuned_settings_beats_chance_on_a_planted_signal(planted_config, tmp_path):
-    # the settings tune.py chose for mx (config.TUNED), on the planted data: chance is 10 of 50
+    # the settings tools/tune.py chose for mx (config.TUNED), on the planted data: chance is 10 of 50
     # candidates (HR@10 0.2); the untuned preset (N(0, 1) embeddings, lr 1e-3, 3 epochs without
     # improvement in all) stays at it. (in's and jp's GMF settings, a lower lr with weight decay,
     # stop early here at 1024 rows a batch: 0.37 and 0.35; in's reaches 0.94 at 256.)
@@ -174,7 +174,7 @@ def test_a_plan_lists_grids_in_order_with_their_own_settings(tmp_path):
 
 def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_config, tmp_path):
     result = subprocess.run(
-        [sys.executable, "sweep.py", "--models=acmr,popularity", "--markets=in", "--seeds=1", "--jobs=2",
+        [sys.executable, "-m", "tools.sweep", "--models=acmr,popularity", "--markets=in", "--seeds=1", "--jobs=2",
          "--deadline_minutes=0.75", "--patience=50", "--max_batches_per_epoch=20", f"--log_dir={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "XMREC_DIR": real_config.data_dir})
     assert result.returncode == 1, result.stderr
@@ -188,7 +188,7 @@ def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_con
 
 def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_skips(real_config,
                                                                                       tmp_path):
-    command = [sys.executable, "sweep.py", "--models=acmr", "--markets=in", "--seeds=2", "--jobs=2",
+    command = [sys.executable, "-m", "tools.sweep", "--models=acmr", "--markets=in", "--seeds=2", "--jobs=2",
                "--num_epochs=2", "--max_batches_per_epoch=20", "--num_eval_negatives=19", f"--log_dir={tmp_path}"]
     env = {**os.environ, "XMREC_DIR": real_config.data_dir}
     sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

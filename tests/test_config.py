@@ -8,8 +8,17 @@ import sys
 
 import pytest
 
-from config import (RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config, ConfigError, config_from_saved, market_names,
-                    parse_overrides, target_markets, upgrade_saved)
+from config import (
+    RUN_ONLY_SETTINGS,
+    SELECTION_SETTINGS,
+    Config,
+    ConfigError,
+    config_from_saved,
+    market_names,
+    parse_overrides,
+    target_markets,
+    upgrade_saved,
+)
 from tests.conftest import REPO
 
 
@@ -118,12 +127,12 @@ def test_every_setting_has_a_help_line_and_a_kind_and_the_run_only_ones_are_deri
 
 @pytest.mark.slow  # starts processes
 @pytest.mark.parametrize("script, flag", [("train_model.py", "--help"), ("train_model.py", "-h"),
-                                          ("data_loader.py", "--help"), ("bench.py", "--help"),
-                                          ("authors_weights.py", "-h"), ("evaluate.py", "--help")])
+                                          ("data_loader.py", "--help"), ("tools/bench.py", "--help"),
+                                          ("tools/authors_weights.py", "-h"), ("evaluate.py", "--help")])
 def test_help_lists_every_setting_from_config_py(script, flag):
     result = subprocess.run([sys.executable, script, flag], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and not result.stderr, result.stderr[-2000:]
-    if script == "evaluate.py":  # its command line is report.py's and documents.py's
+    if script == "evaluate.py":  # its command line is reporting/report.py's and reporting/documents.py's
         assert "python evaluate.py report" in result.stdout
         return
     assert f"usage: python {script} [--key=value ...]" in result.stdout

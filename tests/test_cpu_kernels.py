@@ -15,10 +15,17 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import cpu_kernels
-from cpu_kernels import (_LANES, _add_norm_cpu, _add_relu_cpu, _AttentionCPU, _attention_inference_cpu,
-                         _exp_nonpositive, _kept)
 from model import attention
+from speed import cpu_kernels
+from speed.cpu_kernels import (
+    _LANES,
+    _add_norm_cpu,
+    _add_relu_cpu,
+    _attention_inference_cpu,
+    _AttentionCPU,
+    _exp_nonpositive,
+    _kept,
+)
 from tests.conftest import REPO, without_write_override
 
 

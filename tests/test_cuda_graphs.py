@@ -1,5 +1,5 @@
 """cuda_graphs.CudaGraphSteps: training steps replayed as CUDA graphs make the same steps as eager
-ones. Needs a GPU (skipped elsewhere; gpu_run.sh runs it first on a GPU machine)."""
+ones. Needs a GPU (skipped elsewhere; tools/gpu_run.sh runs it first on a GPU machine)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,7 @@ import torch
 
 from data_loader import DeviceData, build_dataset
 from model import ACMR
-from cuda_graphs import CudaGraphSteps
+from speed.cuda_graphs import CudaGraphSteps
 from train_model import batch_loss, make_optimizer, train_epoch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -25,7 +25,7 @@ def train(frames, config, graphs: bool, epochs: int = 3):
     model = ACMR(dataset.num_items, len(dataset.markets), dropout_p=config.dropout).to(device)
     optimizer = make_optimizer(model, config, device)
     loss = lambda index, width: batch_loss(model, data, index, width, config)  # noqa: E731
-    steps = CudaGraphSteps(model, optimizer, data, loss) if graphs else None
+    steps = CudaGraphSteps(model, optimizer, data.user_history.shape[1], data.train_user.device, loss) if graphs else None
     rng, rows = np.random.default_rng(0), np.arange(len(dataset.train_user))
     losses = [train_epoch(model, optimizer, data, rows, rng, config, "test", bucket=True, graph_steps=steps) for _ in range(epochs)]
     return losses, [p.detach().clone() for p in model.parameters()], steps

@@ -20,8 +20,15 @@ import pytest
 
 import data_loader
 from config import ELECTRONICS_MARKETS, Config, ConfigError, repository_or_given
-from data_loader import (DataError, build_dataset, check_train_negatives, export_candidates, locate_data_file,
-                         read_market_file, sample_negatives)
+from data_loader import (
+    DataError,
+    build_dataset,
+    check_train_negatives,
+    export_candidates,
+    locate_data_file,
+    read_market_file,
+    sample_negatives,
+)
 from tests.conftest import REPO
 
 HEADER = "userId itemId rate date\n"

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-import documents
-import runs
+from reporting import documents, runs
 from tests.conftest import REPO
 
 FOUR_DECIMALS = re.compile(r"(?<![\w.])\d*\.\d{4}(?!\d)")  # 0.7796, .6656: a metric typed by hand

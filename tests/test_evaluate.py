@@ -9,7 +9,14 @@ import torch
 from sklearn.metrics import ndcg_score
 
 from data_loader import DeviceData, build_dataset
-from evaluate import METRICS, NonFiniteScores, mean_and_std, positive_rank, ranking_metrics, score_candidates
+from evaluate import (
+    METRICS,
+    NonFiniteScores,
+    mean_and_std,
+    positive_rank,
+    ranking_metrics,
+    score_candidates,
+)
 from model import ACMR
 
 

@@ -18,9 +18,9 @@ import torch
 import train_model
 from config import ELECTRONICS_MARKETS, Config, parse_overrides
 from evaluate import METRICS
-from files import WriteError, json_text, write_file, write_text
+from runfolder.checkpoints import Progress
+from runfolder.files import WriteError, json_text, write_file, write_text
 from tests.conftest import REPO, synthetic_frames
-from checkpoints import Progress
 from train_model import run_line
 
 TINY = ["--target_market=in", "--seeds=1", "--pretrain_epochs=1", "--finetune_epochs=1",

@@ -65,8 +65,8 @@ def test_a_fixed_tiny_seeded_run_gives_the_committed_results_exactly(tiny_run_di
 def test_the_run_folder_keeps_each_stages_best_weights_with_their_id_maps(tiny_run_dir):
     import torch
 
-    from checkpoints import WEIGHTS_FORMAT, weights_path
     from model import ACMR
+    from runfolder.checkpoints import WEIGHTS_FORMAT, weights_path
 
     results = json.loads((tiny_run_dir / "results.json").read_text())["runs"][0]
     for stage in ("pretrain", "finetune"):

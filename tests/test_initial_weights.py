@@ -19,12 +19,12 @@ import pytest
 import torch
 
 import train_model
-from checkpoints import Progress, save_weights, weights_path
 from config import ConfigError
 from data_loader import DeviceData, build_dataset
 from evaluate import score_candidates
-from initial_weights import RECORD_FILE, check_sources, initialise
-from model import ACMR, build_model
+from model import build_model
+from runfolder.checkpoints import Progress, save_weights, weights_path
+from runfolder.initial_weights import RECORD_FILE, check_sources, initialise
 from tests.conftest import REPO, synthetic_frames
 
 RELEASE_ENV = "ACMR_AUTHORS_RELEASE"
@@ -210,8 +210,12 @@ def released(name: str) -> Path:
 def test_the_authors_pretrain_checkpoint_gives_their_models_scores(real_config, tmp_path, monkeypatch):
     """Initialised from authors:in:pretrain, our model scores our candidates as authors_weights'
     own translation of ids into the checkpoint's rows does."""
-    from authors_weights import authors_model, read_checkpoint, to_checkpoint_rows
     from data_loader import load_markets
+    from runfolder.authors_release import (
+        authors_model,
+        read_checkpoint,
+        to_checkpoint_rows,
+    )
 
     monkeypatch.setenv(RELEASE_ENV, str(released("ACMR_in_pretrain.pt").parent))
     config = dataclasses.replace(real_config, init_weights="authors:in:pretrain")

@@ -1,5 +1,5 @@
 """model: the written-out encoder is nn.TransformerEncoder's function and init; padding does not
-change the output; the fast path (cpu_kernels.py) and the plain torch path compute the same
+change the output; the fast path (speed/cpu_kernels.py) and the plain torch path compute the same
 model end to end on CPU, in training, in evaluation and through the trainer and the evaluator;
 `fast_kernels` chooses between them; activation_floats follows the model's sizes.
 The kernels themselves are tested one by one in tests/test_cpu_kernels.py."""
@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-import cpu_kernels
-from baselines import GMF
+from baselines.models import GMF
 from config import Config
 from data_loader import DeviceData, build_dataset
 from evaluate import ranking_metrics, score_candidates
 from model import ACMR, Encoder, EncoderLayer, activation_floats, build_model, dropout
+from speed import cpu_kernels
 from tests.conftest import synthetic_frames
 from train_model import batch_loss, make_optimizer, train_epoch
 
@@ -262,7 +262,7 @@ def test_evaluation_scores_and_ranks_the_same_on_both_paths(synthetic):
 
 
 def test_fast_kernels_chooses_whether_the_cpu_kernels_run(synthetic, monkeypatch):
-    """Off, a training step and an evaluation call no kernel of cpu_kernels.py; on, they call
+    """Off, a training step and an evaluation call no kernel of speed/cpu_kernels.py; on, they call
     each of them (dropout included: this test trains with dropout)."""
     config, dataset, data = synthetic
     config = dataclasses.replace(config, dropout=0.3)

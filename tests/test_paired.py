@@ -1,4 +1,4 @@
-"""paired.py: per-user ranks saved by a run, and the paired comparison against hand-computed values."""
+"""reporting/paired.py: per-user ranks saved by a run, and the paired comparison against hand-computed values."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import paired
 from config import Config
+from reporting import paired
+from runfolder.checkpoints import Progress
 from tests.conftest import synthetic_frames
-from checkpoints import Progress
 from train_model import run_seed
 
 T_975_DF4 = 2.7764451051977987  # Student's t, 97.5% quantile, 4 degrees of freedom (a table's value)

@@ -12,7 +12,7 @@ import train_model
 from data_loader import DeviceData, build_dataset, resample_train_negatives
 from evaluate import score_candidates
 from model import ACMR
-from checkpoints import Progress
+from runfolder.checkpoints import Progress
 from train_model import run_seed
 
 

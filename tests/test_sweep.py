@@ -1,4 +1,4 @@
-"""sweep.py on Ray: a grid ends with the results of the same jobs run directly, a job whose
+"""tools/sweep.py on Ray: a grid ends with the results of the same jobs run directly, a job whose
 process or Ray worker is killed runs again from its checkpoint to the same results, a wrong
 address or a refused client is one line within seconds, and a cluster with token
 authentication runs the grid for a client with its token."""
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-import sweep
 from config import Config, ConfigError
 from tests.conftest import REPO
+from tools import sweep
 
 TINY = ["--pretrain_epochs=1", "--finetune_epochs=1", "--max_batches_per_epoch=2"]
 KILLABLE = ["--pretrain_epochs=2", "--finetune_epochs=2", "--max_batches_per_epoch=10",
@@ -72,7 +72,7 @@ def test_a_wrong_ray_address_is_one_line_at_once(address, says, tmp_path, monkey
 
 def test_the_command_line_says_it_in_one_line_and_exits_1(tmp_path):
     started = time.time()
-    result = subprocess.run([sys.executable, "sweep.py", "--models=popularity", "--ray_address=127.0.0.1:1",
+    result = subprocess.run([sys.executable, "-m", "tools.sweep", "--models=popularity", "--ray_address=127.0.0.1:1",
                              f"--log_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and time.time() - started < 30  # mostly importing torch
     assert result.stderr.splitlines() == [result.stderr.strip()]
@@ -124,7 +124,7 @@ def test_sigterm_stops_a_sweep_started_in_the_background_and_its_jobs_keep_their
     """A sweep started with `cmd &` from a script inherits SIGINT ignored, and so would Ray's
     workers and the jobs: a stop must still reach the job, which checkpoints and exits."""
     log_dir = tmp_path / "sweep"
-    command = [sys.executable, "sweep.py", "--models=acmr", "--markets=in", "--cpus_per_job=1", *KILLABLE,
+    command = [sys.executable, "-m", "tools.sweep", "--models=acmr", "--markets=in", "--cpus_per_job=1", *KILLABLE,
                f"--log_dir={log_dir}"]
     sweep_process = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -150,7 +150,7 @@ def test_a_job_whose_process_or_ray_worker_is_killed_runs_again_from_its_checkpo
     run folder and ends with the results of an uninterrupted run."""
     log_dir = tmp_path / "sweep"
     sweep_process = subprocess.Popen(
-        [sys.executable, "sweep.py", "--models=acmr", "--markets=in", "--cpus_per_job=1", *KILLABLE,
+        [sys.executable, "-m", "tools.sweep", "--models=acmr", "--markets=in", "--cpus_per_job=1", *KILLABLE,
          f"--log_dir={log_dir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "XMREC_DIR": real_config.data_dir})
     killed, deadline = [], time.time() + 300  # (pid, epochs in metrics.jsonl then) of each kill
@@ -194,7 +194,7 @@ def test_a_cluster_with_token_authentication_refuses_a_client_without_it_and_run
                 break
             except OSError:
                 time.sleep(0.2)
-        command = [sys.executable, "sweep.py", "--models=popularity", "--markets=in", *TINY,
+        command = [sys.executable, "-m", "tools.sweep", "--models=popularity", "--markets=in", *TINY,
                    f"--ray_address=127.0.0.1:{port}", f"--log_dir={tmp_path}"]
         started = time.time()
         refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=base)

@@ -13,8 +13,14 @@ import torch
 
 from data_loader import DeviceData, build_dataset
 from model import ACMR
-from cuda_graphs import graph_width
-from train_model import batch_loss, epoch_batches, load_optimizer_state, make_optimizer, train_epoch
+from speed.cuda_graphs import graph_width
+from train_model import (
+    batch_loss,
+    epoch_batches,
+    load_optimizer_state,
+    make_optimizer,
+    train_epoch,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

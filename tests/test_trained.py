@@ -14,14 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-import documents
-import trained
-from checkpoints import CheckpointError, weights_path
 from config import Config, ConfigError
 from data_loader import build_dataset
 from evaluate import METRICS
-from files import save_torch
+from reporting import documents
+from runfolder.checkpoints import CheckpointError, save_torch, weights_path
 from tests.conftest import REPO, synthetic_frames
+from tools import trained
 from train_model import run_seeds, start_run_folder
 
 TINY = dict(max_history=50, num_eval_negatives=20, num_train_negatives=2, batch_size=128, seeds=1,
@@ -235,7 +234,7 @@ def test_the_protocol_table_rescores_seed_0_fine_tuned_and_renders_in_a_document
 # ---------------------------------------------------------------- the command, on the real data
 
 def run_command(args: list[str], real_config, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "trained.py"), *args, "--num_threads=1"], cwd=REPO,
+    return subprocess.run([sys.executable, str(REPO / "tools/trained.py"), *args, "--num_threads=1"], cwd=REPO,
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "XMREC_DIR": real_config.data_dir, **env})
 

@@ -1,4 +1,4 @@
-"""tune.py: the search on Ray Tune records every trial and chooses by validation alone; a trial
+"""tools/tune.py: the search on Ray Tune records every trial and chooses by validation alone; a trial
 trains exactly as a run does; the tuned presets are the committed search's choices."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-import report
-import tune
 from config import PRESETS, TUNED, Config, tuned_preset
 from data_loader import build_dataset
+from reporting import report
+from runfolder.checkpoints import Progress
 from tests.conftest import REPO, synthetic_frames
-from checkpoints import Progress
+from tools import tune
 from train_model import run_seed
 
 
@@ -131,7 +131,7 @@ def test_another_number_of_training_negatives_draws_other_candidates_the_searche
 
 
 def test_the_tuned_presets_are_the_committed_choices_and_name_their_runs():
-    import runs
+    from reporting import runs
 
     chosen = json.loads((tune.SEARCH_DIR / "chosen.json").read_text())
     assert {(model, market) for model in chosen for market in chosen[model]} == set(TUNED)

@@ -1,7 +1,7 @@
 """The machine a run uses: its device, and torch's (and numba's) threads and memory.
 
-Used by every script that trains or scores (train_model.py, authors_weights.py, bench.py,
-tune.py); a module of its own so that those scripts need not import each other for it.
+Used by every script that trains or scores (train_model.py, tools/authors_weights.py, tools/bench.py,
+tools/tune.py); a module of its own so that those scripts need not import each other for it.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def configure_host(config: Config) -> None:
     By default glibc serves each block over 128 KB (adaptively up to 32 MB) with a fresh mapping
     from the kernel and unmaps it when freed, so every batch's activations land on new pages,
     and faulting them in is slow on this (virtual) machine. With `keep_freed_memory` the blocks
-    come from the heap and freed ones are reused: `python bench.py --target_market=uk` went from
+    come from the heap and freed ones are reused: `python -m tools.bench --target_market=uk` went from
     6.6 M to 0.3 M page faults over 200 batches, a pre-training epoch from 123 to 116 s and a validation pass
     from 14.1 to 11.2 s. No effect with another C library.
     """

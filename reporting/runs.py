@@ -7,8 +7,8 @@ authors' logged run.
 
 A variant is named by the settings of its config.json that differ from config.py's defaults and
 change results (variant_parts); runs of the same variant, market and seed in several folders
-count once (the newest folder). report.py writes these tables as markdown, figures.py draws
-them, documents.py fills the documents' generated tables from the committed runs. Importing
+count once (the newest folder). reporting/report.py writes these tables as markdown, reporting/figures.py draws
+them, reporting/documents.py fills the documents' generated tables from the committed runs. Importing
 this module loads neither torch nor matplotlib.
 """
 from __future__ import annotations
@@ -21,11 +21,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config import (ELECTRONICS_MARKETS, PRESETS, PROTOCOL_SETTINGS, RUN_ONLY_SETTINGS, SELECTION_SETTINGS, STAGES,
-                    Config, ConfigError, upgrade_saved)
-from files import DIVERGED
+from config import (
+    ELECTRONICS_MARKETS,
+    PRESETS,
+    PROTOCOL_SETTINGS,
+    RUN_ONLY_SETTINGS,
+    SELECTION_SETTINGS,
+    STAGES,
+    Config,
+    ConfigError,
+    upgrade_saved,
+)
+from runfolder.files import DIVERGED
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
 AUTHORS_RUNS = REPO / "data" / "authors_logged_runs.json"
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # evaluate.METRICS (tests/test_report.py checks)
@@ -38,7 +47,7 @@ BREAKDOWN_GROUPS = {"repeat_purchase": "repeat purchase", "new_purchase": "new p
                     "item_seen_in_target_training": "item seen in target training",
                     "item_unseen_in_target_training": "item unseen in target training (cold)"}
 NOT_EXPERIMENT = {*RUN_ONLY_SETTINGS, *SELECTION_SETTINGS}  # where, how fast, which market and seeds
-RESCORED = "rescored"  # <run>/rescored/<name>.json: kept weights scored again (trained.py rescore)
+RESCORED = "rescored"  # <run>/rescored/<name>.json: kept weights scored again (tools/trained.py rescore)
 PROTOCOL_RESCORINGS = {"eval_mode=full": {"eval_mode": "full"},  # protocol_table's, by name
                        "eval_negative_pool=target": {"eval_negative_pool": "target"}}
 
@@ -298,7 +307,7 @@ def comparable_variants(results: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(picked["variant"]))
 
 
-# ---------------------------------------------------------------- rescored runs (trained.py)
+# ---------------------------------------------------------------- rescored runs (tools/trained.py)
 
 def protocol_label(settings: dict[str, object]) -> str:
     """The evaluation protocol of a run's or a rescoring's settings, in words."""

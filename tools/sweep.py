@@ -1,9 +1,9 @@
 """Run several models and ablations on several markets and seeds, then build the report.
 
-    python sweep.py --models=acmr,popularity,gmf,nmf,forec --markets=in,jp,mx --seeds=3
-    python sweep.py --models=gmf,nmf --markets=in --seeds=3 --log_dir=log/sweep --finetune_epochs=20
-    python sweep.py --plan=plans/paper.txt --jobs=10 --deadline_minutes=8
-    python sweep.py --plan=plans/paper.txt --ray_address=auto --gpus_per_job=0.125   # on a Ray cluster
+    python -m tools.sweep --models=acmr,popularity,gmf,nmf,forec --markets=in,jp,mx --seeds=3
+    python -m tools.sweep --models=gmf,nmf --markets=in --seeds=3 --log_dir=log/sweep --finetune_epochs=20
+    python -m tools.sweep --plan=plans/paper.txt --jobs=10 --deadline_minutes=8
+    python -m tools.sweep --plan=plans/paper.txt --ray_address=auto --gpus_per_job=0.125   # on a Ray cluster
 
 Models are the presets of config.PRESETS. Every (model, market, seed) is one job, a
 `python train_model.py --first_seed=S --seeds=1 ...` process with its own run folder under
@@ -70,12 +70,19 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import report
-import runs
-from config import PRESETS, RUN_ONLY_SETTINGS, Config, ConfigError, help_text, parse_overrides, upgrade_saved
-from files import CHECKPOINT
+from config import (
+    PRESETS,
+    RUN_ONLY_SETTINGS,
+    Config,
+    ConfigError,
+    help_text,
+    parse_overrides,
+    upgrade_saved,
+)
+from reporting import report, runs
+from runfolder.files import CHECKPOINT
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent
 FORWARDED_ENV = ("XMREC_DIR",)  # the sweep's own goes to every job, on whichever node it runs
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 GRID_SETTINGS = {  # train_model.py settings that each job sets itself: what the sweep takes instead
@@ -281,7 +288,9 @@ def start_ray(address: str, cpus: int) -> None:
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level="error")
         return
-    from ray._private.services import canonicalize_bootstrap_address  # `auto` as ray.init reads it
+    from ray._private.services import (
+        canonicalize_bootstrap_address,  # `auto` as ray.init reads it
+    )
     try:
         gcs = canonicalize_bootstrap_address(address) or ""  # None for `local`
     except ConnectionError:
@@ -600,7 +609,7 @@ def main(argv: list[str]) -> None:
         print("the same sweep command continues: finished jobs are skipped, interrupted ones resumed")
     for log_dir in dict.fromkeys(setting(job, "log_dir", "log/sweep") for job in jobs):
         if runs.find_run_folders([Path(log_dir)]):
-            path = report.build_report([Path(log_dir)], Path(log_dir), "python sweep.py " + " ".join(argv))
+            path = report.build_report([Path(log_dir)], Path(log_dir), "python -m tools.sweep " + " ".join(argv))
             print(f"report: {path}")
     if interrupted:
         sys.exit(130)

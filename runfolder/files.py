@@ -20,8 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
-
-CHECKPOINT = "checkpoint.pt"  # a run folder's resumable state (train_model.py; sweep.py looks for it)
+CHECKPOINT = "checkpoint.pt"  # a run folder's resumable state (train_model.py; tools/sweep.py looks for it)
 DIVERGED = "diverged.txt"  # in a run folder whose training diverged: why (a resume refuses; the report says so)
 
 
@@ -127,8 +126,3 @@ def json_text(payload: object, indent: int | None = None) -> str:
 
 def write_json(path: Path, payload: object) -> None:
     write_text(path, json_text(payload, indent=1) + "\n")
-
-
-def save_torch(path: Path, payload: object) -> None:
-    import torch  # here: importing this module loads nothing heavy (report.py's imports stay light)
-    write_file(path, lambda temporary: torch.save(payload, temporary))

@@ -17,9 +17,9 @@ user. For models A and B (A's last stage against B's, fine-tuning where a model 
 - beside them, the mean difference on each seed, and the users on whom A is better and worse
   (NDCG@10, on average over the seeds).
 
-    python paired.py RUN_FOLDERS_OR_PARENTS...    # the comparison of every pair, as markdown
+    python -m reporting.paired RUN_FOLDERS_OR_PARENTS...    # the comparison of every pair, as markdown
 
-`comparison_section` is what report.py adds to report.md. Importing this module loads neither
+`comparison_section` is what reporting/report.py adds to report.md. Importing this module loads neither
 torch nor scipy.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")
 def save_ranks(run_dir: Path, seed: int, stage: str, ranks: list[int], candidates_sha256: dict | None) -> None:
     """Add one seed's and stage's per-user test ranks (in the order of the run's target users,
     which is the order of its candidate table) to `run_dir/ranks.json`."""
-    from files import write_text  # files imports nothing heavy either
+    from runfolder.files import write_text  # files imports nothing heavy either
 
     path = run_dir / RANKS
     payload = json.loads(path.read_text()) if path.is_file() else {"format": RANKS_FORMAT, "seeds": {}}
@@ -144,7 +144,7 @@ def last_stage_ranks(entry: dict) -> np.ndarray:
 
 @dataclass
 class Model:
-    """The runs of one variant (runs.py's name) in one market: seed -> ranks."""
+    """The runs of one variant (reporting/runs.py's name) in one market: seed -> ranks."""
     variant: str
     family: str  # family_of: acmr, popularity, gmf, mlp, nmf, gmf++, forec, ...
     tuned: bool
@@ -165,7 +165,7 @@ def family_of(variant: str, model: str) -> str:
 
 def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
     """The (variant, market) groups of run folders that have ranks.json; `variants` maps a
-    folder's name to its variant (runs.py's, or the folder name itself)."""
+    folder's name to its variant (reporting/runs.py's, or the folder name itself)."""
     grouped: dict[tuple[str, str], Model] = {}
     for folder in sorted(folders):
         ranks = load_ranks(folder)
@@ -244,7 +244,7 @@ def comparison_section(folders: list[Path], results) -> list[str]:
     models = models_of([f for f in folders if f.name in variants], variants)
     if not models:
         return []
-    return ["## Paired comparison over test users (paired.py)", "",
+    return ["## Paired comparison over test users (reporting/paired.py)", "",
             "A - B of per-user test HR@10 and NDCG@10 after each model's last stage, on identical "
             "candidates (same market, seed and test-candidates SHA-256). A user is one unit: his "
             "differences are averaged over the seeds both models have, then the mean over users is given "
@@ -257,7 +257,7 @@ def main(argv: list[str]) -> None:
     if not argv or "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         sys.exit(0 if argv else 2)
-    import runs  # the variants' names, as the report gives them
+    from reporting import runs  # the variants' names, as the report gives them
 
     folders = runs.find_run_folders([Path(arg) for arg in argv])
     results, _ = runs.collect(folders)

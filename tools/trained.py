@@ -1,12 +1,12 @@
 """A trained model to keep, use and share: load it, recommend with it, score it again.
 
-    from trained import load_trained, recommend
+    from tools.trained import load_trained, recommend
     trained = load_trained("log/in-20261205-101010")      # seed 0 (the folder's first), its last stage
     print(recommend(trained, ["AF5LCYDTUOE5OISH7WTSYTYKDE3Q"], k=10))  # his top 10 of the target market
 
 `load_trained` reads a run folder's kept weights (`seed<S>_<stage>_weights.pt`, any seed and
 stage), a weights file, or the authors' released checkpoint of a market (`authors="in"`, through
-authors_weights.py's mapping), and returns a `Trained`: the model (eval mode, on the CPU), the raw
+runfolder/authors_release.py's mapping), and returns a `Trained`: the model (eval mode, on the CPU), the raw
 item id of each item row, the market of each market row, and the settings.
 
 `recommend` gives each user's top-k items of a market (the target by default), scored by the
@@ -24,17 +24,17 @@ change; any other changes the split, the histories or the training data that the
 trained on (data_loader.build_dataset draws those first, then the evaluation candidates, from
 the same generator).
 
-    python trained.py recommend --run=FOLDER --users=U1,U2 [--seed=S] [--stage=STAGE] [--k=10] [--market=M] [--out=FILE.tsv|.json]
-    python trained.py recommend --weights=FILE --users=U1 ...
-    python trained.py recommend --authors=in [--stage=finetune] --users=U1 ...
-    python trained.py rescore --run=FOLDER [--eval_mode=full] [--eval_negative_pool=target] [--seed=S] [--stage=STAGE] [--name=NAME] [--overwrite=true]
-    python trained.py protocol-table --runs=FOLDER,FOLDER,... [--seed=0] [--stage=finetune] [--out=FILE.md]
+    python -m tools.trained recommend --run=FOLDER --users=U1,U2 [--seed=S] [--stage=STAGE] [--k=10] [--market=M] [--out=FILE.tsv|.json]
+    python -m tools.trained recommend --weights=FILE --users=U1 ...
+    python -m tools.trained recommend --authors=in [--stage=finetune] --users=U1 ...
+    python -m tools.trained rescore --run=FOLDER [--eval_mode=full] [--eval_negative_pool=target] [--seed=S] [--stage=STAGE] [--name=NAME] [--overwrite=true]
+    python -m tools.trained protocol-table --runs=FOLDER,FOLDER,... [--seed=0] [--stage=finetune] [--out=FILE.md]
 
 `--users_file=PATH` reads the users one per line. `rescore` writes `<run>/rescored/<name>.json`
 (name: the changed settings, e.g. `eval_mode=full`, or `own`); it refuses to replace an earlier
 one unless `--overwrite=true`. `protocol-table` rescores each run's seed-0 fine-tuned weights
 (`--seed`, `--stage`) under runs.PROTOCOL_RESCORINGS (reusing earlier rescorings) and prints
-the markdown table of runs.protocol_table (documents.py's block `protocol-rescored` renders it
+the markdown table of runs.protocol_table (reporting/documents.py's block `protocol-rescored` renders it
 from the committed runs).
 """
 from __future__ import annotations
@@ -54,13 +54,30 @@ import pandas as pd
 import torch
 from torch import nn
 
-from checkpoints import WEIGHTS_FORMAT, CheckpointError, read_torch_file, weights_path
-from config import (RUN_ONLY_SETTINGS, STAGES, Config, ConfigError, active_stages, config_from_saved,
-                    parse_overrides)
-from data_loader import DataError, DeviceData, build_dataset, check_eval_negatives, load_markets
+from config import (
+    RUN_ONLY_SETTINGS,
+    STAGES,
+    Config,
+    ConfigError,
+    config_from_saved,
+    parse_overrides,
+)
+from data_loader import (
+    DataError,
+    DeviceData,
+    build_dataset,
+    check_eval_negatives,
+    load_markets,
+)
 from evaluate import METRICS, evaluate_candidates, score_candidates
-from files import WriteError, write_json, write_text
-from runs import PROTOCOL_RESCORINGS, RESCORED, protocol_table
+from reporting.runs import PROTOCOL_RESCORINGS, RESCORED, protocol_table
+from runfolder.checkpoints import (
+    WEIGHTS_FORMAT,
+    CheckpointError,
+    read_torch_file,
+    weights_path,
+)
+from runfolder.files import WriteError, write_json, write_text
 
 EVALUATION_SETTINGS = ("eval_negative_pool", "eval_mode", "num_eval_negatives", "held_out_in_negatives")
 WEIGHTS_NAME = re.compile(r"seed(\d+)_(\w+?)_weights\.pt")
@@ -159,9 +176,14 @@ def from_weights_file(path: Path) -> Trained:
 
 def from_authors(market: str, stage: str, frames: dict[str, pd.DataFrame] | None, config: Config,
                  authors_dir: str | None = None) -> Trained:
-    """The authors' released checkpoint of `market` and `stage` (authors_weights.py): its rows are
+    """The authors' released checkpoint of `market` and `stage` (runfolder/authors_release.py): its rows are
     the authors' item and market order (authors_order), which needs the data files."""
-    from authors_weights import authors_model, authors_order, locate_checkpoint, read_checkpoint
+    from runfolder.authors_release import (
+        authors_model,
+        authors_order,
+        locate_checkpoint,
+        read_checkpoint,
+    )
     path = locate_checkpoint(market, stage, authors_dir)
     model = authors_model(read_checkpoint(path), config.dropout, config.fast_kernels)
     frames = load_markets(config) if frames is None else frames
@@ -446,7 +468,7 @@ def main(argv: list[str]) -> None:
         if "-h" in argv or "--help" in argv:
             print(__doc__.strip())
             sys.exit(0)
-        raise ConfigError("usage: python trained.py recommend|rescore|protocol-table --key=value ... "
+        raise ConfigError("usage: python -m tools.trained recommend|rescore|protocol-table --key=value ... "
                           "(--help shows the commands)")
     options = {"run": str, "weights": str, "authors": str, "authors_dir": str, "seed": int, "stage": str,
                "users": str, "users_file": str, "k": int, "market": str, "out": str, "name": str,

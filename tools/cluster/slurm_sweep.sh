@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# A Ray cluster inside a SLURM allocation, and sweep.py's grid on it (RUNNING.md, "On a cluster"):
-#   sbatch cluster/slurm_sweep.sh --plan=plans/paper.txt --gpus_per_job=0.125 --deadline_minutes=230
-# Every argument goes to sweep.py. Submit from the repository: it, its Python environment, the
+# A Ray cluster inside a SLURM allocation, and tools/sweep.py's grid on it (RUNNING.md, "On a cluster"):
+#   sbatch tools/cluster/slurm_sweep.sh --plan=plans/paper.txt --gpus_per_job=0.125 --deadline_minutes=230
+# Every argument goes to tools/sweep.py. Submit from the repository: it, its Python environment, the
 # data ($XMREC_DIR) and the log folder must be on storage that every node sees at the same path.
 # The first node runs the Ray head and the sweep, every node runs jobs. A deadline a few minutes
 # under --time stops the jobs at their checkpoints; submitting the same command again skips the
@@ -42,4 +42,4 @@ done
 sleep 10  # the workers join; the sweep also uses nodes that join later
 
 # The Ray steps end with the allocation, when the sweep has written its report.
-python sweep.py --ray_address="$head_ip:$port" "$@"
+python -m tools.sweep --ray_address="$head_ip:$port" "$@"

@@ -1,9 +1,9 @@
 """Hyperparameter search for ACMR and the baselines, on validation only, on Ray Tune.
 
-    python tune.py --models=gmf,mlp,nmf --markets=in,jp,mx --num_threads=1     # the committed search
-    python tune.py --models=gmf++,forec --markets=in,jp,mx --num_threads=1     # the cross-market models
-    python tune.py --models=acmr --markets=in,jp,mx --num_threads=1            # ACMR, on the same terms
-    python tune.py --models=gmf --markets=in --trials=4 --out=log/tune_try     # a smaller search
+    python -m tools.tune --models=gmf,mlp,nmf --markets=in,jp,mx --num_threads=1     # the committed search
+    python -m tools.tune --models=gmf++,forec --markets=in,jp,mx --num_threads=1     # the cross-market models
+    python -m tools.tune --models=acmr --markets=in,jp,mx --num_threads=1            # ACMR, on the same terms
+    python -m tools.tune --models=gmf --markets=in --trials=4 --out=log/tune_try     # a smaller search
 
 For each (model, market): NUM_TRIALS settings drawn by Ray Tune's seeded random search
 (BasicVariantGenerator, random_state=SEARCH_SEED: the same draws on every market) from
@@ -48,9 +48,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config import RUN_ONLY_SETTINGS, TRAINED_AS_NCF_IN_EVERY_STAGE
-from files import write_file, write_json, write_text
+from runfolder.files import write_file, write_json, write_text
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent
 SEARCH_DIR = REPO / "results" / "baselines" / "search"
 MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # config.PRESETS' names
 CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC then fine-tuned)
@@ -120,7 +120,13 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
     from data_loader import DeviceData, build_dataset
     from evaluate import NonFiniteScores, evaluate_candidates
     from model import build_model
-    from train_model import configure_host, make_optimizer, resolve_device, stage_plan, train_epoch
+    from train_model import (
+        configure_host,
+        make_optimizer,
+        resolve_device,
+        stage_plan,
+        train_epoch,
+    )
 
     if config.resample_train_negatives:
         raise ConfigError("a search trial draws its training negatives once (resample_train_negatives=false)")

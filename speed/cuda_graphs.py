@@ -11,8 +11,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from data_loader import DeviceData
-
 
 def graph_width(longest: int, max_width: int) -> int:
     """History slots of a CUDA graph step for a batch whose longest history is `longest`: the
@@ -37,14 +35,15 @@ class CudaGraphSteps:
     eager steps would: like any change of batch composition, the same function with other masks.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData,
-                 batch_loss: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-        """`batch_loss(index, width)`: the summed loss of the training rows `index`, their
-        histories cut to `width` slots (train_model.batch_loss)."""
-        self.model, self.optimizer, self.data, self.batch_loss = model, optimizer, data, batch_loss
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, history_width: int,
+                 device: torch.device, batch_loss: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
+        """`history_width`: the data's history slots (the widest graph); `batch_loss(index,
+        width)`: the summed loss of the training rows `index`, their histories cut to `width`
+        slots (train_model.batch_loss)."""
+        self.model, self.optimizer, self.batch_loss = model, optimizer, batch_loss
         warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")  # the warm-up steps
-        self.max_width = data.user_history.shape[1]
-        self.stream = torch.cuda.Stream(data.train_user.device)  # capture wants warm-up off the main stream
+        self.max_width = history_width
+        self.stream = torch.cuda.Stream(device)  # capture wants warm-up off the main stream
         self.warmed_up: set[tuple[int, int]] = set()
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 

@@ -15,11 +15,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from config import RUN_ONLY_SETTINGS, Config, ConfigError, config_from_saved, upgrade_saved
-from files import CHECKPOINT, DIVERGED, save_torch
+from config import (
+    RUN_ONLY_SETTINGS,
+    Config,
+    ConfigError,
+    config_from_saved,
+    upgrade_saved,
+)
+from runfolder.files import CHECKPOINT, DIVERGED, write_file
 
 CHECKPOINT_FORMAT = "acmr-checkpoint/1"
 WEIGHTS_FORMAT = "acmr-weights/1"
+
+
+def save_torch(path: Path, payload: object) -> None:
+    """torch.save(payload) to `path`, whole or not at all (files.write_file)."""
+    write_file(path, lambda temporary: torch.save(payload, temporary))
 
 
 class CheckpointError(RuntimeError):

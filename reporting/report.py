@@ -3,14 +3,14 @@
     python evaluate.py report --log_dir=log                   # every run folder under log/
     python evaluate.py report log/in-2026... log/jp-2026...   # these run folders
     python evaluate.py report results/protocol $(cat results/protocol/default_protocol_runs.txt) --out=results/protocol
-    python evaluate.py report --docs                          # the documents' tables (documents.py)
+    python evaluate.py report --docs                          # the documents' tables (reporting/documents.py)
 
 Writes report.md, report.csv (the summary), report_runs.csv (one row per run and stage),
 report_breakdown.csv (the break-downs of PROTOCOL.md) and PNG figures (default: into the
-log_dir, or next to the run folders). The tables come from runs.py (a variant per set of
+log_dir, or next to the run folders). The tables come from reporting/runs.py (a variant per set of
 settings that change results; a run in several folders counts once, and the report names the
-folder it kept and those it left out), the figures from figures.py, the paired comparison over
-test users from paired.py; settings that every folder of a report shares are stated once.
+folder it kept and those it left out), the figures from reporting/figures.py, the paired comparison over
+test users from reporting/paired.py; settings that every folder of a report shares are stated once.
 Importing this module loads neither torch nor matplotlib: train_model.py calls comparison_text
 at the end of every run.
 """
@@ -23,13 +23,27 @@ from pathlib import Path
 
 import pandas as pd
 
-import figures
-import paired
 from config import PRETRAINED_AS, STAGES, Config, repository_or_given
-from files import WriteError, staged, write_file, write_text
-from runs import (BREAKDOWN_GROUPS, HEADLINE_METRICS, METRICS, REPO, RESULTS, STAGE_TITLES, TOLERANCE_FLOOR,
-                  RunFolderError, collect, find_run_folders, last_stage, market_order, protocol_order, sort_rows,
-                  summary_table, without_authors_numbers)
+from reporting import figures, paired
+from reporting.runs import (
+    BREAKDOWN_GROUPS,
+    HEADLINE_METRICS,
+    METRICS,
+    REPO,
+    RESULTS,
+    STAGE_TITLES,
+    TOLERANCE_FLOOR,
+    RunFolderError,
+    collect,
+    find_run_folders,
+    last_stage,
+    market_order,
+    protocol_order,
+    sort_rows,
+    summary_table,
+    without_authors_numbers,
+)
+from runfolder.files import WriteError, staged, write_file, write_text
 
 INCOMPLETE = "†"
 
@@ -151,11 +165,11 @@ def tuned_table(results: pd.DataFrame) -> list[str]:
 
 
 def tuned_section(results: pd.DataFrame) -> list[str]:
-    """Markdown lines for report.md: the tuned table and the search behind it (tune.py)."""
+    """Markdown lines for report.md: the tuned table and the search behind it (tools/tune.py)."""
     table = tuned_table(results) if len(results) else []
     if not table:
         return []
-    return ["## Tuned baselines (tune.py)", "",
+    return ["## Tuned baselines (tools/tune.py)", "",
             "Test HR@10 / NDCG@10 after each model's last stage, mean ± sample std (seeds); the untuned "
             "rows are config.py's presets (ACMR's optimiser and early stopping), the tuned rows each "
             "market's preset chosen on validation NDCG@5 alone, the trained cross-market rows (gmf++-trained, "
@@ -165,7 +179,7 @@ def tuned_section(results: pd.DataFrame) -> list[str]:
 
 
 def trained_with(records: list[dict]) -> dict[str, list[str]]:
-    """The fixed settings of tune.py's records (`k=v, ...`) -> the models searched with them."""
+    """The fixed settings of tools/tune.py's records (`k=v, ...`) -> the models searched with them."""
     groups: dict[str, list[str]] = {}
     for r in records:
         models = groups.setdefault(", ".join(f"{k}={v}" for k, v in r["fixed"].items()), [])
@@ -176,12 +190,12 @@ def trained_with(records: list[dict]) -> dict[str, list[str]]:
 
 def search_lines(out: Path = RESULTS / "baselines" / "search") -> list[str]:
     """Markdown for the report: how the tuned presets were chosen (space, seed, budget) and what
-    each search chose, with its validation score, from tune.py's records in `out`."""
+    each search chose, with its validation score, from tools/tune.py's records in `out`."""
     records = [json.loads(path.read_text()) for path in sorted(out.glob("*-*.json"))]
     if not records:
         return [f"No search records in {out}."]
     first = records[0]
-    lines = [f"Search (tune.py, records in `{out.relative_to(REPO) if out.is_relative_to(REPO) else out}`): "
+    lines = [f"Search (tools/tune.py, records in `{out.relative_to(REPO) if out.is_relative_to(REPO) else out}`): "
              f"{first['search']}, random_state {first['search_seed']}, {first['trials']} trials per model and "
              f"market, one at a time; each trial trains "
              + "; ".join(f"{', '.join(models)} with {fixed}" for fixed, models in trained_with(records).items())
@@ -417,7 +431,7 @@ USAGE = "usage: python evaluate.py report [RUN_FOLDERS...] [--log_dir=DIR] [--ou
 
 
 def main(argv: list[str]) -> None:
-    """`report [RUN_FOLDERS...] [--log_dir=DIR] [--out=DIR]` (evaluate.py sends `report --docs` to documents.py)."""
+    """`report [RUN_FOLDERS...] [--log_dir=DIR] [--out=DIR]` (evaluate.py sends `report --docs` to reporting/documents.py)."""
     options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
     unknown = set(options) - {"log_dir", "out"}
     if unknown or any(arg.startswith("--") and "=" not in arg for arg in argv):

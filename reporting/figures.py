@@ -1,6 +1,6 @@
 """The report's figures: one panel per market (or market and stage), legends outside the data.
 
-plot_all(table, results, curves, out) draws what the runs of a report hold (runs.py's tables):
+plot_all(table, results, curves, out) draws what the runs of a report hold (reporting/runs.py's tables):
 per ACMR variant, its test metrics beside the authors' logged run and its validation curves;
 with several models, each model's test metric; with several protocols, the protocol study.
 matplotlib is imported by the functions that draw, not with the module.
@@ -14,9 +14,18 @@ import numpy as np
 import pandas as pd
 
 from config import STAGES
-from files import write_file
-from runs import (HEADLINE_METRICS, METRICS, SPEC_MARKETS, STAGE_TITLES, authors_numbers, comparable_variants,
-                  last_stage, market_order, protocol_order)
+from reporting.runs import (
+    HEADLINE_METRICS,
+    METRICS,
+    SPEC_MARKETS,
+    STAGE_TITLES,
+    authors_numbers,
+    comparable_variants,
+    last_stage,
+    market_order,
+    protocol_order,
+)
+from runfolder.files import write_file
 
 
 def slug(text: str) -> str:

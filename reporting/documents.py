@@ -17,14 +17,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import paired
 from config import STAGES, Config
-from files import write_text
-from report import (breakdown_lines, breakdown_table, mean_std, models_table, paper_table, per_seed_table, study_table,
-                    tuned_table)
-from runs import (AUTHORS_RUNS, HEADLINE_METRICS, METRICS, PROTOCOL_RESCORINGS, REPO, RESCORED, RESULTS,
-                  SPEC_MARKETS, STAGE_TITLES, collect, comparable_variants, find_run_folders, last_stage,
-                  protocol_table, summary_table)
+from reporting import paired
+from reporting.report import (
+    breakdown_lines,
+    breakdown_table,
+    mean_std,
+    models_table,
+    paper_table,
+    per_seed_table,
+    study_table,
+    tuned_table,
+)
+from reporting.runs import (
+    AUTHORS_RUNS,
+    HEADLINE_METRICS,
+    METRICS,
+    PROTOCOL_RESCORINGS,
+    REPO,
+    RESCORED,
+    RESULTS,
+    SPEC_MARKETS,
+    STAGE_TITLES,
+    collect,
+    comparable_variants,
+    find_run_folders,
+    last_stage,
+    protocol_table,
+    summary_table,
+)
+from runfolder.files import write_text
 
 DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md",
              "results/stage2/README.md")
@@ -94,7 +116,7 @@ def paper_table_block(runs: tuple[pd.DataFrame, str], metrics: tuple[str, ...]) 
 
 
 def bench_table(folder: Path) -> list[str]:
-    """Markdown lines: one row per bench.py JSON under `folder`: the machine and the command,
+    """Markdown lines: one row per tools/bench.py JSON under `folder`: the machine and the command,
     and each phase's seconds (the padded nn.TransformerEncoder epoch extrapolated from its batches)."""
     lines = ["| file | machine, torch (threads), commit | command | data preparation | pre-training epoch "
              "(second epoch) | validation pass | padded nn.TransformerEncoder epoch | peak memory, host / GPU |",
@@ -149,7 +171,7 @@ def authors_table() -> list[str]:
 
 def authors_weights_table(folder: Path = RESULTS / "authors_weights") -> list[str]:
     """Markdown lines: the authors' released checkpoints scored on our candidates (the JSONs of
-    `python authors_weights.py ... --out=FILE` in `folder`) beside their logged numbers: per
+    `python -m tools.authors_weights ... --out=FILE` in `folder`) beside their logged numbers: per
     market and stage each seed's test, then the mean ± sample std over our seeds of test and of
     validation, and the share of our held-out pairs expected among the checkpoint's training
     positives."""
@@ -260,11 +282,11 @@ def stage2_table(markets: tuple[str, ...] = ("in", "uk")) -> list[str]:
 
 def rescored_protocol_table(folder: Path = RESULTS) -> list[str]:
     """runs.protocol_table of the run folders under `folder` rescored under every protocol of
-    runs.PROTOCOL_RESCORINGS (`python trained.py protocol-table --runs=...` writes them)."""
+    runs.PROTOCOL_RESCORINGS (`python -m tools.trained protocol-table --runs=...` writes them)."""
     folders = [path for path in find_run_folders([folder]) if all(
         (path / RESCORED / f"{name}.json").is_file() for name in PROTOCOL_RESCORINGS)]
     if not folders:
-        return ["No run folder here is rescored yet (`python trained.py protocol-table --runs=...`)."]
+        return ["No run folder here is rescored yet (`python -m tools.trained protocol-table --runs=...`)."]
     return protocol_table(folders)
 
 
@@ -287,7 +309,7 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
     "protocol-rescored": rescored_protocol_table,
-    "stage2": stage2_table,  # results/stage2: fine-tuning the authors' pre-trained weights, both procedures  # the kept seed-0 weights rescored (trained.py)
+    "stage2": stage2_table,  # results/stage2: fine-tuning the authors' pre-trained weights, both procedures  # the kept seed-0 weights rescored (tools/trained.py)
 }
 
 

@@ -5,7 +5,7 @@
     --init_weights=authors:in:pretrain      the authors' released checkpoint ACMR_in_pretrain.pt
 
 A weights file is one a run folder keeps per seed and stage (checkpoints.save_weights); the
-authors' checkpoints are found as authors_weights.py finds them ($ACMR_AUTHORS_RELEASE, else its
+authors' checkpoints are found as tools/authors_release.py finds them ($ACMR_AUTHORS_RELEASE, else its
 cache, else downloaded and verified). Their item and market rows are translated by raw item id
 and market name into this run's dataset, so the weights may list items and markets in another
 order, and more of them; an item or market of the dataset that the weights lack is an error.
@@ -20,8 +20,8 @@ the run folder recorded (init_weights.json) when the seed first started.
 """
 from __future__ import annotations
 
-import io
 import hashlib
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-import authors_weights
-from checkpoints import WEIGHTS_FORMAT
 from config import ELECTRONICS_MARKETS, STAGES, Config, ConfigError
 from data_loader import DataError
-from files import write_json
+from runfolder import authors_release
+from runfolder.checkpoints import WEIGHTS_FORMAT
+from runfolder.files import write_json
 
 AUTHORS = "authors:"
 ARCHITECTURE = ("model", "market_embedding", "hidden_size", "num_layers", "num_heads", "ff_size")
@@ -83,19 +83,19 @@ def authors_source(spec: str) -> tuple[str, str]:
 
 def read_authors(spec: str, frames: dict[str, pd.DataFrame]) -> Weights:
     """The authors' released checkpoint of a market and stage, its rows named by the order in
-    which their run read the market files (authors_weights.authors_order)."""
+    which their run read the market files (authors_release.authors_order)."""
     market, stage = authors_source(spec)
     try:
-        path = authors_weights.locate_checkpoint(market, stage)
+        path = authors_release.locate_checkpoint(market, stage)
     except (ConfigError, DataError) as error:
         raise fail(spec, str(error)) from None
     content = read_bytes(spec, path)
     state = load_torch(spec, path, content)
     try:
-        state = authors_weights.renamed_state(state)
+        state = authors_release.renamed_state(state)
     except (AttributeError, DataError) as error:
         raise fail(spec, f"{path}: not an ACMR checkpoint of the authors ({error})") from None
-    names, markets = authors_weights.authors_order(frames, market)
+    names, markets = authors_release.authors_order(frames, market)
     items, hidden = state["item_embedding.weight"].shape
     market_rows = state["market_embedding.weight"].shape[0]
     if items - 1 < len(names) or market_rows < len(markets):
@@ -103,7 +103,7 @@ def read_authors(spec: str, frames: dict[str, pd.DataFrame]) -> Weights:
                          f"items and {len(markets)} markets of the data: not the data it was trained on")
     layers = {key.split(".")[2] for key in state if key.startswith("encoder.layers.")}
     architecture = {"model": "acmr", "market_embedding": "shared", "hidden_size": hidden, "num_layers": len(layers),
-                    "num_heads": authors_weights.AUTHORS_NUM_HEADS,
+                    "num_heads": authors_release.AUTHORS_NUM_HEADS,
                     "ff_size": state["encoder.layers.0.linear1.weight"].shape[0]}
     return Weights(spec, path.resolve(), hashlib.sha256(content).hexdigest(), state,
                    ["", *names, *[None] * (items - 1 - len(names))],

@@ -22,7 +22,7 @@ early stopping (config.py's defaults), which leaves them near a random ranking: 
 embeddings, the ~45% of a user's evaluation negatives that no target training row holds keep
 random vectors whose scores swamp what a few dozen Adam steps at lr 1e-3 learn, and the
 authors' 3 non-improving epochs (never reset) end training after 4-6 epochs (results/baselines/
-README.md). The presets `<model>-tuned-<market>` hold the settings tune.py chose on validation;
+README.md). The presets `<model>-tuned-<market>` hold the settings tools/tune.py chose on validation;
 `gmf++-trained` and `forec-trained` train the cross-market models with FOREC's code's settings
 and NCF's initialisation and early stopping (not searched).
 """

@@ -2,18 +2,19 @@
 # Rebuilds the GPU measurements of SPEED.md ("On one GPU") on a machine with a CUDA GPU. The
 # committed ones (results/bench/h100_eager, results/bench/h100_cuda_graphs) come from one NVIDIA
 # H100 80GB with 16 CPU cores.
-#   ./gpu_run.sh                               # checks, benchmarks, uk seed 0 alone
-#   PLAN=plans/paper.txt JOBS=8 ./gpu_run.sh   # the same, then JOBS runs of PLAN at once
+#   tools/gpu_run.sh                               # checks, benchmarks, uk seed 0 alone
+#   PLAN=plans/paper.txt JOBS=8 tools/gpu_run.sh   # the same, then JOBS runs of PLAN at once
 # Steps:
 #   1. a smoke run, the GPU's float32 forward against the CPU's float64, and
 #      tests/test_cuda_graphs.py (if they fail, every later step runs eager steps);
-#   2. bench.py on uk with CUDA graphs and with eager steps (OUT/bench_uk_graphs.json,
+#   2. tools/bench.py on uk with CUDA graphs and with eager steps (OUT/bench_uk_graphs.json,
 #      OUT/bench_uk_eager.json), then uk seed 0 alone, timed (OUT/uk_seed0_alone.log);
-#   3. with PLAN set: sweep.py over it, JOBS jobs at once, under CUDA MPS where the machine has
+#   3. with PLAN set: tools/sweep.py over it, JOBS jobs at once, under CUDA MPS where the machine has
 #      it (the kernels of several processes then share the GPU), output in OUT/sweep.log.
 # OUT defaults to log/gpu_run (git-ignored). A dry run on CPU:
-#   DEVICE=cpu EXTRA="--pretrain_epochs=1 --finetune_epochs=1 --max_batches_per_epoch=2" ./gpu_run.sh
+#   DEVICE=cpu EXTRA="--pretrain_epochs=1 --finetune_epochs=1 --max_batches_per_epoch=2" tools/gpu_run.sh
 set -u
+cd "$(dirname "$0")/.." || exit 1  # the repository root
 OUT=${OUT:-log/gpu_run}; DEVICE=${DEVICE:-cuda}; PLAN=${PLAN:-}; JOBS=${JOBS:-8}; EXTRA=${EXTRA:-}
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
@@ -46,9 +47,9 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 echo "== 2. bench uk, then uk seed 0 alone ($SECONDS s)"
-$PYTHON bench.py --device=$DEVICE --target_market=uk --baseline_batches=0 --json="$OUT/bench_uk_graphs.json" $EXTRA \
+$PYTHON tools/bench.py --device=$DEVICE --target_market=uk --baseline_batches=0 --json="$OUT/bench_uk_graphs.json" $EXTRA \
   2>&1 | grep -v "it/s\]" | tail -8
-$PYTHON bench.py --device=$DEVICE --target_market=uk --baseline_batches=5 --json="$OUT/bench_uk_eager.json" $EXTRA \
+$PYTHON tools/bench.py --device=$DEVICE --target_market=uk --baseline_batches=5 --json="$OUT/bench_uk_eager.json" $EXTRA \
   --cuda_graphs=false 2>&1 | grep -v "it/s\]" | tail -8
 started=$SECONDS
 $PYTHON train_model.py --device=$DEVICE --target_market=uk --seeds=1 --log_dir="$OUT/uk_alone" $EXTRA \
@@ -65,7 +66,7 @@ if [ -n "$PLAN" ]; then
       unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
     fi
   fi
-  $PYTHON sweep.py --plan="$PLAN" --jobs=$JOBS --device=$DEVICE $EXTRA 2>&1 | tee "$OUT/sweep.log" | tail -20
+  $PYTHON tools/sweep.py --plan="$PLAN" --jobs=$JOBS --device=$DEVICE $EXTRA 2>&1 | tee "$OUT/sweep.log" | tail -20
   [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 fi
 echo "done at $SECONDS s; output in $OUT"

@@ -1,8 +1,8 @@
 """Time each phase of a training run and its peak memory; print a table and write JSON.
 
-    python bench.py --target_market=uk                      # CPU here, GPU where there is one
-    python bench.py --target_market=uk --full_run=true      # also one whole pre-train + fine-tune
-    python bench.py --target_market=uk --json=bench.json --baseline_batches=5
+    python -m tools.bench --target_market=uk                      # CPU here, GPU where there is one
+    python -m tools.bench --target_market=uk --full_run=true      # also one whole pre-train + fine-tune
+    python -m tools.bench --target_market=uk --json=bench.json --baseline_batches=5
 
 Phases: data preparation (read + split + negatives + histories), one pre-training epoch (all
 ~0.66 M rows, bucketed and trimmed as train_model.py does; on a GPU with CUDA graphs also a
@@ -11,7 +11,7 @@ target, and optionally a whole (market, seed) run. `--baseline_batches=N` also t
 batches the way the authors' code runs them (nn.TransformerEncoder, every row padded to 50
 history slots) and extrapolates to an epoch. Takes the same --key=value settings as
 train_model.py: e.g. `--fast_kernels=false` times model.py's plain torch path on CPU instead of
-the compiled kernels (cpu_kernels.py).
+the compiled kernels (speed/cpu_kernels.py).
 """
 from __future__ import annotations
 
@@ -29,11 +29,18 @@ from torch import nn
 from config import ConfigError, parse_overrides
 from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
-from files import write_text
 from model import ACMR, build_model
-from checkpoints import Progress
-from train_model import (configure_host, environment, make_graph_steps, make_optimizer, resolve_device, run_seed,
-                         train_epoch)
+from runfolder.checkpoints import Progress
+from runfolder.files import write_text
+from train_model import (
+    configure_host,
+    environment,
+    make_graph_steps,
+    make_optimizer,
+    resolve_device,
+    run_seed,
+    train_epoch,
+)
 
 
 class TorchEncoder(nn.Module):
@@ -96,7 +103,7 @@ def main(argv: list[str]) -> dict[str, object]:
     device = resolve_device(config.device)
     configure_host(config)
     report: dict[str, object] = {"target_market": target, "environment": environment(device),
-                                 "command": " ".join(["python bench.py", *argv])}
+                                 "command": " ".join(["python -m tools.bench", *argv])}
 
     started = time.perf_counter()
     frames = load_markets(config)

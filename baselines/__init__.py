@@ -1,0 +1,2 @@
+"""The baselines scored on ACMR's splits and candidates: popularity and the NCF models
+(models.py). Imports torch and itself only."""
