@@ -3,7 +3,7 @@
 Edit the defaults below, or override any of them on the command line of
 `train_model.py` / `data_loader.py` with `--key=value` (e.g. `--target_market=jp --seeds=1`);
 `--help` lists them, from the fields below. The defaults reproduce the paper's protocol
-(SPEC.md in this repo documents it, with the authors' quirks that are kept on purpose).
+(docs/SPEC.md in this repo documents it, with the authors' quirks that are kept on purpose).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent
 # The markets of the XMarket Electronics release (data/SHA256SUMS holds their files' checksums):
-# data_markets' default, and the only markets of SPEC.md, the authors' numbers and their weights
+# data_markets' default, and the only markets of docs/SPEC.md, the authors' numbers and their weights
 ELECTRONICS_MARKETS = ("ca", "de", "fr", "in", "jp", "mx", "uk")
 STAGES = ("pretrain", "finetune")  # training on all markets, then on the target market
 DATA_URL = "https://raw.githubusercontent.com/hamedrab/FOREC/main/DATA/proc_data/{market}_5core.txt"
@@ -109,7 +109,7 @@ class Config:
                                                  "chunks (same gradient, bounded memory); see "
                                                  "model.activation_floats", SPEED)
     bucket_pretrain_batches: bool = setting(True, "pre-training batches group rows of similar history "
-                                                  "length (~10x faster on CPU, SPEED.md; results within "
+                                                  "length (~10x faster on CPU, docs/SPEED.md; results within "
                                                   "seed noise); false = uniform shuffling. Both trim each "
                                                   "batch to its longest history")
     bucket_finetune_batches: bool = setting(False, "the same for fine-tuning; the authors shuffle uniformly "
@@ -119,7 +119,7 @@ class Config:
                                       "(train_model.CudaGraphSteps; other dropout masks, as another device "
                                       "draws); false = eager steps. No effect on CPU", SPEED)
     fast_kernels: bool = setting(True, "on CPU, ACMR's dropout, attention and evaluation layers run as "
-                                       "compiled kernels (speed/cpu_kernels.py, SPEED.md): the same results to "
+                                       "compiled kernels (speed/cpu_kernels.py, docs/SPEED.md): the same results to "
                                        "float rounding, other dropout masks; false = plain torch everywhere "
                                        "(model.py), the reference path. No effect on GPU", SPEED)
 
@@ -263,7 +263,7 @@ def config_from_saved(saved: dict[str, object]) -> Config:
     return config
 PROTOCOL_SETTINGS = ("eval_negative_pool", "eval_mode", "split", "history_includes_candidate",
                      "resample_train_negatives", "patience_resets", "held_out_in_negatives")  # SPEC section 7
-PROTOCOL_CHOICES = {  # the sound variants are documented in PROTOCOL.md
+PROTOCOL_CHOICES = {  # the sound variants are documented in docs/PROTOCOL.md
     "eval_negative_pool": ("global", "target"),
     "eval_mode": ("sampled", "full"),
     "split": ("random", "temporal"),

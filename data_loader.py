@@ -3,7 +3,7 @@ sample, export.
 
 `load_markets` gives one DataFrame per market; `build_dataset` turns them into the integer
 arrays of one (target market, seed): the random leave-one-out split, the static training
-negatives, the 1 + 99 evaluation candidates and the padded user histories (SPEC.md, section 3).
+negatives, the 1 + 99 evaluation candidates and the padded user histories (docs/SPEC.md, section 3).
 
     python data_loader.py                                   # per-market statistics
     python data_loader.py --target_market=in --seed=0 --export=DIR   # that seed's candidates
@@ -310,8 +310,8 @@ def sample_negatives(rng: np.random.Generator, counts: np.ndarray, pool: np.ndar
 
 def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int,
                   config: Config) -> Dataset:
-    """The seeded leave-one-out split and samples of SPEC.md section 3, vectorised, under the
-    protocol settings of `config` (PROTOCOL.md)."""
+    """The seeded leave-one-out split and samples of docs/SPEC.md section 3, vectorised, under the
+    protocol settings of `config` (docs/PROTOCOL.md)."""
     if target_market not in frames:
         raise ConfigError(f"unknown target market {target_market!r}; allowed: {', '.join(frames)}")
     rng = np.random.default_rng(seed)

@@ -1,6 +1,6 @@
 """ACMR, the cross-market recommender of Hu, Nakagawa, Cai, Ren and Deng, "Enhancing
 cross-market recommendations by addressing negative transfer and leveraging item
-co-occurrences" (Information Systems 124, 2024), in plain torch (SPEC.md section 4).
+co-occurrences" (Information Systems 124, 2024), in plain torch (docs/SPEC.md section 4).
 
 One example is (a user's history items, one candidate item, the user's market). Every token,
 history and candidate alike, is `item_embedding[item] + market_embedding[market]`, then
@@ -29,7 +29,7 @@ Where this differs from the authors' code (github.com/laowangzi/ACMR):
 - `market_embedding="none"` (an ablation) and `"item"` (our extension) are ours; `"shared"`,
   the default, is theirs.
 - Outside this file (data_loader.py): the 50-item subsample of a longer history is drawn once
-  per seed, where the authors redraw it at every evaluation (SPEC.md 3.6).
+  per seed, where the authors redraw it at every evaluation (docs/SPEC.md 3.6).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 
 Each target market gets a run folder <log_dir>/<target>-<timestamp>/ with the resolved
 config, the command, the environment, the log, per-epoch metrics, the results and each
-seed's evaluation candidates (RUNNING.md lists them).
+seed's evaluation candidates (docs/RUNNING.md lists them).
 """
 from __future__ import annotations
 
@@ -435,7 +435,7 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
 
 
 def test_metrics(model: nn.Module, data: DeviceData, config: Config) -> dict[str, object]:
-    """Test metrics of all target users, and of the groups of PROTOCOL.md's break-downs."""
+    """Test metrics of all target users, and of the groups of docs/PROTOCOL.md's break-downs."""
     scores = score_candidates(model, data, data.test_candidates, config.eval_batch_floats)
     groups = {"repeat_purchase": data.test_repeat, "new_purchase": ~data.test_repeat,
               "item_seen_in_target_training": data.test_item_seen,

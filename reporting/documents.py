@@ -48,7 +48,7 @@ from reporting.runs import (
 )
 from runfolder.files import write_text
 
-DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md",
+DOCUMENTS = ("README.md", "docs/RESULTS.md", "docs/PROTOCOL.md", "docs/SPEED.md", "docs/SPEC.md", "docs/RUNNING.md", "results/baselines/README.md",
              "results/stage2/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
                    re.S)
@@ -155,7 +155,7 @@ def concurrency_table(folder: Path) -> list[str]:
 
 
 def authors_table() -> list[str]:
-    """Markdown lines of SPEC.md section 6: the authors' logged run of each market and stage, test
+    """Markdown lines of docs/SPEC.md section 6: the authors' logged run of each market and stage, test
     and validation at the epoch it kept, and the epochs it ran."""
     markets = json.loads(AUTHORS_RUNS.read_text())["markets"]
     lines = ["| market | stage | epochs | " + " | ".join(f"test {m}" for m in METRICS) + " | "
@@ -313,12 +313,20 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
 }
 
 
-def render_document(text: str) -> str:
-    """`text` with each generated block rewritten from the committed runs."""
+LINK = re.compile(r"\]\((?![a-z]+:|#)(?P<target>[^)\s]+)\)")  # a relative markdown link
+
+
+def render_document(text: str, name: str = "README.md") -> str:
+    """`text`, the document `name` (relative to the repository), with each generated block
+    rewritten from the committed runs. The blocks link to files relative to the repository;
+    in a document under a folder (docs/) the links are made relative to that folder."""
+    up = "../" * (len(Path(name).parts) - 1)
+
     def block(match: re.Match) -> str:
         if match["name"] not in DOC_BLOCKS:
             raise KeyError(f"unknown block <!-- report:{match['name']} -->; known: {', '.join(DOC_BLOCKS)}")
-        return match["open"] + "\n".join(DOC_BLOCKS[match["name"]]()) + "\n" + match["close"]
+        body = LINK.sub(lambda link: f"]({up}{link['target']})", "\n".join(DOC_BLOCKS[match["name"]]()))
+        return match["open"] + body + "\n" + match["close"]
     return BLOCK.sub(block, text)
 
 
@@ -328,7 +336,7 @@ def update_documents() -> list[str]:
     for name in DOCUMENTS:
         path = REPO / name
         text = path.read_text()
-        rendered = render_document(text)
+        rendered = render_document(text, name)
         if rendered != text:
             write_text(path, rendered)
             changed.append(name)

@@ -6,7 +6,7 @@
     python evaluate.py report --docs                          # the documents' tables (reporting/documents.py)
 
 Writes report.md, report.csv (the summary), report_runs.csv (one row per run and stage),
-report_breakdown.csv (the break-downs of PROTOCOL.md) and PNG figures (default: into the
+report_breakdown.csv (the break-downs of docs/PROTOCOL.md) and PNG figures (default: into the
 log_dir, or next to the run folders). The tables come from reporting/runs.py (a variant per set of
 settings that change results; a run in several folders counts once, and the report names the
 folder it kept and those it left out), the figures from reporting/figures.py, the paired comparison over
@@ -221,7 +221,7 @@ def search_lines(out: Path = RESULTS / "baselines" / "search") -> list[str]:
 
 
 def study_table(results: pd.DataFrame, group: str | None = None) -> list[str]:
-    """Markdown lines of PROTOCOL.md's study table: a row per protocol, a column per (model,
+    """Markdown lines of docs/PROTOCOL.md's study table: a row per protocol, a column per (model,
     market), each cell the test HR@10 / NDCG@10 after the model's last stage, mean ± std
     (seeds); of the test users of a break-down group (BREAKDOWN_GROUPS) when given, with their
     number per seed. [] where the runs have a single protocol."""
@@ -346,7 +346,7 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFram
              figure_paths: list[Path]) -> str:
     lines = ["# ACMR reproduction report", "",
              f"Built with `{command}` from {folders_line(results)}. "
-             "Each cell: ours [the authors' logged run, SPEC.md section 6]. Test: our mean ± sample "
+             "Each cell: ours [the authors' logged run, docs/SPEC.md section 6]. Test: our mean ± sample "
              "std over the seeds; validation: our mean over the seeds at the epoch each stage kept. "
              f"**!** where our test mean lies further than max(2 std, {TOLERANCE_FLOOR}) from the "
              "authors' number (the floor alone for one seed and for the average row, which averages "
@@ -360,14 +360,14 @@ def markdown(table: pd.DataFrame, results: pd.DataFrame, breakdowns: pd.DataFram
                   "Mean ± sample std (seeds).", "", *models_table(table), ""]
     study = study_table(results)
     if study:
-        lines += ["## Protocol study: test HR@10 / NDCG@10 after each model's last stage (PROTOCOL.md)", "",
+        lines += ["## Protocol study: test HR@10 / NDCG@10 after each model's last stage (docs/PROTOCOL.md)", "",
                   "Mean ± sample std (seeds); an empty cell: not run.", "", *study, "",
                   "### The same, on the test users whose item the target's training data never had (cold)", "",
                   *study_table(results, "item_unseen_in_target_training"), "",
                   "### The same, on the test users who bought their test item in training too (repeat)", "",
                   *study_table(results, "repeat_purchase"), ""]
     if len(breakdowns):
-        lines += ["## Break-downs: test HR@10 / NDCG@10 by group of test users (PROTOCOL.md)", "",
+        lines += ["## Break-downs: test HR@10 / NDCG@10 by group of test users (docs/PROTOCOL.md)", "",
                   "Mean over the seeds whose results.json has break-downs (last column); in brackets "
                   "the group's test users per seed; `-` where a group has none.", "",
                   *breakdown_lines(breakdowns), ""]

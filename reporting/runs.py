@@ -39,7 +39,7 @@ RESULTS = REPO / "results"
 AUTHORS_RUNS = REPO / "data" / "authors_logged_runs.json"
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # evaluate.METRICS (tests/test_report.py checks)
 HEADLINE_METRICS = ("HR@10", "NDCG@10")
-SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")  # SPEC.md section 6's order
+SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")  # docs/SPEC.md section 6's order
 ELECTRONICS = ",".join(ELECTRONICS_MARKETS)  # the data_markets of the runs the authors' numbers belong to
 TOLERANCE_FLOOR = 0.03  # the flag: our mean further than max(2 std, this) from the authors' number
 STAGE_TITLES = {"pretrain": "after pre-training", "finetune": "after fine-tuning"}
@@ -91,7 +91,7 @@ def authors_numbers() -> pd.DataFrame:
 
 
 def market_order(markets) -> list[str]:
-    """The markets among `markets` in SPEC.md section 6's order, any others after them by name,
+    """The markets among `markets` in docs/SPEC.md section 6's order, any others after them by name,
     `average` last."""
     present = set(markets)
     return ([m for m in SPEC_MARKETS if m in present] + sorted(present - {*SPEC_MARKETS, "average"})

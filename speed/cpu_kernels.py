@@ -16,7 +16,7 @@ many short passes over memory, and its dropout draws one Mersenne Twister number
   kernel that works on 16 sequences at once, one per vector lane, for short sequences, and the
   layers' biases, ReLU, residuals and layer norms as compiled passes written in place.
 
-Measured on this project's 2-core AVX-512 virtual machine (SPEED.md, results/bench): a `uk`
+Measured on this project's 2-core AVX-512 virtual machine (docs/SPEED.md, results/bench): a `uk`
 pre-training epoch 60.8 s against ~1570 s for the authors' way (nn.TransformerEncoder, every
 history padded to 50 slots; part of the gain is the trimming of batches, done on every path),
 a `uk` validation pass 3.8 s.

@@ -22,7 +22,7 @@ class CudaGraphSteps:
     """Training steps on a GPU replayed as CUDA graphs (`cuda_graphs`, on by default there).
 
     Eagerly, a step of ACMR is ~900 tiny kernels that one Python process launches at ~12 ms per
-    batch of 1024 while the GPU idles (SPEED.md). Captured once as a graph (forward,
+    batch of 1024 while the GPU idles (docs/SPEED.md). Captured once as a graph (forward,
     backward and Adam's update), it is one launch. A graph has fixed shapes, so there is one per
     (batch size, history width), the width being the batch's longest history rounded up to a
     power of two (at most the data's width): the extra slots are padding, which the model masks,

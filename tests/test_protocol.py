@@ -1,4 +1,4 @@
-"""The protocol switches of SPEC.md section 7 (PROTOCOL.md): each test fails if its switch
+"""The protocol switches of docs/SPEC.md section 7 (docs/PROTOCOL.md): each test fails if its switch
 does nothing."""
 from __future__ import annotations
 

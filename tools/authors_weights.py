@@ -17,7 +17,7 @@ checkpoint.
 Where this differs from the authors' code: their model applies the sigmoid inside and ranks on
 probabilities, ours ranks on the logits (the same order, no ties from a saturated sigmoid); their
 evaluation re-draws the 50-item subsample of a long history at every pass, ours draws it once per
-seed (SPEC.md 3.6). Caution: their checkpoint was trained on a random split of their own, so most
+seed (docs/SPEC.md 3.6). Caution: their checkpoint was trained on a random split of their own, so most
 of our held-out items were among its training positives; its numbers here are not a held-out test
 (`expected_training_share` estimates how many).
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the GPU measurements of SPEED.md ("On one GPU") on a machine with a CUDA GPU. The
+# Rebuilds the GPU measurements of docs/SPEED.md ("On one GPU") on a machine with a CUDA GPU. The
 # committed ones (results/bench/h100_eager, results/bench/h100_cuda_graphs) come from one NVIDIA
 # H100 80GB with 16 CPU cores.
 #   tools/gpu_run.sh                               # checks, benchmarks, uk seed 0 alone

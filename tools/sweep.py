@@ -28,7 +28,7 @@ Each job is a Ray task (docs.ray.io) that runs the job's process. --ray_address=
 starts a Ray instance on this machine for the sweep; --ray_address=auto (the cluster this
 machine is a node of) or HOST:PORT (the head node's GCS port, 6379 by default) runs the jobs
 on a running Ray cluster, whose nodes must see the repository, the working directory and the
-log folder at the same paths (RUNNING.md, "On a cluster"). An address where no cluster
+log folder at the same paths (docs/RUNNING.md, "On a cluster"). An address where no cluster
 answers, or a cluster that refuses this client (token authentication), is an error at once.
 The sweep's $XMREC_DIR goes to every job.
 
@@ -37,7 +37,7 @@ GPUs hold (at most N if given). --cpus_per_job=C reserves C CPUs for each job, w
 on C threads (--num_threads=C unless given); by default 1, except for a lone job on this
 machine (--jobs=1), which gets all its cores and torch's default threads. --gpus_per_job=F
 reserves F of a GPU for each job: 0.125 puts eight jobs on each GPU (small jobs leave a GPU
-mostly idle; eight at once measured best, SPEED.md); 0 (the default) reserves none and lets
+mostly idle; eight at once measured best, docs/SPEED.md); 0 (the default) reserves none and lets
 every job see every GPU, as before Ray. A job whose process, Ray worker or node dies (killed,
 out of memory, node lost) runs again, resumed from its last checkpoint, up to --retries=R
 times (default 3); a job that fails on its own (exit 1) is not run again.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A Ray cluster inside a SLURM allocation, and tools/sweep.py's grid on it (RUNNING.md, "On a cluster"):
+# A Ray cluster inside a SLURM allocation, and tools/sweep.py's grid on it (docs/RUNNING.md, "On a cluster"):
 #   sbatch tools/cluster/slurm_sweep.sh --plan=plans/paper.txt --gpus_per_job=0.125 --deadline_minutes=230
 # Every argument goes to tools/sweep.py. Submit from the repository: it, its Python environment, the
 # data ($XMREC_DIR) and the log folder must be on storage that every node sees at the same path.
