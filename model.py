@@ -15,21 +15,7 @@ evaluation as compiled kernels when the tensors are on the CPU (speed/cpu_kernel
 function to float rounding, with dropout masks from the kernels' own seeded generator. Off, or
 on any other device, the torch ops below run: the reference path.
 
-Where this differs from the authors' code (github.com/laowangzi/ACMR):
-- The encoder is written out instead of calling `nn.TransformerEncoder`, so that the CPU kernels
-  can stand in for its parts: the same layers, the same parameter names (their checkpoints load
-  with renamed prefixes only, tools/authors_weights.py) and, for a seed, the same initial weights as
-  `nn.TransformerEncoder` (every layer starts as a copy of one); tests/test_model.py checks
-  both, and tests/test_authors_weights.py our logits against theirs on their weights.
-- `forward` returns the logit; the authors apply the sigmoid inside the model and train with
-  BCELoss. We train with BCEWithLogitsLoss (the same loss, numerically safer) and rank on
-  logits, so that a saturated sigmoid cannot create ties at evaluation.
-- A batch may be padded only to its longest history instead of always to 50 slots: padded
-  positions are masked as keys and left out of the mean, so only the cost changes.
-- `market_embedding="none"` (an ablation) and `"item"` (our extension) are ours; `"shared"`,
-  the default, is theirs.
-- Outside this file (data_loader.py): the 50-item subsample of a longer history is drawn once
-  per seed, where the authors redraw it at every evaluation (docs/SPEC.md 3.6).
+Where this differs from the authors' code (github.com/laowangzi/ACMR): docs/SPEC.md section 9.
 """
 from __future__ import annotations
 

@@ -115,6 +115,29 @@ def paper_table_block(runs: tuple[pd.DataFrame, str], metrics: tuple[str, ...]) 
     return [source, "", *paper_table(table, variant, metrics)]
 
 
+def gaps_table(runs: tuple[pd.DataFrame, str]) -> list[str]:
+    """Markdown lines: per market and stage, how far our means lie from the authors' logged run
+    (ours - theirs, the least and the most over the four metrics), test and validation, beside
+    two standard deviations of our test seeds, and the epochs each seed ran [theirs]."""
+    results, _ = runs
+    variant = comparable_variants(results)[0]
+    table = summary_table(results)
+    table = table[table["variant"] == variant]
+    logged = json.loads(AUTHORS_RUNS.read_text())["markets"]
+    lines = ["| market | stage | test: ours - theirs | two std of our test | valid: ours - theirs | epochs run per seed [theirs] |",
+             "|---|---|---|---|---|---|"]
+    for market in [m for m in table["market"].unique() if m in logged]:
+        for stage in STAGES:
+            rows = table[(table["market"] == market) & (table["stage"] == stage)]
+            valid = rows["valid"] - rows["authors_valid"]
+            one = results[(results["variant"] == variant) & (results["market"] == market) & (results["stage"] == stage)]
+            epochs = " ".join(str(e) for e in one.sort_values("seed")["epochs"])
+            lines.append(f"| {market} | {STAGE_TITLES[stage]} | {rows['difference'].min():+.3f} to {rows['difference'].max():+.3f} "
+                         f"| {2 * rows['std'].min():.3f} to {2 * rows['std'].max():.3f} | {valid.min():+.3f} to {valid.max():+.3f} "
+                         f"| {epochs} [{logged[market][stage]['epochs']}] |")
+    return lines
+
+
 def bench_table(folder: Path) -> list[str]:
     """Markdown lines: one row per tools/bench.py JSON under `folder`: the machine and the command,
     and each phase's seconds (the padded nn.TransformerEncoder epoch extrapolated from its batches)."""
@@ -295,6 +318,7 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors-weights": authors_weights_table,
     "paper-table": lambda: paper_table_block(headline(), HEADLINE_METRICS),
     "paper-table-full": lambda: paper_table_block(headline(), METRICS),
+    "paper-gaps": lambda: gaps_table(headline()),
     "earlier-paper-table-full": lambda: paper_table_block(earlier_runs(), METRICS),
     "models": lambda: models_table(summary_table(committed("results/reproduction"))),
     "models-breakdown": lambda: breakdown_lines(breakdown_table(last_stage(committed("results/reproduction")))),
