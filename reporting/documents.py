@@ -48,8 +48,8 @@ from reporting.runs import (
 )
 from runfolder.files import write_text
 
-DOCUMENTS = ("README.md", "docs/RESULTS.md", "docs/PROTOCOL.md", "docs/SPEED.md", "docs/SPEC.md", "docs/RUNNING.md", "results/baselines/README.md",
-             "results/stage2/README.md")
+DOCUMENTS = ("README.md", "CHANGELOG.md", "docs/RESULTS.md", "docs/PROTOCOL.md", "docs/SPEED.md", "docs/SPEC.md",
+             "docs/RUNNING.md", "results/baselines/README.md", "results/stage2/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
                    re.S)
 
