@@ -33,9 +33,10 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 PRETRAINED_AS = {"forec": "nmf++"}  # the preset whose results after pre-training are another's
 
-# Conventional early stopping: `patience` epochs without a better validation NDCG@5, reset by each
-# improvement, at most 100 fine-tuning epochs; with the NCF paper's initialisation (He et al.
-# 2017: N(0, 0.01)), the way tools/tune.py trains every baseline (and every stage of GMF++ and FOREC)
+# How tools/tune.py trains every baseline: conventional early stopping (`patience` epochs without a
+# better validation NDCG@5, reset by each improvement; at most 100 fine-tuning epochs) and the NCF
+# paper's initialisation (He et al. 2017: N(0, 0.01)); GMF++ and FOREC so in both stages. ACMR's
+# search keeps only the early stopping (tools/tune.py's ACMR_FIXED).
 STOPPED_AS_NCF = {"patience_resets": True, "patience": 10, "finetune_epochs": 100}
 TRAINED_AS_NCF = {"embedding_init_std": 0.01, **STOPPED_AS_NCF}
 TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}
@@ -68,9 +69,9 @@ def tuned_preset(model: str, market: str) -> str:
     return TUNED_NAMES[(model, market)]
 
 
-ORDER = list(PRESETS)  # the tuned presets follow, model by model in this order, then market by market
+UNTUNED = tuple(PRESETS)  # the tuned presets follow, in the order of their models here, market by market
 PRESETS.update({TUNED_NAMES[(model, market)]: {**PRESETS[model], **TUNED[(model, market)]}
-                for model, market in sorted(TUNED, key=lambda key: (ORDER.index(key[0]), key[1]))})
+                for model, market in sorted(TUNED, key=lambda key: (UNTUNED.index(key[0]), key[1]))})
 
 # The cross-market baselines with FOREC's code's settings instead of a search (Adam at lr 5e-3 for
 # GMF, 1e-2 for NMF; weight decay 1e-7 and the sizes are config.py's defaults), NCF's initialisation
