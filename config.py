@@ -4,6 +4,9 @@ Edit the defaults below, or override any of them on the command line of
 `train_model.py` / `data_loader.py` with `--key=value` (e.g. `--target_market=jp --seeds=1`);
 `--help` lists them, from the fields below. The defaults reproduce the paper's protocol
 (docs/SPEC.md in this repo documents it, with the authors' quirks that are kept on purpose).
+The named combinations of settings (the models, ablations and tuned baselines: gmf, forec,
+gmf-tuned-in, ...) are plans/presets.py's; an older run folder's config.json is read by
+runfolder/migration.py.
 """
 from __future__ import annotations
 
@@ -150,68 +153,6 @@ KIND_TITLES = {SELECTION: "what to run", SPEED: "where and how fast it runs (no 
 MAX_INT = 2**63 - 1  # integer settings, seeds included, are 64-bit in numpy and torch
 
 
-# Named settings for the models and ablations that tools/sweep.py runs and the report names
-PRESETS: dict[str, dict[str, str]] = {
-    "acmr": {},
-    "acmr-no-market-embedding": {"market_embedding": "none"},
-    "acmr-no-pretraining": {"stages": "finetune"},
-    "acmr-no-finetuning": {"stages": "pretrain"},  # = acmr's results after pre-training
-    "acmr-item-market-embedding": {"market_embedding": "item"},
-    "popularity": {"model": "popularity", "stages": "finetune"},
-    "gmf": {"model": "gmf", "stages": "finetune"},
-    "mlp": {"model": "mlp", "stages": "finetune"},
-    "nmf": {"model": "nmf", "stages": "finetune"},
-    "gmf++": {"model": "gmf", "stages": "pretrain"},
-    "nmf++": {"model": "nmf", "stages": "pretrain"},
-    "forec": {"model": "nmf"},  # NMF pre-trained on all markets, fine-tuned on the target
-}
-# The baselines as tools/tune.py chose them on validation (results/baselines/search/chosen.json, where
-# every trial's settings and score are): (model, market) -> the settings besides the model's
-# preset that differ from the defaults above. Preset `<model>-tuned-<market>` for that market;
-# markets whose searches chose the same settings share one, e.g. `mlp-tuned-jp+mx`.
-TRAINED_AS_NCF = {"embedding_init_std": 0.01, "patience_resets": True, "patience": 10, "finetune_epochs": 100}
-TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}  # GMF++, FOREC: tools/tune.py's CROSS_MARKET_FIXED
-TUNED: dict[tuple[str, str], dict[str, object]] = {  # tools/tune.py's fixed settings and what it drew
-    ("gmf", "in"): {**TRAINED_AS_NCF, "lr": 0.002873612568137506, "embedding_size": 64, "weight_decay": 1e-05},
-    ("gmf", "jp"): {**TRAINED_AS_NCF, "lr": 0.0005841847330229364, "embedding_size": 64, "weight_decay": 1e-05},
-    ("gmf", "mx"): {**TRAINED_AS_NCF, "lr": 0.004721893330014706},
-    ("mlp", "in"): {**TRAINED_AS_NCF, "lr": 0.004721893330014706},
-    ("mlp", "jp"): {**TRAINED_AS_NCF, "lr": 0.0007778376481024083, "mlp_layers": "32,16,8"},
-    ("mlp", "mx"): {**TRAINED_AS_NCF, "lr": 0.0007778376481024083, "mlp_layers": "32,16,8"},
-    ("nmf", "in"): {**TRAINED_AS_NCF, "lr": 0.002873612568137506, "embedding_size": 64, "weight_decay": 1e-05,
-                    "mlp_layers": "256,128,64"},
-    ("nmf", "jp"): {**TRAINED_AS_NCF, "lr": 0.0030088557671858578, "embedding_size": 64},
-    ("nmf", "mx"): {**TRAINED_AS_NCF, "lr": 0.0030088557671858578, "embedding_size": 64},
-    ("gmf++", "in"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.029290213990622673, "weight_decay": 0.0},
-    ("gmf++", "jp"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.00018241187491406492, "embedding_size": 16,
-                      "weight_decay": 1e-06},
-    ("gmf++", "mx"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.00018241187491406492, "embedding_size": 16,
-                      "weight_decay": 1e-06},
-    ("forec", "in"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.0030088557671858578, "embedding_size": 64},
-    ("forec", "jp"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.0030088557671858578, "embedding_size": 64},
-    ("forec", "mx"): {**TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 0.0030088557671858578, "embedding_size": 64},
-}
-
-
-def tuned_preset(model: str, market: str) -> str:
-    """The name of the preset of TUNED[(model, market)]."""
-    same = [m for (other, m), settings in TUNED.items() if other == model and settings == TUNED[(model, market)]]
-    return f"{model}-tuned-{'+'.join(same)}"
-
-
-PRESETS.update({tuned_preset(model, market): {**PRESETS[model], **settings}
-                for (model, market), settings in TUNED.items()})
-
-# The cross-market baselines with FOREC's code's settings instead of a search (Adam at lr 5e-3 for
-# GMF, 1e-2 for NMF; weight decay 1e-7 and the sizes are the defaults above), NCF's initialisation
-# and conventional early stopping in both stages, beside their tuned presets above. GMF++ is GMF
-# on all markets; FOREC is NMF on all markets, then fine-tuned (its results after pre-training
-# are NMF++'s).
-PRESETS.update({"gmf++-trained": {**PRESETS["gmf++"], **TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 5e-3},
-                "forec-trained": {**PRESETS["forec"], **TRAINED_AS_NCF_IN_EVERY_STAGE, "lr": 1e-2}})
-PRETRAINED_AS = {"forec": "nmf++"}  # the preset whose results after pre-training are another's
-
-
 class ConfigError(ValueError):
     """A bad setting; the message is one line naming the key and what is allowed."""
 
@@ -223,44 +164,12 @@ CHOICES = {
     "train_negatives_per": ("distinct_item", "positive_row"),
 }
 
-# Settings renamed or added since runs were first committed: what a config.json or command line
-# without them meant. `num_epochs` capped both stages; `bucket_batches` bucketed both stages.
-# A new setting needs its entry here (tests/test_config.py reads every committed config.json).
+# Settings renamed since runs were first committed: an old command line (a committed command.txt)
+# or config.json (runfolder/migration.py) sets the new ones. `num_epochs` capped both stages;
+# `bucket_batches` bucketed both stages.
 RENAMED = {"num_epochs": ("pretrain_epochs", "finetune_epochs"),
            "bucket_batches": ("bucket_pretrain_batches", "bucket_finetune_batches")}
-BEFORE_ADDED = {"data_markets": ",".join(ELECTRONICS_MARKETS), "first_seed": 0, "model": "acmr",
-                "market_embedding": "shared", "stages": "pretrain+finetune",
-                "held_out_in_negatives": True, "history_repeats": False, "train_negatives_per": "positive_row",
-                "embedding_size": 8, "mlp_layers": "64,32,16,8", "embedding_init_std": 1.0,
-                "init_weights": ""}
 
-
-def upgrade_saved(saved: dict[str, object]) -> dict[str, object]:
-    """A config.json's settings in the current names. A file written before a setting existed
-    meant that setting's behaviour of the time (BEFORE_ADDED, RENAMED), not config.py's default."""
-    upgraded = dict(saved)
-    for old, new_keys in RENAMED.items():
-        if old in upgraded:
-            value = upgraded.pop(old)
-            upgraded.update({key: value for key in new_keys})
-    for key, value in BEFORE_ADDED.items():
-        upgraded.setdefault(key, value)
-    return upgraded
-
-
-def config_from_saved(saved: dict[str, object]) -> Config:
-    """The Config of a run folder's config.json (upgrade_saved), validated. A setting that this
-    version does not know is a ConfigError that names it."""
-    upgraded = upgrade_saved(saved)
-    unknown = sorted(set(upgraded) - {field.name for field in dataclasses.fields(Config)})
-    if unknown:
-        several = len(unknown) > 1
-        raise ConfigError(f"setting{'s' if several else ''} {', '.join(map(repr, unknown))} unknown to this "
-                          f"version of the program: the run folder comes from another version (one that has "
-                          f"{'them' if several else 'it'}): resume it with that version")
-    config = Config(**upgraded)
-    validate(config)
-    return config
 PROTOCOL_SETTINGS = ("eval_negative_pool", "eval_mode", "split", "history_includes_candidate",
                      "resample_train_negatives", "patience_resets", "held_out_in_negatives")  # SPEC section 7
 PROTOCOL_CHOICES = {  # the sound variants are documented in docs/PROTOCOL.md

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from config import PRETRAINED_AS, STAGES, Config, repository_or_given
+from config import STAGES, Config, repository_or_given
+from plans.presets import PRETRAINED_AS
 from reporting import figures, paired
 from reporting.runs import (
     BREAKDOWN_GROUPS,

@@ -23,16 +23,16 @@ import pandas as pd
 
 from config import (
     ELECTRONICS_MARKETS,
-    PRESETS,
     PROTOCOL_SETTINGS,
     RUN_ONLY_SETTINGS,
     SELECTION_SETTINGS,
     STAGES,
     Config,
     ConfigError,
-    upgrade_saved,
 )
+from plans.presets import PRESETS
 from runfolder.files import DIVERGED
+from runfolder.migration import upgrade_saved
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
@@ -107,7 +107,7 @@ def result_settings(config: dict) -> dict:
 
 
 def best_preset(changed: dict) -> str:
-    """The preset (config.PRESETS) that the changed settings match with the most settings."""
+    """The preset (plans/presets.py) that the changed settings match with the most settings."""
     matching = [name for name, preset in PRESETS.items() if preset.items() <= changed.items()]
     return max(matching, key=lambda name: len(PRESETS[name]))  # "acmr" ({}) always matches
 
@@ -120,7 +120,7 @@ def model_settings(config: dict) -> dict:
 
 
 def variant_parts(config: dict, shared: dict | None = None) -> tuple[str, str, str]:
-    """(variant, model, protocol) of a run's settings. The model is the preset (config.PRESETS)
+    """(variant, model, protocol) of a run's settings. The model is the preset (plans/presets.py)
     they match best, followed by the other settings that differ from config.py's defaults and
     change results, except the protocol's and those in `shared`, e.g. `gmf (lr=0.01)`; the
     protocol is the protocol settings (config.PROTOCOL_SETTINGS) that differ, e.g.

@@ -15,14 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from config import (
-    RUN_ONLY_SETTINGS,
-    Config,
-    ConfigError,
-    config_from_saved,
-    upgrade_saved,
-)
+from config import RUN_ONLY_SETTINGS, Config, ConfigError
 from runfolder.files import CHECKPOINT, DIVERGED, write_file
+from runfolder.migration import config_from_saved, upgrade_saved
 
 CHECKPOINT_FORMAT = "acmr-checkpoint/1"
 WEIGHTS_FORMAT = "acmr-weights/1"

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from config import PRESETS, Config, ConfigError
+from config import Config, ConfigError
 from data_loader import build_dataset, load_markets
 from model import build_model
+from plans.presets import PRESETS
 from runfolder.checkpoints import Progress
 from tests.conftest import REPO, synthetic_frames
 from tools import sweep
@@ -98,7 +99,7 @@ def test_item_market_embedding_gives_each_market_its_own_item_vectors(frames, sm
 
 @pytest.mark.slow  # two GMF trainings of up to 20 epochs
 def test_gmf_with_the_tuned_settings_beats_chance_on_a_planted_signal(planted_config, tmp_path):
-    # the settings tools/tune.py chose for mx (config.TUNED), on the planted data: chance is 10 of 50
+    # the settings tools/tune.py chose for mx (plans/presets.py), on the planted data: chance is 10 of 50
     # candidates (HR@10 0.2); the untuned preset (N(0, 1) embeddings, lr 1e-3, 3 epochs without
     # improvement in all) stays at it. (in's and jp's GMF settings, a lower lr with weight decay,
     # stop early here at 1024 rows a batch: 0.37 and 0.35; in's reaches 0.94 at 256.)
@@ -219,7 +220,7 @@ def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_
 
 
 def test_forec_after_pre_training_is_nmf_plus_plus(tmp_path):
-    """report.tuned_table shows FOREC's results after pre-training as NMF++'s (config.PRETRAINED_AS):
+    """report.tuned_table shows FOREC's results after pre-training as NMF++'s (plans/presets.PRETRAINED_AS):
     the same settings with stages=pretrain train the same model and score the same test metrics."""
     config = Config(num_eval_negatives=20, num_train_negatives=2, pretrain_epochs=3, finetune_epochs=2,
                     embedding_init_std=0.01, lr=1e-2, batch_size=128)

@@ -13,12 +13,11 @@ from config import (
     SELECTION_SETTINGS,
     Config,
     ConfigError,
-    config_from_saved,
     market_names,
     parse_overrides,
     target_markets,
-    upgrade_saved,
 )
+from runfolder.migration import config_from_saved, upgrade_saved
 from tests.conftest import REPO
 
 

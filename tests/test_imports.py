@@ -12,7 +12,8 @@ from tests.conftest import REPO
 # lowest first; a module belongs to the layer of its longest matching name
 LAYERS = [
     ["config"],
-    ["runfolder.files"],  # files written whole or not at all
+    # files written whole or not at all; an old config.json in the current names; the presets
+    ["runfolder.files", "runfolder.migration", "plans"],
     ["reporting", "speed", "baselines"],  # torch-free reporting; the speed paths; the baseline models
     ["data_loader"],
     ["model"],

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from config import PRESETS, TUNED, Config, tuned_preset
+from config import RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config
 from data_loader import build_dataset
+from plans.presets import PRESETS, TUNED, tuned_names, tuned_preset
 from reporting import report
 from runfolder.checkpoints import Progress
+from runfolder.migration import upgrade_saved
 from tests.conftest import REPO, synthetic_frames
 from tools import tune
 from train_model import run_seed
@@ -144,13 +146,38 @@ def test_the_tuned_presets_are_the_committed_choices_and_name_their_runs():
         assert runs.best_preset(runs.result_settings(run_config)) == name
 
 
-def test_markets_whose_searches_chose_the_same_settings_share_a_preset(monkeypatch):
-    import config
+def test_each_tuned_preset_is_the_settings_its_committed_runs_ran_with():
+    """The tuned presets, built from chosen.json, are exactly (the learning rates to the last digit)
+    the settings that results/baselines' runs of them recorded in their config.json, seeds 0-2 on
+    each market of the preset."""
+    not_experiment = {*RUN_ONLY_SETTINGS, *SELECTION_SETTINGS}
+    committed = []  # (market, seed, settings that change results) of each run folder
+    for path in sorted((REPO / "results" / "baselines").glob("*/config.json")):
+        saved = upgrade_saved(json.loads(path.read_text()))
+        committed.append((saved["target_market"], saved["first_seed"],
+                          {k: v for k, v in saved.items() if k not in not_experiment}))
+    defaults = dataclasses.asdict(Config())
+    assert len(TUNED) == 15  # gmf, mlp, nmf, gmf++, forec on in, jp, mx
+    for model, market in TUNED:
+        preset = {k: v for k, v in {**defaults, **PRESETS[tuned_preset(model, market)]}.items()
+                  if k not in not_experiment}
+        seeds = sorted(seed for other_market, seed, settings in committed if other_market == market and settings == preset)
+        assert seeds == [0, 1, 2], f"{tuned_preset(model, market)} on {market}: committed seeds {seeds}"
 
-    monkeypatch.setattr(config, "TUNED", {("mlp", "jp"): {"lr": 0.5}, ("mlp", "mx"): {"lr": 0.5},
-                                          ("mlp", "in"): {"lr": 0.25}})
-    assert [config.tuned_preset("mlp", m) for m in ("in", "jp", "mx")] == ["mlp-tuned-in", "mlp-tuned-jp+mx",
-                                                                           "mlp-tuned-jp+mx"]
+
+def test_the_fixed_settings_are_those_the_committed_searches_ran_with():
+    records = [json.loads(path.read_text()) for path in sorted(tune.SEARCH_DIR.glob("*-*.json"))
+               if path.name != "chosen.json"]
+    assert {record["model"] for record in records} == {"gmf", "mlp", "nmf", "gmf++", "forec"}
+    for record in records:  # in the same order too: a new search writes its records alike
+        assert list(record["fixed"].items()) == [*tune.fixed_settings(record["model"]).items(), ("num_threads", 1)]
+
+
+def test_markets_whose_searches_chose_the_same_settings_share_a_preset():
+    names = tuned_names({("mlp", "jp"): {"lr": 0.5}, ("mlp", "mx"): {"lr": 0.5}, ("mlp", "in"): {"lr": 0.25},
+                         ("nmf", "jp"): {"lr": 0.5}})
+    assert names == {("mlp", "in"): "mlp-tuned-in", ("mlp", "jp"): "mlp-tuned-jp+mx",
+                     ("mlp", "mx"): "mlp-tuned-jp+mx", ("nmf", "jp"): "nmf-tuned-jp"}
 
 
 def test_an_acmr_trial_has_the_baselines_early_stopping_and_searches_acmrs_own_settings():

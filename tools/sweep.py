@@ -5,7 +5,7 @@
     python -m tools.sweep --plan=plans/paper.txt --jobs=10 --deadline_minutes=8
     python -m tools.sweep --plan=plans/paper.txt --ray_address=auto --gpus_per_job=0.125   # on a Ray cluster
 
-Models are the presets of config.PRESETS. Every (model, market, seed) is one job, a
+Models are the presets of plans/presets.py. Every (model, market, seed) is one job, a
 `python train_model.py --first_seed=S --seeds=1 ...` process with its own run folder under
 --log_dir (default log/sweep); all models see the same seeds, hence the same splits and
 candidates. The report (evaluate.py report) of each log_dir is written at the end, one table
@@ -71,16 +71,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config import (
-    PRESETS,
     RUN_ONLY_SETTINGS,
     Config,
     ConfigError,
     help_text,
     parse_overrides,
-    upgrade_saved,
 )
+from plans.presets import PRESETS
 from reporting import report, runs
 from runfolder.files import CHECKPOINT
+from runfolder.migration import upgrade_saved
 
 REPO = Path(__file__).resolve().parent.parent
 FORWARDED_ENV = ("XMREC_DIR",)  # the sweep's own goes to every job, on whichever node it runs

@@ -59,7 +59,6 @@ from config import (
     STAGES,
     Config,
     ConfigError,
-    config_from_saved,
     parse_overrides,
 )
 from data_loader import (
@@ -78,6 +77,7 @@ from runfolder.checkpoints import (
     weights_path,
 )
 from runfolder.files import WriteError, write_json, write_text
+from runfolder.migration import config_from_saved
 
 EVALUATION_SETTINGS = ("eval_negative_pool", "eval_mode", "num_eval_negatives", "held_out_in_negatives")
 WEIGHTS_NAME = re.compile(r"seed(\d+)_(\w+?)_weights\.pt")

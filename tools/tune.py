@@ -8,7 +8,7 @@
 For each (model, market): NUM_TRIALS settings drawn by Ray Tune's seeded random search
 (BasicVariantGenerator, random_state=SEARCH_SEED: the same draws on every market) from
 SEARCH_SPACE, one trial at a time (a one-CPU Ray instance, torch on one thread unless
---num_threads says otherwise). A trial trains the model's preset (config.PRESETS: GMF, MLP,
+--num_threads says otherwise). A trial trains the model's preset (plans/presets.py: GMF, MLP,
 NMF on the target market alone; GMF++ on all seven markets; FOREC and ACMR on all seven, then
 on the target) with the fixed settings (FIXED; CROSS_MARKET_FIXED in every stage of GMF++ and
 FOREC; ACMR_FIXED: conventional early stopping, `patience` epochs without a better validation
@@ -17,13 +17,13 @@ which keeps the paper's cap of 50: a pre-training epoch of ACMR costs about a hu
 fine-tuning epoch) on the split, training negatives and validation candidates of seed
 DATA_SEED, and scores the best validation NDCG@5 of its last stage's epochs. It never scores the test candidates. The trial with the best score is chosen (the
 earlier trial on a tie); its settings, less those equal to config.py's defaults, are the preset
-`<model>-tuned-<market>` (config.TUNED), whose test runs (seeds 0-2) are ordinary
-train_model.py runs.
+`<model>-tuned-<market>` (plans/presets.py reads it from chosen.json), whose test runs
+(seeds 0-2) are ordinary train_model.py runs.
 
 Writes, in --out (default results/baselines/search): `<model>-<market>.json` (the space, seed
 and budget, every trial's settings, validation score, epochs and validation curve, and the
 choice), `trials.csv` (every trial of every search so far, one row each) and `chosen.json`
-(model -> market -> the chosen preset's settings), and prints config.TUNED's entries.
+(model -> market -> the chosen preset's settings).
 Ray Tune's own files go to log/tune (not committed). Each finished trial is also kept in
 `--out`/trials/ (its settings and result): a search that is stopped and started again draws the
 same settings (the seeded search) and takes the finished trials from there instead of training
@@ -47,12 +47,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from config import RUN_ONLY_SETTINGS, TRAINED_AS_NCF_IN_EVERY_STAGE
+from config import RUN_ONLY_SETTINGS
+from plans.presets import SEARCH_DIR, STOPPED_AS_NCF, TRAINED_AS_NCF, TRAINED_AS_NCF_IN_EVERY_STAGE
 from runfolder.files import write_file, write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
-SEARCH_DIR = REPO / "results" / "baselines" / "search"
-MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # config.PRESETS' names
+MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # presets of plans/presets.py
 CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC then fine-tuned)
 SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
 NUM_TRIALS = 8  # the budget: trials per (model, market), the same for every model and market
@@ -60,12 +60,11 @@ DATA_SEED = 0  # the split, negatives and validation candidates the trials train
 OBJECTIVE = "valid NDCG@5"  # the best over a trial's epochs; the test candidates are never scored
 # every trial: the NCF paper's initialisation (He et al. 2017: N(0, 0.01)), conventional early
 # stopping, enough epochs, the target market alone
-FIXED = {"stages": "finetune", "embedding_init_std": 0.01, "patience_resets": True, "patience": 10,
-         "finetune_epochs": 100}
+FIXED = {"stages": "finetune", **TRAINED_AS_NCF}
 # the cross-market models: the same in each of their stages, pre-training included
 CROSS_MARKET_FIXED = TRAINED_AS_NCF_IN_EVERY_STAGE
 # ACMR: the same early stopping; its architecture stays the paper's (config.py's defaults)
-ACMR_FIXED = {"patience_resets": True, "patience": 10, "pretrain_epochs": 50, "finetune_epochs": 100}
+ACMR_FIXED = {**STOPPED_AS_NCF, "pretrain_epochs": 50}
 # (kind, arguments): loguniform (low, high) or choice (values); the NCF paper's grids: lr 1e-4 ..
 # 5e-3, factors 8 .. 64, 4 negatives; FOREC: lr 5e-3 (GMF) and 1e-2 (MLP, NMF), weight decay 1e-7
 COMMON_SPACE = {"lr": ("loguniform", (1e-4, 3e-2)), "embedding_size": ("choice", (8, 16, 32, 64)),
@@ -172,7 +171,7 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
 def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
     """A trial's settings: the model's preset and the market, fixed_settings, the base (settings
     given on the command line, which may replace the fixed ones), the sampled values."""
-    from config import PRESETS
+    from plans.presets import PRESETS
 
     return {**PRESETS[model], "target_market": market, **fixed_settings(model), **base, **sampled}
 
@@ -226,7 +225,8 @@ def choose(trials: list[dict]) -> dict:
 def preset_settings(model: str, settings: dict) -> dict:
     """The chosen trial's settings as a preset: the searched and fixed ones that differ from
     config.py's defaults (the report names a run by the preset whose settings it has)."""
-    from config import PRESETS, Config
+    from config import Config
+    from plans.presets import PRESETS
 
     defaults = dataclasses.asdict(Config())
     keys = [*fixed_settings(model), *SEARCH_SPACE[model]]
@@ -295,16 +295,6 @@ def write_tables(out: Path) -> dict:
     return chosen
 
 
-def tuned_entries(chosen: dict) -> str:
-    """config.TUNED's entries for `chosen` (chosen.json), as Python source."""
-    lines = []
-    for model, markets in chosen.items():
-        for market, settings in markets.items():
-            extra = {k: v for k, v in settings.items() if k not in ("model", "stages")}
-            lines.append(f"    ({model!r}, {market!r}): {extra!r},")
-    return "\n".join(lines)
-
-
 def main(argv: list[str]) -> None:
     from config import Config, ConfigError, market_names, parse_overrides
 
@@ -345,8 +335,8 @@ def main(argv: list[str]) -> None:
                       f"NDCG@5 {best:.4f}, {time.time() - started:.0f} s: {record['chosen']}", flush=True)
     finally:
         ray.shutdown()
-    chosen = write_tables(out)
-    print(f"wrote {out}/trials.csv and chosen.json; config.TUNED's entries:\n{tuned_entries(chosen)}")
+    write_tables(out)
+    print(f"wrote {out}/trials.csv and chosen.json (plans/presets.py reads the one in {SEARCH_DIR})")
 
 
 if __name__ == "__main__":
