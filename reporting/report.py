@@ -25,10 +25,10 @@ import pandas as pd
 
 from config import PRETRAINED_AS, STAGES, Config, repository_or_given
 from reporting import figures, paired
+from reporting.metrics import METRICS
 from reporting.runs import (
     BREAKDOWN_GROUPS,
     HEADLINE_METRICS,
-    METRICS,
     REPO,
     RESULTS,
     STAGE_TITLES,
