@@ -38,9 +38,9 @@ def positive_rank(scores: torch.Tensor) -> torch.Tensor:
 
 
 def ranking_metrics(scores: torch.Tensor) -> dict[str, float]:
-    """Each metric of reporting/metrics.METRICS, averaged over the users (the rows of `scores`).
-    The average is torch's float64 mean, as the results have always been computed: numpy's
-    pairwise sum can round the last bit differently."""
+    """Each metric of reporting/metrics.METRICS, averaged over the users (the rows of `scores`),
+    on the CPU. The average is torch's float64 mean, which computed the committed results
+    (tests/test_evaluate.py checks it to the last bit): numpy's pairwise sum rounds otherwise."""
     ranks = positive_rank(scores).cpu().numpy()
     return {metric: torch.from_numpy(values).mean().item() for metric, values in metrics_per_user(ranks).items()}
 
