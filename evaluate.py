@@ -1,4 +1,4 @@
-"""Ranking metrics (HR@k, NDCG@k over 1 positive + sampled negatives) and scoring of candidates.
+"""Scoring of candidates, and the ranking metrics of the scores (1 positive + sampled negatives).
 
     python evaluate.py report --log_dir=log             # report of run folders (reporting/report.py)
     python evaluate.py report --docs                    # the documents' generated tables
@@ -6,7 +6,7 @@
 Each user has one relevant item, its held-out positive, in column 0 of its candidate row.
 Its rank is 1 + the number of other candidates scored at least as high: a tie never favours
 the positive, and a score that is not finite (a model that diverged) counts as -inf, the worst.
-HR@k = [rank <= k]; NDCG@k = 1 / log2(rank + 1) if rank <= k else 0.
+The metrics of a rank (HR@k, NDCG@k) are reporting/metrics.py's.
 """
 from __future__ import annotations
 
@@ -23,9 +23,7 @@ from torch import nn
 
 from data_loader import DeviceData
 from model import activation_floats
-
-KS = (5, 10)
-METRICS = tuple(f"{name}@{k}" for name in ("HR", "NDCG") for k in KS)  # HR@5 HR@10 NDCG@5 NDCG@10
+from reporting.metrics import metrics_per_user
 
 
 class NonFiniteScores(ValueError):
@@ -40,14 +38,11 @@ def positive_rank(scores: torch.Tensor) -> torch.Tensor:
 
 
 def ranking_metrics(scores: torch.Tensor) -> dict[str, float]:
-    """HR@k and NDCG@k for k in KS, averaged over users."""
-    rank = positive_rank(scores).double()
-    metrics = {}
-    for k in KS:
-        metrics[f"HR@{k}"] = (rank <= k).double().mean().item()
-    for k in KS:
-        metrics[f"NDCG@{k}"] = torch.where(rank <= k, 1.0 / torch.log2(rank + 1), 0.0).mean().item()
-    return metrics
+    """Each metric of reporting/metrics.METRICS, averaged over the users (the rows of `scores`),
+    on the CPU. The average is torch's float64 mean, which computed the committed results
+    (tests/test_evaluate.py checks it to the last bit): numpy's pairwise sum rounds otherwise."""
+    ranks = positive_rank(scores).cpu().numpy()
+    return {metric: torch.from_numpy(values).mean().item() for metric, values in metrics_per_user(ranks).items()}
 
 
 def mean_and_std(values: list[float]) -> dict[str, float | None]:

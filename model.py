@@ -10,10 +10,11 @@ vector is market-specific. A bidirectional Transformer encoder (post-norm layers
 vector is the mean of the outputs at the real history positions, the candidate vector the
 output at the candidate position, and one linear layer scores their concatenation.
 
-`fast_kernels` (config.py; on by default) runs dropout, attention and whole layers at
-evaluation as compiled kernels when the tensors are on the CPU (speed/cpu_kernels.py): the same
-function to float rounding, with dropout masks from the kernels' own seeded generator. Off, or
-on any other device, the torch ops below run: the reference path.
+`fast_kernels` (config.py; on by default), chosen when the model is built, runs dropout,
+attention and whole layers at evaluation as compiled kernels when the tensors are on the CPU
+(speed/cpu_kernels.py): the same function to float rounding, with dropout masks from the
+kernels' own seeded generator. Off, or on any other device (each forward checks where its input
+is: a model may be moved to a GPU), the torch ops below run: the reference path.
 
 Where this differs from the authors' code (github.com/laowangzi/ACMR): docs/SPEC.md section 9.
 """
@@ -29,21 +30,21 @@ from torch import nn
 from speed import cpu_kernels
 
 
-def dropout(x: torch.Tensor, p: float, training: bool, fast_kernels: bool, relu: bool = False) -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float, training: bool, compiled: bool, relu: bool = False) -> torch.Tensor:
     """Inverted dropout of x, or of relu(x) with `relu`, in training; identity (after the ReLU)
-    otherwise. With `fast_kernels` on CPU, one compiled pass (cpu_kernels.dropout)."""
-    if training and p > 0.0 and fast_kernels and x.device.type == "cpu":
+    otherwise. `compiled` (x on the CPU): one compiled pass (cpu_kernels.dropout)."""
+    if training and p > 0.0 and compiled:
         return cpu_kernels.dropout(x, p, relu)
     x = F.relu(x) if relu else x
     return F.dropout(x, p, training=True) if training and p > 0.0 else x
 
 
-def attention(qkv: torch.Tensor, padding: torch.Tensor, num_heads: int, p: float, fast_kernels: bool) -> torch.Tensor:
+def attention(qkv: torch.Tensor, padding: torch.Tensor, num_heads: int, p: float, compiled: bool) -> torch.Tensor:
     """Multi-head attention with dropout p on the probabilities: qkv (B, T, 3H) the queries,
     keys and values from `in_proj`, padding (B, T) True at padded keys; returns the heads'
-    outputs side by side (B, T, H), before `out_proj`. With `fast_kernels` on CPU, one compiled
+    outputs side by side (B, T, H), before `out_proj`. `compiled` (qkv on the CPU): one compiled
     pass forward and one backward (cpu_kernels.attention)."""
-    if fast_kernels and qkv.device.type == "cpu":
+    if compiled:
         return cpu_kernels.attention(qkv, padding, num_heads, p)
     batch, length, hidden = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     head_size = hidden // num_heads
@@ -57,9 +58,11 @@ def attention(qkv: torch.Tensor, padding: torch.Tensor, num_heads: int, p: float
 class EncoderLayer(nn.Module):
     """`nn.TransformerEncoderLayer(hidden, heads, ff, dropout, batch_first=True)`: post-norm,
     ReLU, dropout on the attention probabilities, after the attention and inside and after the
-    feed-forward block; the same parameters (`self_attn.in_proj_weight`, `linear1`, `norm1`, ...)."""
+    feed-forward block; the same parameters (`self_attn.in_proj_weight`, `linear1`, `norm1`, ...).
+    `fast_kernels`: the compiled CPU kernels where they apply."""
 
-    def __init__(self, hidden_size: int, num_heads: int, ff_size: int, dropout_p: float) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, ff_size: int, dropout_p: float,
+                 fast_kernels: bool = True) -> None:
         super().__init__()
         # created in nn.TransformerEncoderLayer's order, so that a seed gives the same initial
         # weights; self_attn holds in_proj and out_proj (its forward is not used)
@@ -70,18 +73,20 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(hidden_size)
         self.num_heads = num_heads
         self.p = dropout_p
+        self.fast_kernels = fast_kernels
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor, fast_kernels: bool) -> torch.Tensor:
-        """x (B, T, H); padding (B, T) True at padded tokens. Returns (B, T, H). With
-        `fast_kernels` on CPU, evaluation without autograd runs the whole layer compiled."""
-        if fast_kernels and x.device.type == "cpu" and not self.training and not torch.is_grad_enabled():
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """x (B, T, H); padding (B, T) True at padded tokens. Returns (B, T, H). With the
+        compiled kernels, evaluation without autograd runs the whole layer at once."""
+        compiled = self.fast_kernels and x.device.type == "cpu"
+        if compiled and not self.training and not torch.is_grad_enabled():
             return cpu_kernels.encoder_layer_inference(self, x, padding)
         p = self.p if self.training else 0.0
         qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)  # (B, T, 3H)
-        attended = attention(qkv, padding, self.num_heads, p, fast_kernels)  # (B, T, H)
-        x = self.norm1(x + dropout(self.self_attn.out_proj(attended), p, self.training, fast_kernels))
-        hidden = dropout(self.linear1(x), p, self.training, fast_kernels, relu=True)  # (B, T, ff)
-        return self.norm2(x + dropout(self.linear2(hidden), p, self.training, fast_kernels))
+        attended = attention(qkv, padding, self.num_heads, p, compiled)  # (B, T, H)
+        x = self.norm1(x + dropout(self.self_attn.out_proj(attended), p, self.training, compiled))
+        hidden = dropout(self.linear1(x), p, self.training, compiled, relu=True)  # (B, T, ff)
+        return self.norm2(x + dropout(self.linear2(hidden), p, self.training, compiled))
 
 
 class Encoder(nn.Module):
@@ -92,10 +97,10 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor, fast_kernels: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """x (B, T, H); padding (B, T) True at padded tokens. Returns (B, T, H)."""
         for layer in self.layers:
-            x = layer(x, padding, fast_kernels)
+            x = layer(x, padding)
         return x
 
 
@@ -103,8 +108,8 @@ class ACMR(nn.Module):
     """The model. `market_embedding` chooses the market-specific part: "shared" (the paper's: one
     vector per market), "none" (ablation: no market-specific part) or "item" (our extension: one
     vector per (item, market), added to the shared item vector). `fast_kernels`: the compiled
-    CPU kernels where they apply (config.fast_kernels); an attribute, which may be switched on a
-    built model."""
+    CPU kernels where they apply (config.fast_kernels), in the embeddings' dropout and in every
+    encoder layer; `model.fast_kernels = flag` switches them all on a built model."""
 
     def __init__(self, num_items: int, num_markets: int, hidden_size: int = 32,
                  num_layers: int = 4, num_heads: int = 8, ff_size: int = 128,
@@ -118,10 +123,20 @@ class ACMR(nn.Module):
         elif market_embedding == "item":
             self.market_embedding = nn.Embedding((num_items + 1) * num_markets, hidden_size)
         self.norm = nn.LayerNorm(hidden_size)
-        self.encoder = Encoder(EncoderLayer(hidden_size, num_heads, ff_size, dropout_p), num_layers)
+        self.encoder = Encoder(EncoderLayer(hidden_size, num_heads, ff_size, dropout_p, fast_kernels), num_layers)
         self.score = nn.Linear(2 * hidden_size, 1)
         self.p = dropout_p
-        self.fast_kernels = fast_kernels
+        self._fast_kernels = fast_kernels
+
+    @property
+    def fast_kernels(self) -> bool:
+        return self._fast_kernels
+
+    @fast_kernels.setter
+    def fast_kernels(self, flag: bool) -> None:
+        self._fast_kernels = flag
+        for layer in self.encoder.layers:
+            layer.fast_kernels = flag
 
     def forward(self, users: torch.Tensor, history_items: torch.Tensor, candidate_item: torch.Tensor,
                 market_ids: torch.Tensor) -> torch.Tensor:
@@ -133,9 +148,9 @@ class ACMR(nn.Module):
             x = x + self.market_embedding(market_ids)[:, None, :]
         elif self.market_embedding_kind == "item":
             x = x + self.market_embedding(tokens * self.num_markets + market_ids[:, None])
-        x = dropout(self.norm(x), self.p, self.training, self.fast_kernels)
+        x = dropout(self.norm(x), self.p, self.training, self.fast_kernels and x.device.type == "cpu")
         padding = tokens == 0  # (B, L+1)
-        x = self.encoder(x, padding, self.fast_kernels)  # (B, L+1, H)
+        x = self.encoder(x, padding)  # (B, L+1, H)
         in_history = (~padding[:, :-1]).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
         user_vector = (x[:, :-1] * in_history).sum(1) / in_history.sum(1).clamp(min=1)  # (B, H)
         candidate_vector = x[:, -1]  # (B, H)

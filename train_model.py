@@ -65,7 +65,6 @@ from data_loader import (
     resample_train_negatives,
 )
 from evaluate import (
-    METRICS,
     NonFiniteScores,
     breakdown,
     evaluate_candidates,
@@ -75,6 +74,7 @@ from evaluate import (
     score_candidates,
 )
 from model import activation_floats, build_model
+from reporting.metrics import METRICS, SELECTION_METRIC
 from reporting.paired import save_ranks
 from reporting.report import comparison_text
 from runfolder.checkpoints import (
@@ -397,8 +397,8 @@ def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config
                 raise diverged(config, seed, stage, epoch, f"validation: {error}") from None
             seconds = time.perf_counter() - started
             progress.epoch, progress.seconds = epoch, progress.seconds + seconds
-            if valid["NDCG@5"] > progress.best_score:
-                progress.best_score, progress.best_epoch = valid["NDCG@5"], epoch
+            if valid[SELECTION_METRIC] > progress.best_score:
+                progress.best_score, progress.best_epoch = valid[SELECTION_METRIC], epoch
                 best_state = copy.deepcopy(model.state_dict())
                 if config.patience_resets:
                     progress.non_improving = 0

@@ -19,6 +19,7 @@ import pandas as pd
 
 from config import STAGES, Config
 from reporting import paired
+from reporting.metrics import METRICS, SELECTION_METRIC
 from reporting.report import (
     breakdown_lines,
     breakdown_table,
@@ -32,7 +33,6 @@ from reporting.report import (
 from reporting.runs import (
     AUTHORS_RUNS,
     HEADLINE_METRICS,
-    METRICS,
     PROTOCOL_RESCORINGS,
     REPO,
     RESCORED,
@@ -227,7 +227,7 @@ def stage2_runs(market: str) -> tuple[list[dict], list[dict]]:
     """Per seed of `market`, the fine-tuning of the authors' pre-trained weights on our split by
     our procedure (results/stage2/ours: train_model.py --init_weights) and by theirs
     (results/stage2/authors_procedure: their code fed our split): epochs run, kept epoch,
-    validation at the kept epoch, validation NDCG@5 after each epoch, test metrics, per-user test
+    validation at the kept epoch, validation NDCG@5 (SELECTION_METRIC) after each epoch, test metrics, per-user test
     ranks and the test candidates' SHA-256."""
     ours = []
     for folder in find_run_folders([STAGE2 / "ours"]):
@@ -238,7 +238,7 @@ def stage2_runs(market: str) -> tuple[list[dict], list[dict]]:
         ranks = paired.load_ranks(folder)
         for run in results["runs"]:
             kept = next(r["valid"] for r in records if r["seed"] == run["seed"] and r["epoch"] == run["finetune"]["best_epoch"])
-            curve = [r["valid"]["NDCG@5"] for r in records if r["seed"] == run["seed"] and r["stage"] == "finetune"]
+            curve = [r["valid"][SELECTION_METRIC] for r in records if r["seed"] == run["seed"] and r["stage"] == "finetune"]
             ours.append({"seed": run["seed"], "epochs": run["finetune"]["epochs"], "kept": run["finetune"]["best_epoch"],
                          "valid": kept, "test": {m: run["finetune"][m] for m in METRICS}, "curve": curve,
                          "ranks": ranks[run["seed"]]["finetune"], "sha": run["candidates_sha256"]["test"]})
@@ -247,7 +247,7 @@ def stage2_runs(market: str) -> tuple[list[dict], list[dict]]:
         run = json.loads(path.read_text())
         theirs.append({"seed": run["seed"], "epochs": run["epochs"], "kept": run["kept_epoch"],
                        "valid": run["valid_at_kept_epoch"]["rank_based"],
-                       "curve": [epoch["rank_based"]["NDCG@5"] for epoch in run["valid_per_epoch"]],
+                       "curve": [epoch["rank_based"][SELECTION_METRIC] for epoch in run["valid_per_epoch"]],
                        "test": {m: run["test"]["rank_based"][m] for m in METRICS},
                        "ranks": np.array(run["test"]["ranks"]), "sha": run["split_info"]["candidates_sha256"]["test"]})
     return sorted(ours, key=lambda r: r["seed"]), sorted(theirs, key=lambda r: r["seed"])
@@ -281,7 +281,7 @@ def stage2_table(markets: tuple[str, ...] = ("in", "uk")) -> list[str]:
     for market, (ours, theirs) in by_market.items():
         if ours and theirs:
             width = max(r["epochs"] for r in ours + theirs)
-            lines += ["", f"{market}: validation NDCG@5 after each fine-tuning epoch, mean over the seeds still "
+            lines += ["", f"{market}: validation {SELECTION_METRIC} after each fine-tuning epoch, mean over the seeds still "
                           "training (in brackets, how many seeds)", "",
                       "| procedure | " + " | ".join(str(e) for e in range(1, width + 1)) + " |", "|---|" + "---|" * width]
             for name, runs in (("ours", ours), ("theirs", theirs)):

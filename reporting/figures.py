@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from config import STAGES
+from reporting.metrics import METRICS, SELECTION_METRIC
 from reporting.runs import (
     HEADLINE_METRICS,
-    METRICS,
     SPEC_MARKETS,
     STAGE_TITLES,
     authors_numbers,
@@ -96,8 +96,8 @@ def plot_authors(table: pd.DataFrame, variant: str, out: Path) -> Path:
 
 
 def plot_curves(curves: pd.DataFrame, results: pd.DataFrame, variant: str, out: Path) -> Path:
-    """One panel per (market, stage): validation NDCG@5 per epoch, a line per seed, the kept
-    epoch marked, and the authors' validation NDCG@5 at the epoch they kept."""
+    """One panel per (market, stage): validation SELECTION_METRIC (NDCG@5) per epoch, a line per
+    seed, the kept epoch marked, and the authors' validation number at the epoch they kept."""
     import matplotlib.pyplot as plt
     authors = authors_numbers()
     runs = curves[curves["variant"] == variant]
@@ -105,24 +105,25 @@ def plot_curves(curves: pd.DataFrame, results: pd.DataFrame, variant: str, out: 
               if ((runs["market"] == m) & (runs["stage"] == s)).any()]
     figure, axes = panel_grid(len(panels), columns=2, size=(4.0, 2.4))
     colors = {seed: plt.get_cmap("tab20")(i % 20) for i, seed in enumerate(sorted(set(runs["seed"])))}
+    column = f"valid_{SELECTION_METRIC}"  # reporting/runs.py's curves
     kept = results[results["variant"] == variant].set_index(["market", "seed", "stage"])["best_epoch"]
     for axis, (market, stage) in zip(axes, panels):
         picked = runs[(runs["market"] == market) & (runs["stage"] == stage)]
         for seed, run in picked.groupby("seed"):
-            axis.plot(run["epoch"], run["valid_NDCG@5"], color=colors[seed], lw=1, label=f"seed {seed}")
+            axis.plot(run["epoch"], run[column], color=colors[seed], lw=1, label=f"seed {seed}")
             best = run[run["epoch"] == kept.get((market, seed, stage))]
-            axis.plot(best["epoch"], best["valid_NDCG@5"], "o", color=colors[seed], markersize=5)
-        axis.axhline(authors.loc[(market, stage), "valid NDCG@5"], color="black", ls="--", lw=1,
+            axis.plot(best["epoch"], best[column], "o", color=colors[seed], markersize=5)
+        axis.axhline(authors.loc[(market, stage), f"valid {SELECTION_METRIC}"], color="black", ls="--", lw=1,
                      label="authors' logged run, at its kept epoch")
         axis.set_title(f"{market}, {STAGE_TITLES[stage]}", fontsize=10)
         axis.set_xlabel("epoch")
-        axis.set_ylabel("valid NDCG@5")
+        axis.set_ylabel(f"valid {SELECTION_METRIC}")
         axis.grid(alpha=0.3)
     labels = legend_entries(axes)
     order = sorted(labels, key=lambda label: (not label.startswith("seed"), label))
     figure.legend([labels[label] for label in order], order, loc="outside right upper", fontsize=8,
                   title="dot: the kept epoch", title_fontsize=8)
-    figure.suptitle(f"{variant}: validation NDCG@5 per epoch")
+    figure.suptitle(f"{variant}: validation {SELECTION_METRIC} per epoch")
     return save_figure(figure, out / f"curves_{slug(variant)}.png")
 
 

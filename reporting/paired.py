@@ -6,8 +6,7 @@ market and seed whose test candidates have the same SHA-256 (results.json's `can
 scored the same users on the same candidates, in the same order: their ranks pair up user by
 user. For models A and B (A's last stage against B's, fine-tuning where a model has it):
 
-- per test user and seed, metric(A) - metric(B) for HR@10 (0 or 1) and NDCG@10
-  (1 / log2(rank + 1) within the top 10, else 0);
+- per test user and seed, metric(A) - metric(B) for HR@10 and NDCG@10 (reporting/metrics.py);
 - per test user, d = that difference averaged over the seeds both have: the same users are the
   target market's test users in every seed (another split each time), so a user is one unit,
   not one per seed;
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from config import STAGES
+from reporting.metrics import metric_per_user
 
 RANKS = "ranks.json"
 RANKS_FORMAT = "acmr-ranks/1"
@@ -71,15 +71,6 @@ def load_ranks(run_dir: Path) -> dict[int, dict]:
 
 
 # ---------------------------------------------------------------- statistics
-
-def metric_of_ranks(ranks: np.ndarray, metric: str) -> np.ndarray:
-    """Per-user HR@k or NDCG@k of 1-based ranks (evaluate.py's definitions)."""
-    name, k = metric.split("@")
-    ranks, hit = np.asarray(ranks, dtype=float), np.asarray(ranks) <= int(k)
-    if name == "HR":
-        return hit.astype(float)
-    return np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)
-
 
 @dataclass
 class Paired:
@@ -130,7 +121,7 @@ def compare(a: dict[int, dict], b: dict[int, dict]) -> Comparison | None:
         raise ValueError(f"seeds {seeds}: runs of one market with different numbers of test users")
     stats, per_seed = {}, {}
     for metric in PAIRED_METRICS:
-        differences = metric_of_ranks(np.stack(ranks_a), metric) - metric_of_ranks(np.stack(ranks_b), metric)
+        differences = metric_per_user(np.stack(ranks_a), metric) - metric_per_user(np.stack(ranks_b), metric)
         stats[metric] = paired_stats(differences.mean(axis=0))  # (seeds, users) -> one per user
         per_seed[metric] = differences.mean(axis=1).tolist()
     return Comparison(seeds, stats, per_seed)

@@ -26,10 +26,10 @@ import pandas as pd
 from config import STAGES, Config, repository_or_given
 from plans.presets import PRETRAINED_AS
 from reporting import figures, paired
+from reporting.metrics import METRICS
 from reporting.runs import (
     BREAKDOWN_GROUPS,
     HEADLINE_METRICS,
-    METRICS,
     REPO,
     RESULTS,
     STAGE_TITLES,

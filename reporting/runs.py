@@ -31,13 +31,13 @@ from config import (
     ConfigError,
 )
 from plans.presets import PRESETS
+from reporting.metrics import METRICS, SELECTION_METRIC
 from runfolder.files import DIVERGED
 from runfolder.migration import upgrade_saved
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
 AUTHORS_RUNS = REPO / "data" / "authors_logged_runs.json"
-METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # evaluate.METRICS (tests/test_report.py checks)
 HEADLINE_METRICS = ("HR@10", "NDCG@10")
 SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")  # docs/SPEC.md section 6's order
 ELECTRONICS = ",".join(ELECTRONICS_MARKETS)  # the data_markets of the runs the authors' numbers belong to
@@ -215,7 +215,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                                 **breakdown_columns(run[stage].get("breakdown"))})
         curves += [{"variant": variant, "market": config["target_market"], "folder": folder.name,
                     "seed": r["seed"], "stage": r["stage"], "epoch": r["epoch"],
-                    "valid_NDCG@5": r["valid"]["NDCG@5"]} for r in records]
+                    f"valid_{SELECTION_METRIC}": r["valid"][SELECTION_METRIC]} for r in records]
     results = pd.DataFrame(results)
     if len(results):  # a (variant, market, seed) run in several folders counts once: the newest
         key = ["variant", "market", "seed"]

@@ -99,7 +99,7 @@ def test_compiled_attention_is_attention_with_dropout_in_value_and_gradient():
         reference = attention_reference(qkv, padding, keep_)
         torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
         if p_ == 0.0:
-            torch.testing.assert_close(attention(qkv, padding, 8, 0.0, fast_kernels=False), reference,
+            torch.testing.assert_close(attention(qkv, padding, 8, 0.0, compiled=False), reference,
                                        rtol=1e-5, atol=1e-5)
         ours_grad, = torch.autograd.grad(ours, qkv, grad_out)
         reference_grad, = torch.autograd.grad(reference, qkv, grad_out)
@@ -137,7 +137,7 @@ def test_compiled_attention_is_attention_on_repeated_tokens(length: int):
         if name == "ours":
             out = _AttentionCPU.apply(x, (~padding).to(torch.uint8), 8, 0.0, 0)
         else:
-            out = attention(x, padding, 8, 0.0, fast_kernels=False)
+            out = attention(x, padding, 8, 0.0, compiled=False)
         results[name] = out.detach().double(), torch.autograd.grad(out, x, grad_out.to(dtype))[0].double()
     for k, kind in enumerate(("value", "gradient")):
         exact = results["exact"][k]
@@ -155,7 +155,7 @@ def test_evaluation_attention_kernel_with_one_real_key_returns_its_value():
         out = torch.empty(37, length, 32)
         _attention_inference_cpu(qkv.numpy(), torch.zeros(96).numpy(), (~padding).to(torch.uint8).numpy(), 8,
                                  out.numpy(), _LANES)
-        torch.testing.assert_close(out, attention(qkv.double(), padding, 8, 0.0, fast_kernels=False).float(),
+        torch.testing.assert_close(out, attention(qkv.double(), padding, 8, 0.0, compiled=False).float(),
                                    rtol=1e-5, atol=1e-4)
         assert torch.equal(out[1], qkv[1, -1:, 64:].expand(length, -1))
 
@@ -174,7 +174,7 @@ def test_evaluation_attention_kernel_is_attention(length: int):
     bias = torch.randn(96)
     _attention_inference_cpu((qkv - bias).numpy(), bias.numpy(), (~padding).to(torch.uint8).numpy(), 8,
                              out.numpy(), _LANES)
-    torch.testing.assert_close(out, attention(qkv, padding, 8, 0.0, fast_kernels=False), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, attention(qkv, padding, 8, 0.0, compiled=False), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, _AttentionCPU.apply(qkv, (~padding).to(torch.uint8), 8, 0.0, 0),
                                rtol=1e-5, atol=1e-5)
 

@@ -17,7 +17,7 @@ import torch
 
 import train_model
 from config import ELECTRONICS_MARKETS, Config, parse_overrides
-from evaluate import METRICS
+from reporting.metrics import METRICS
 from runfolder.checkpoints import Progress
 from runfolder.files import WriteError, json_text, write_file, write_text
 from tests.conftest import REPO, synthetic_frames

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from data_loader import load_markets, market_statistics
-from evaluate import METRICS
+from reporting.metrics import METRICS
 from tests.conftest import REPO
 
 SPEC_STATISTICS = {  # SPEC section 1: users / items / ratings

@@ -1,7 +1,8 @@
 """model: the written-out encoder is nn.TransformerEncoder's function and init; padding does not
 change the output; the fast path (speed/cpu_kernels.py) and the plain torch path compute the same
 model end to end on CPU, in training, in evaluation and through the trainer and the evaluator;
-`fast_kernels` chooses between them; activation_floats follows the model's sizes.
+`fast_kernels`, chosen when the model is built or switched on a built one, chooses between
+them; activation_floats follows the model's sizes.
 The kernels themselves are tested one by one in tests/test_cpu_kernels.py."""
 from __future__ import annotations
 
@@ -62,14 +63,14 @@ def test_encoder_has_the_parameters_and_initial_weights_of_nn_transformer_encode
 @pytest.mark.parametrize("path", PATHS)
 def test_encoder_computes_nn_transformer_encoder_function(path: str):
     torch.manual_seed(0)
-    ours = perturbed(Encoder(EncoderLayer(32, 8, 128, 0.3), 4)).eval()
+    ours = perturbed(Encoder(EncoderLayer(32, 8, 128, 0.3, fast_kernels=PATHS[path]), 4)).eval()
     reference = reference_encoder().eval()
     reference.load_state_dict(ours.state_dict())
     x = torch.randn(16, 10, 32)
     padding = torch.zeros(16, 10, dtype=torch.bool)
     padding[:, 6:9] = True
     with torch.no_grad():
-        torch.testing.assert_close(ours(x, padding, PATHS[path]), reference(x, src_key_padding_mask=padding),
+        torch.testing.assert_close(ours(x, padding), reference(x, src_key_padding_mask=padding),
                                    rtol=1e-5, atol=1e-5)
 
 
@@ -99,9 +100,9 @@ def test_the_market_embedding_changes_the_score():
 @pytest.mark.parametrize("path", PATHS)
 def test_dropout_is_the_identity_outside_training_or_at_p_0_on_both_paths(path: str):
     x = torch.randn(1001)
-    assert dropout(x, 0.3, False, fast_kernels=PATHS[path]) is x
-    assert torch.equal(dropout(x, 0.3, False, relu=True, fast_kernels=PATHS[path]), torch.relu(x))
-    assert dropout(x, 0.0, True, fast_kernels=PATHS[path]) is x
+    assert dropout(x, 0.3, False, compiled=PATHS[path]) is x
+    assert torch.equal(dropout(x, 0.3, False, relu=True, compiled=PATHS[path]), torch.relu(x))
+    assert dropout(x, 0.0, True, compiled=PATHS[path]) is x
 
 
 def test_a_few_training_steps_lower_the_loss():
@@ -158,7 +159,9 @@ def both_paths(config: Config, dataset) -> dict[str, nn.Module]:
 def test_build_model_reads_fast_kernels_and_the_baselines_still_build(synthetic):
     config, dataset, data = synthetic
     models = both_paths(config, dataset)
-    assert models["fast"].fast_kernels and not models["plain"].fast_kernels
+    for path, fast in PATHS.items():
+        assert models[path].fast_kernels == fast
+        assert [layer.fast_kernels for layer in models[path].encoder.layers] == [fast] * config.num_layers
     for name in ("popularity", "gmf", "mlp", "nmf"):
         model = build_model(dataclasses.replace(config, model=name, fast_kernels=False), dataset)
         users = data.target_users
@@ -261,23 +264,55 @@ def test_evaluation_scores_and_ranks_the_same_on_both_paths(synthetic):
     assert ranking_metrics(scores["fast"]) == ranking_metrics(scores["plain"])
 
 
-def test_fast_kernels_chooses_whether_the_cpu_kernels_run(synthetic, monkeypatch):
-    """Off, a training step and an evaluation call no kernel of speed/cpu_kernels.py; on, they call
-    each of them (dropout included: this test trains with dropout)."""
-    config, dataset, data = synthetic
-    config = dataclasses.replace(config, dropout=0.3)
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list[str]:
+    """The names of the kernels of speed/cpu_kernels.py that run, as they run."""
     calls = []
     for name in ("dropout", "attention", "encoder_layer_inference"):
         kernel = getattr(cpu_kernels, name)
         monkeypatch.setattr(cpu_kernels, name, lambda *args, _name=name, _kernel=kernel, **kwargs:
                             calls.append(_name) or _kernel(*args, **kwargs))
+    return calls
+
+
+def test_fast_kernels_chooses_whether_the_cpu_kernels_run(synthetic, kernel_calls):
+    """Off, a training step and an evaluation call no kernel of speed/cpu_kernels.py; on, they call
+    each of them (dropout included: this test trains with dropout)."""
+    config, dataset, data = synthetic
+    config = dataclasses.replace(config, dropout=0.3)
     for path, fast in PATHS.items():
-        calls.clear()
+        kernel_calls.clear()
         torch.manual_seed(0)
         model = build_model(dataclasses.replace(config, fast_kernels=fast), dataset)
         batch_loss(model.train(), data, torch.arange(64), int(data.history_length.max()), config).backward()
         score_candidates(model, data, data.valid_candidates, 0)
-        assert set(calls) == ({"dropout", "attention", "encoder_layer_inference"} if fast else set()), path
+        assert set(kernel_calls) == ({"dropout", "attention", "encoder_layer_inference"} if fast else set()), path
+
+
+def test_switching_fast_kernels_on_a_built_model_switches_every_layer(synthetic, kernel_calls):
+    """`model.fast_kernels = flag` reaches the embeddings' dropout and every encoder layer: a
+    model built with the kernels and switched off runs none of them, and switched back on, all."""
+    config, dataset, data = synthetic
+    config = dataclasses.replace(config, dropout=0.3)
+    model = build_model(dataclasses.replace(config, fast_kernels=True), dataset)
+    for fast in (False, True):
+        model.fast_kernels = fast
+        assert [layer.fast_kernels for layer in model.encoder.layers] == [fast] * config.num_layers
+        kernel_calls.clear()
+        batch_loss(model.train(), data, torch.arange(64), int(data.history_length.max()), config).backward()
+        score_candidates(model, data, data.valid_candidates, 0)
+        assert set(kernel_calls) == ({"dropout", "attention", "encoder_layer_inference"} if fast else set()), fast
+
+
+def test_a_model_with_fast_kernels_off_the_cpu_runs_the_torch_path(kernel_calls):
+    """The kernels take CPU tensors only: a model built with them and moved to another device
+    (here `meta`, which computes shapes only) runs the plain torch ops, in training and evaluation."""
+    model = ACMR(num_items=200, num_markets=7, fast_kernels=True).to("meta")
+    history, candidate, market = (tensor.to("meta") for tensor in random_batch(batch=8))
+    assert model.train()(None, history, candidate, market).shape == (8,)
+    with torch.inference_mode():
+        assert model.eval()(None, history, candidate, market).shape == (8,)
+    assert kernel_calls == []
 
 
 def test_activation_floats_follow_the_models_sizes():

@@ -11,6 +11,7 @@ import torch
 
 from config import Config
 from reporting import paired
+from reporting.metrics import metric_per_user
 from runfolder.checkpoints import Progress
 from tests.conftest import synthetic_frames
 from train_model import run_seed
@@ -21,7 +22,7 @@ T_975_DF4 = 2.7764451051977987  # Student's t, 97.5% quantile, 4 degrees of free
 def test_the_comparison_of_five_users_matches_the_hand_computed_values():
     a, b = np.array([1, 1, 1, 1, 1]), np.array([3, 1, 2, 15, 7])
     # HR@10: A hits all, B misses the 4th user: d = 0 0 0 1 0
-    hr = paired.paired_stats(paired.metric_of_ranks(a, "HR@10") - paired.metric_of_ranks(b, "HR@10"))
+    hr = paired.paired_stats(metric_per_user(a, "HR@10") - metric_per_user(b, "HR@10"))
     sd = math.sqrt((4 * 0.2**2 + 0.8**2) / 4)
     assert hr.n == 5 and hr.mean == pytest.approx(0.2)
     assert (hr.low, hr.high) == pytest.approx((0.2 - T_975_DF4 * sd / math.sqrt(5), 0.2 + T_975_DF4 * sd / math.sqrt(5)))
@@ -29,7 +30,7 @@ def test_the_comparison_of_five_users_matches_the_hand_computed_values():
     assert (hr.better, hr.worse) == (1, 0)
     # NDCG@10: d = 1 - 1/log2(rank + 1): 0.5, 0, 1 - 1/log2(3), 1, 1 - 1/3
     d = [0.5, 0.0, 1 - 1 / math.log2(3), 1.0, 2 / 3]
-    ndcg = paired.paired_stats(paired.metric_of_ranks(a, "NDCG@10") - paired.metric_of_ranks(b, "NDCG@10"))
+    ndcg = paired.paired_stats(metric_per_user(a, "NDCG@10") - metric_per_user(b, "NDCG@10"))
     assert ndcg.mean == pytest.approx(sum(d) / 5)
     half = T_975_DF4 * np.std(d, ddof=1) / math.sqrt(5)
     assert (ndcg.low, ndcg.high) == pytest.approx((sum(d) / 5 - half, sum(d) / 5 + half))
@@ -121,7 +122,7 @@ def test_a_run_saves_each_test_users_rank_and_they_give_its_metrics(tmp_path):
     ranks = saved["finetune"]
     assert len(ranks) == 30 and ranks.min() >= 1 and ranks.max() <= 21
     for metric in ("HR@10", "NDCG@10"):
-        assert paired.metric_of_ranks(ranks, metric).mean() == pytest.approx(progress.runs[0]["finetune"][metric])
+        assert metric_per_user(ranks, metric).mean() == pytest.approx(progress.runs[0]["finetune"][metric])
 
 
 def test_two_models_on_the_same_seed_pair_up_end_to_end(tmp_path):

@@ -176,11 +176,6 @@ def test_settings_every_run_shares_are_stated_once_not_in_every_name(tmp_path):
     assert "lr=0.01" in comparison_text([tmp_path / "in-20260102-000000"])
 
 
-def test_the_report_names_the_metrics_evaluate_computes():
-    import evaluate
-    assert runs.METRICS == evaluate.METRICS
-
-
 def test_the_training_log_comparison_uses_the_same_numbers(log_dir):
     text = comparison_text([log_dir / "in-20260102-000000"])
     assert "0.7000+-0.1000 [0.6695]" in text

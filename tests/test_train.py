@@ -102,7 +102,7 @@ from config import Config
 from model import dropout
 from train_model import configure_host
 configure_host(Config(num_threads=1))
-dropout(torch.ones(64, 8), 0.5, True, fast_kernels=True)
+dropout(torch.ones(64, 8), 0.5, True, compiled=True)
 print(torch.get_num_threads(), numba.get_num_threads())
 """
     output = subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, capture_output=True,

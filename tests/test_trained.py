@@ -16,8 +16,8 @@ import torch
 
 from config import Config, ConfigError
 from data_loader import build_dataset
-from evaluate import METRICS
 from reporting import documents
+from reporting.metrics import METRICS
 from runfolder.checkpoints import CheckpointError, save_torch, weights_path
 from tests.conftest import REPO, synthetic_frames
 from tools import trained

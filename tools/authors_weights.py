@@ -42,7 +42,7 @@ from config import (
     target_markets,
 )
 from data_loader import DataError, DeviceData, build_dataset, load_markets
-from evaluate import METRICS, ranking_metrics, score_candidates
+from evaluate import ranking_metrics, score_candidates
 from runfolder.authors_release import (
     CACHE_DIR,
     CHECKPOINT_URL,
@@ -53,6 +53,7 @@ from runfolder.authors_release import (
     read_checkpoint,
     to_checkpoint_rows,
 )
+from reporting.metrics import METRICS
 from runfolder.files import write_json
 from speed.host import configure_host, resolve_device
 

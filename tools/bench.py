@@ -52,9 +52,8 @@ class TorchEncoder(nn.Module):
                                            config.dropout, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
 
-    def forward(self, x: torch.Tensor, padding: torch.Tensor, fast_kernels: bool) -> torch.Tensor:
-        """x (B, T, H); padding (B, T) True at padded tokens; fast_kernels is ignored (torch's
-        layers have one path)."""
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """x (B, T, H); padding (B, T) True at padded tokens."""
         return self.encoder(x, src_key_padding_mask=padding)
 
 

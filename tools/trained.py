@@ -68,7 +68,8 @@ from data_loader import (
     check_eval_negatives,
     load_markets,
 )
-from evaluate import METRICS, evaluate_candidates, score_candidates
+from evaluate import evaluate_candidates, score_candidates
+from reporting.metrics import METRICS
 from reporting.runs import PROTOCOL_RESCORINGS, RESCORED, protocol_table
 from runfolder.checkpoints import (
     WEIGHTS_FORMAT,

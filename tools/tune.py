@@ -48,7 +48,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config import RUN_ONLY_SETTINGS
-from plans.presets import SEARCH_DIR, STOPPED_AS_NCF, TRAINED_AS_NCF, TRAINED_AS_NCF_IN_EVERY_STAGE
+from plans.presets import (
+    SEARCH_DIR,
+    STOPPED_AS_NCF,
+    TRAINED_AS_NCF,
+    TRAINED_AS_NCF_IN_EVERY_STAGE,
+)
+from reporting.metrics import SELECTION_METRIC
 from runfolder.files import write_file, write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +63,8 @@ CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC the
 SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
 NUM_TRIALS = 8  # the budget: trials per (model, market), the same for every model and market
 DATA_SEED = 0  # the split, negatives and validation candidates the trials train and score on
-OBJECTIVE = "valid NDCG@5"  # the best over a trial's epochs; the test candidates are never scored
+OBJECTIVE = f"valid {SELECTION_METRIC}"  # the best over a trial's epochs; the test candidates are never scored
+CURVE = f"valid_{SELECTION_METRIC}_curve"  # a trial's validation SELECTION_METRIC after each epoch
 # every trial: the NCF paper's initialisation (He et al. 2017: N(0, 0.01)), conventional early
 # stopping, enough epochs, the target market alone
 FIXED = {"stages": "finetune", **TRAINED_AS_NCF}
@@ -154,9 +161,9 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
                 curve.append(None)
                 diverged = True
                 break
-            curve.append(round(valid["NDCG@5"], 6))
-            if valid["NDCG@5"] > best:
-                best, best_epoch, best_valid = valid["NDCG@5"], epoch, valid
+            curve.append(round(valid[SELECTION_METRIC], 6))
+            if valid[SELECTION_METRIC] > best:
+                best, best_epoch, best_valid = valid[SELECTION_METRIC], epoch, valid
                 best_state = copy.deepcopy(model.state_dict())
                 if config.patience_resets:
                     non_improving = 0
@@ -165,7 +172,7 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
         model.load_state_dict(best_state)  # the next stage starts from this stage's best epoch
     return {OBJECTIVE: best, "best_epoch": best_epoch, "epochs": len(curve),
             "valid_at_best_epoch": best_valid, "seconds": round(time.perf_counter() - started, 1),
-            "valid_NDCG@5_curve": curve}
+            CURVE: curve}
 
 
 def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
@@ -270,7 +277,7 @@ def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, 
     return record
 
 
-RESULT_KEYS = (OBJECTIVE, "best_epoch", "epochs", "valid_at_best_epoch", "seconds", "valid_NDCG@5_curve")
+RESULT_KEYS = (OBJECTIVE, "best_epoch", "epochs", "valid_at_best_epoch", "seconds", CURVE)
 
 
 def write_tables(out: Path) -> dict:
@@ -331,8 +338,8 @@ def main(argv: list[str]) -> None:
                 started = time.time()
                 record = run_search(model, market, out, trials=int(options["trials"]), base=base, frames=frames)
                 best = record["all_trials"][record["chosen_trial"]]["result"][OBJECTIVE]
-                print(f"{model} {market}: trial {record['chosen_trial']} of {record['trials']} chosen, valid "
-                      f"NDCG@5 {best:.4f}, {time.time() - started:.0f} s: {record['chosen']}", flush=True)
+                print(f"{model} {market}: trial {record['chosen_trial']} of {record['trials']} chosen, "
+                      f"{OBJECTIVE} {best:.4f}, {time.time() - started:.0f} s: {record['chosen']}", flush=True)
     finally:
         ray.shutdown()
     write_tables(out)
