@@ -3,14 +3,16 @@ data, and runs end to end on the real data."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from config import PRESETS, Config
+from config import PRESETS, STAGES, Config
 from data_loader import build_dataset, load_markets
+from evaluate import METRICS
 from model import build_model
 from runfolder.checkpoints import Progress
 from tests.conftest import synthetic_frames
@@ -123,13 +125,17 @@ def test_the_baselines_sizes_and_initialisation_are_settings(frames, small_confi
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_every_preset_runs_end_to_end_on_the_real_data(preset, real_config, tmp_path):
+def test_every_preset_trains_and_scores_each_of_its_stages_on_the_real_data(preset, real_config, tmp_path):
     short = {"seeds": 1, "pretrain_epochs": 1, "finetune_epochs": 1, "max_batches_per_epoch": 1}
     config = dataclasses.replace(real_config, **{**PRESETS[preset], **short})
     progress = Progress(stage=config.stages.split("+")[0])
     run_seed(tmp_path, real_frames(real_config), "in", config, torch.device("cpu"), progress, None)
+    assert [stage for stage in progress.runs[0] if stage in STAGES] == config.stages.split("+")
     for stage in config.stages.split("+"):
-        assert 0.0 <= progress.runs[0][stage]["NDCG@10"] <= 1.0
+        scores = progress.runs[0][stage]
+        assert set(METRICS) <= set(scores) and all(math.isfinite(scores[metric]) for metric in METRICS)
+        # a user's NDCG@k is at most his hit (1 / log2(rank + 1) <= 1), and a hit in the top 5 is one in the top 10
+        assert scores["NDCG@5"] <= scores["HR@5"] <= scores["HR@10"] and scores["NDCG@10"] <= scores["HR@10"]
 
 
 _frames_cache: dict = {}

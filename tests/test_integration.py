@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from evaluate import METRICS
 from tests.conftest import REPO
+
 
 def run(args: list[str], config) -> subprocess.CompletedProcess:
     env = {**os.environ, "XMREC_DIR": config.data_dir}
@@ -49,7 +51,7 @@ def test_tiny_run_writes_a_complete_run_folder(tiny_run):
     assert log.strip().splitlines()[-1] in result.stdout
 
 
-def test_tiny_run_metrics_and_results_are_valid(tiny_run):
+def test_tiny_run_records_each_epoch_and_its_test_metrics_are_those_of_its_saved_ranks(tiny_run):
     run_dir, _, _ = tiny_run
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in records][:2] == [("pretrain", 1), ("pretrain", 2)]
@@ -60,14 +62,19 @@ def test_tiny_run_metrics_and_results_are_valid(tiny_run):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["target_market"] == "in" and results["seeds"] == [0]
     (seed_run,) = results["runs"]
+    ranks_json = json.loads((run_dir / "ranks.json").read_text())
     assert seed_run["seconds"] > 0
     for stage in ("pretrain", "finetune"):
         assert set(METRICS) <= set(seed_run[stage])
         assert 1 <= seed_run[stage]["epochs"] <= 2
+        ranks = np.array(ranks_json["seeds"]["0"][stage].split(), dtype=int)  # 1-based, of 100 candidates
+        assert len(ranks) == 239 and ranks.min() >= 1 and ranks.max() <= 100
+        for k in (5, 10):  # by hand: a hit is a rank <= k, worth 1 / log2(rank + 1) in NDCG
+            assert seed_run[stage][f"HR@{k}"] == pytest.approx(np.mean(ranks <= k), abs=1e-9)
+            ndcg = np.where(ranks <= k, 1 / np.log2(ranks + 1), 0.0).mean()
+            assert seed_run[stage][f"NDCG@{k}"] == pytest.approx(ndcg, abs=1e-9)
         for metric in METRICS:
-            assert 0.0 <= seed_run[stage][metric] <= 1.0
             assert results["summary"][stage][metric] == {"mean": seed_run[stage][metric], "std": None}
-        assert seed_run[stage]["HR@5"] <= seed_run[stage]["HR@10"]
 
 
 def test_tiny_run_candidates_are_those_the_data_loader_exports(tiny_run, real_config, tmp_path):
