@@ -47,7 +47,7 @@ def test_graph_steps_make_the_eager_steps(frames, small_config):
         torch.testing.assert_close(graph_weight, eager_weight, rtol=0.0, atol=1e-2)
 
 
-def test_graph_steps_with_dropout_learn(frames, small_config):
+def test_graph_steps_with_dropout_lower_the_loss_over_four_epochs(frames, small_config):
     config = dataclasses.replace(small_config, batch_size=64)
     losses, _, steps = train(frames, config, graphs=True, epochs=4)
     assert steps.graphs and losses[-1] < losses[0]

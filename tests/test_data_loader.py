@@ -362,3 +362,27 @@ def test_more_training_negatives_than_a_users_other_items_is_one_line_naming_the
     check_train_negatives(frames, dataclasses.replace(config, num_train_negatives=most))
     with pytest.raises(ConfigError):
         check_train_negatives(frames, dataclasses.replace(config, num_train_negatives=most + 1))
+
+
+SPEC_STATISTICS = {  # SPEC section 1: users / items / ratings
+    "de": (1851, 2179, 17300), "jp": (487, 955, 4485), "in": (239, 470, 2015),
+    "fr": (1838, 1879, 17624), "ca": (4668, 5735, 44779), "mx": (1878, 1645, 17095),
+    "uk": (3352, 3251, 31547),
+}
+
+
+def test_real_data_statistics_match_the_spec(real_config):
+    table = data_loader.market_statistics(data_loader.load_markets(real_config))
+    for market, expected in SPEC_STATISTICS.items():
+        assert tuple(table.loc[market, ["users", "items", "ratings"]]) == expected
+    assert table.loc["all", "items"] == 8304
+
+
+def test_data_loader_prints_the_statistics(real_config):
+    result = subprocess.run([sys.executable, "data_loader.py"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "XMREC_DIR": real_config.data_dir})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    rows = {line.split()[0]: tuple(int(v) for v in line.split()[1:]) for line in lines[1:]}
+    assert {m: rows[m] for m in SPEC_STATISTICS} == SPEC_STATISTICS
+    assert rows["all"][1] == 8304

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from reporting.metrics import CUTOFFS, METRICS, SELECTION_METRIC, metric_per_user, metrics_per_user
+from reporting.metrics import (
+    CUTOFFS,
+    METRICS,
+    SELECTION_METRIC,
+    metric_per_user,
+    metrics_per_user,
+)
 
 
 def test_metric_names_are_the_papers_and_validation_ndcg_at_5_selects():

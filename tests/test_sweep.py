@@ -1,7 +1,9 @@
-"""tools/sweep.py on Ray: a grid ends with the results of the same jobs run directly, a job whose
-process or Ray worker is killed runs again from its checkpoint to the same results, a wrong
-address or a refused client is one line within seconds, and a cluster with token
-authentication runs the grid for a client with its token."""
+"""tools/sweep.py: a plan's grids and a sweep's seeds give the jobs and commands they say; a sweep
+writes one report row per model, stops its jobs resumably at the deadline or on SIGTERM, and the
+same command resumes and then skips them. On Ray: a grid ends with the results of the same jobs
+run directly, a job whose process or Ray worker is killed runs again from its checkpoint to the
+same results, a wrong address or a refused client is one line within seconds, and a cluster with
+token authentication runs the grid for a client with its token."""
 from __future__ import annotations
 
 import dataclasses
@@ -258,3 +260,74 @@ def test_a_sweep_with_first_seed_skips_the_seeds_it_has_done_and_resumes_the_one
     assert lines[2].startswith("run acmr in seed 7: python train_model.py ")
     assert "--first_seed=7 --seeds=1" in lines[2] and lines[2].count("--first_seed=") == 1
     assert lines[3] == "2 jobs to run"
+
+
+def test_the_sweep_runs_models_and_writes_one_report_row_per_model(real_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("XMREC_DIR", real_config.data_dir)
+    sweep.main(["--models=popularity,gmf", "--markets=in", "--seeds=2", "--pretrain_epochs=1", "--finetune_epochs=1",
+                "--max_batches_per_epoch=1", f"--log_dir={tmp_path}"])
+    report = (tmp_path / "report.md").read_text()
+    assert "Every run here has `pretrain_epochs=1 finetune_epochs=1 max_batches_per_epoch=1`" in report
+    assert "| popularity | after fine-tuning |" in report and "| gmf | after fine-tuning |" in report
+    assert len(list(tmp_path.glob("in-*"))) == 4  # one folder per (model, seed)
+
+
+def test_a_plan_lists_grids_in_order_with_their_own_settings(tmp_path):
+    plan = tmp_path / "plan.txt"
+    plan.write_text("# comment\nacmr in,jp 2  --split=temporal\n\ngmf,nmf mx 3-4 --log_dir=y  # later\n")
+    jobs = sweep.plan_jobs(plan.read_text().splitlines(), ["--log_dir=x"])
+    assert [(j.model, j.market, j.seed) for j in jobs] == [
+        ("acmr", "in", 0), ("acmr", "in", 1), ("acmr", "jp", 0), ("acmr", "jp", 1),
+        ("gmf", "mx", 3), ("gmf", "mx", 4), ("nmf", "mx", 3), ("nmf", "mx", 4)]
+    assert jobs[0].settings == ["--log_dir=x", "--split=temporal"]
+    assert jobs[0].command()[-4:] == ["--first_seed=0", "--seeds=1", "--log_dir=x", "--split=temporal"]
+    assert jobs[-1].settings == ["--log_dir=y"]  # the line's own setting replaces the command's
+    for bad in ("acmr in", "acmr xx 1", "foo in 1", "acmr in x", "acmr in 1 split=temporal"):
+        with pytest.raises(ConfigError):
+            sweep.plan_jobs([bad], [])
+
+
+def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_config, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.sweep", "--models=acmr,popularity", "--markets=in", "--seeds=1", "--jobs=2",
+         "--deadline_minutes=0.75", "--patience=50", "--max_batches_per_epoch=20", f"--log_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "XMREC_DIR": real_config.data_dir})
+    assert result.returncode == 1, result.stderr
+    assert "done popularity in seed 0" in result.stdout
+    assert "stopped (exit 130) acmr in seed 0" in result.stdout
+    assert "not finished: python train_model.py --target_market=in --first_seed=0" in result.stdout
+    interrupted = [f for f in tmp_path.glob("in-*") if not (f / "results.json").exists()]
+    assert len(interrupted) == 1 and (interrupted[0] / "checkpoint.pt").is_file()
+    assert "| popularity | after fine-tuning |" in (tmp_path / "report.md").read_text()  # the finished job's row
+
+
+def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_skips(real_config,
+                                                                                      tmp_path):
+    command = [sys.executable, "-m", "tools.sweep", "--models=acmr", "--markets=in", "--seeds=2", "--jobs=2",
+               "--num_epochs=2", "--max_batches_per_epoch=20", "--num_eval_negatives=19", f"--log_dir={tmp_path}"]
+    env = {**os.environ, "XMREC_DIR": real_config.data_dir}
+    sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+    deadline = time.time() + 180
+    while len(list(tmp_path.glob("in-*/checkpoint.pt"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    sweep_process.send_signal(signal.SIGTERM)  # the jobs themselves get no signal from us
+    stdout, stderr = sweep_process.communicate(timeout=120)
+    assert sweep_process.returncode == 130, stderr
+    assert "stopped (exit 130) acmr in seed 0" in stdout and "stopped (exit 130) acmr in seed 1" in stdout
+    assert stdout.count("not finished: python train_model.py") == 2
+    folders = sorted(tmp_path.glob("in-*"))
+    for run_dir in folders:
+        assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "results.json").exists()
+        assert "interrupted: progress up to the last finished epoch is saved" in (run_dir / "train.log").read_text()
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("resume acmr in seed") == 2 and "finished 2 of 2 jobs" in again.stdout
+    assert sorted(tmp_path.glob("in-*")) == folders  # no new folder: the same runs, finished
+    for run_dir in folders:
+        assert (run_dir / "results.json").is_file() and not (run_dir / "checkpoint.pt").exists()
+
+    once_more = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    assert once_more.returncode == 0 and once_more.stdout.count("skip acmr in seed") == 2
+    assert "finished 0 of 0 jobs" in once_more.stdout

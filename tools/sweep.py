@@ -91,14 +91,6 @@ GRID_SETTINGS = {  # train_model.py settings that each job sets itself: what the
     "seeds": "in a plan, a line's seeds are its third field (N: seeds 0 .. N-1, or a range A-B); "
              "--first_seed=S shifts them all by S",
 }
-# Asks the cluster's GCS for its ID, as ray.init does first: refused at once without its token.
-GCS_PROBE = """import sys
-from ray._raylet import GcsClient
-try:
-    GcsClient(address=sys.argv[1])
-except Exception as error:
-    sys.exit(f"{type(error).__name__}: {error}")
-"""
 
 
 class Interrupted(Exception):
@@ -288,18 +280,12 @@ def start_ray(address: str, cpus: int) -> None:
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level="error")
         return
-    from ray._private.services import (
-        canonicalize_bootstrap_address,  # `auto` as ray.init reads it
-    )
-    try:
-        gcs = canonicalize_bootstrap_address(address) or ""  # None for `local`
-    except ConnectionError:
+    gcs = address if address != "auto" else os.environ.get("RAY_ADDRESS") or latest_local_cluster()
+    if gcs is None:
         raise ConfigError(f"--ray_address={address}: no Ray cluster runs on this machine (none was started "
-                          f"here with `ray start`, and RAY_ADDRESS is not set)") from None
-    except ValueError:
-        gcs = ""
+                          f"here with `ray start`, and RAY_ADDRESS is not set)")
     host, _, port = gcs.rpartition(":")
-    if not port.isdigit():
+    if not (host and port.isdigit()):
         raise ConfigError(f"--ray_address={address}: expected auto or HOST:PORT "
                           f"(or nothing: a Ray instance on this machine)")
     try:
@@ -309,7 +295,10 @@ def start_ray(address: str, cpus: int) -> None:
                           f"start one with `ray start --head`, or correct the address") from None
     if address != "auto":  # `auto` finds a token of this machine (~/.ray/auth_token) by itself
         try:
-            probe = subprocess.run([sys.executable, "-c", GCS_PROBE, gcs], capture_output=True, text=True,
+            # `ray status` asks the cluster's GCS, as ray.init does first, but is refused at once
+            # without the cluster's token (ray.init retries for minutes)
+            ray_cli = Path(sys.executable).with_name("ray")  # installed with ray, beside python
+            probe = subprocess.run([str(ray_cli), "status", f"--address={gcs}"], capture_output=True, text=True,
                                    timeout=10)
         except subprocess.TimeoutExpired:
             raise ConfigError(f"--ray_address={address}: {gcs} answers, but not as a Ray cluster's GCS "
@@ -323,6 +312,16 @@ def start_ray(address: str, cpus: int) -> None:
         while causes[-1].__cause__ is not None:
             causes.append(causes[-1].__cause__)
         raise join_error(address, gcs, " ".join(str(cause) for cause in causes)) from None
+
+
+def latest_local_cluster() -> str | None:
+    """HOST:PORT of the latest cluster started on this machine with `ray start`, which records it
+    in the file ray_current_cluster of Ray's temporary folder (ray.init(address="auto") reads it)."""
+    temp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    try:
+        return (Path(temp) / "ray" / "ray_current_cluster").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def join_error(address: str, gcs: str, why: str) -> ConfigError:
