@@ -12,9 +12,9 @@ import torch
 
 from config import STAGES, Config
 from data_loader import build_dataset, load_markets
-from evaluate import METRICS
 from model import build_model
 from plans.presets import PRESETS
+from reporting.metrics import METRICS
 from runfolder.checkpoints import Progress
 from tests.conftest import synthetic_frames
 from train_model import run_seed
