@@ -19,7 +19,8 @@ import train_model
 from config import ELECTRONICS_MARKETS, Config, parse_overrides
 from evaluate import METRICS
 from runfolder.checkpoints import Progress
-from runfolder.files import WriteError, json_text, write_file, write_text
+from runfolder import files
+from runfolder.files import WriteError, append_line, json_text, write_file, write_text
 from tests.conftest import REPO, synthetic_frames
 from train_model import run_line
 
@@ -100,6 +101,35 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["results.json"]
     with pytest.raises(WriteError, match="cannot write .*results.json/x.json: File exists"):
         write_text(tmp_path / "results.json" / "x.json", "{}")
+
+
+@pytest.mark.parametrize("failure", ["partial write", "error after half"])
+def test_an_appended_line_that_fails_halfway_is_cut_back_to_the_lines_before(failure, tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    append_line(path, '{"epoch": 1}')
+    write = os.write
+
+    def half(descriptor: int, content: bytes) -> int:
+        written = write(descriptor, content[:len(content) // 2])
+        if failure == "error after half":
+            raise OSError(28, "No space left on device")
+        return written
+    monkeypatch.setattr(files.os, "write", half)
+    with pytest.raises(WriteError, match=f"cannot write {path}: "):
+        append_line(path, '{"epoch": 2}')
+    monkeypatch.undo()
+    assert path.read_text() == '{"epoch": 1}\n'
+    append_line(path, '{"epoch": 2}')
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+def test_resuming_keeps_the_metrics_lines_up_to_the_checkpoint_and_drops_later_and_half_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')  # killed while appending epoch 4
+    train_model.keep_lines(path, 3)
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n'
+    train_model.keep_lines(path, 1)  # epochs 2 and 3 came after the checkpoint
+    assert path.read_text() == '{"epoch": 1}\n'
 
 
 def test_json_is_strict_a_number_that_is_not_finite_is_null():
