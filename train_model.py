@@ -11,28 +11,21 @@ seed's evaluation candidates (docs/RUNNING.md lists them).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import fcntl
 import gzip
 import hashlib
-import json
 import logging
 import math
 import os
-import platform
 import shlex
-import shutil
 import signal
-import subprocess
 import sys
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load (seconds): exit 130, no traceback
     signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
@@ -56,6 +49,7 @@ from config import (
 )
 from data_loader import (
     DataError,
+    Dataset,
     DeviceData,
     build_dataset,
     check_eval_negatives,
@@ -86,10 +80,17 @@ from runfolder.checkpoints import (
     save_checkpoint,
     save_weights,
 )
+from runfolder.environment import (
+    continue_run_folder,
+    locked,
+    make_run_dir,
+    start_run_folder,
+)
 from runfolder.files import (
     CHECKPOINT,
     DIVERGED,
     WriteError,
+    append_line,
     json_text,
     write_json,
     write_text,
@@ -98,94 +99,10 @@ from runfolder.initial_weights import check_sources, initialise
 from speed.cuda_graphs import CudaGraphSteps
 from speed.host import configure_host, resolve_device
 
-REPO = Path(__file__).resolve().parent
 log = logging.getLogger("acmr")
 
 
-# ---------------------------------------------------------------- run folder and files
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(device: torch.device) -> dict[str, object]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += "-dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": np.__version__, "pandas": pd.__version__,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-        "torch_threads": torch.get_num_threads(), "git_commit": commit,
-        "host": platform.node(), "started": datetime.now().isoformat(timespec="seconds"),
-    }
-
-
-def make_run_dir(log_dir: Path, target: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", *(f"-{i}" for i in range(1, 100))):
-            run_dir = log_dir / f"{target}-{stamp}{suffix}"
-            try:
-                run_dir.mkdir()
-                return run_dir
-            except FileExistsError:
-                continue
-    except OSError as error:
-        raise ConfigError(f"log_dir={str(log_dir)!r}: cannot create a run folder there ({error})") from None
-    raise ConfigError(f"log_dir={str(log_dir)!r}: too many run folders named {target}-{stamp}")
-
-
-@contextlib.contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder's lock while working in it, so that a second process refuses to: an
-    flock(2) on the folder itself, which the kernel releases when the process ends, however."""
-    descriptor = os.open(run_dir, os.O_RDONLY)  # not inherited by child processes
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CheckpointError(f"{run_dir}: another process is working in this run folder; wait for it "
-                                  f"to end (or stop it) before resuming it") from None
-        yield
-    finally:
-        os.close(descriptor)
-
-
-def start_run_folder(run_dir: Path, config: Config, device: torch.device, command: str) -> None:
-    """A new run folder's files and first checkpoint (resumable from the start: Ctrl-C in the
-    first epoch loses nothing). On failure the folder goes: nothing in it is worth keeping."""
-    try:
-        write_json(run_dir / "config.json", dataclasses.asdict(config))
-        write_text(run_dir / "command.txt", command + "\n")
-        write_json(run_dir / "environment.json", environment(device))
-        save_checkpoint(run_dir, config, Progress(seed=config.first_seed, stage=active_stages(config)[0]))
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-
-
-def continue_run_folder(run_dir: Path, device: torch.device, command: str) -> None:
-    """A resumed run's command and environment, added to the run folder's."""
-    write_text(run_dir / "command.txt", (run_dir / "command.txt").read_text() + command + "\n")
-    started = json.loads((run_dir / "environment.json").read_text())  # the code may have changed since
-    started.setdefault("resumed", []).append(environment(device))
-    write_json(run_dir / "environment.json", started)
-
+# ---------------------------------------------------------------- log
 
 def resume_command(run_dir: Path) -> str:
     return shlex.join(["python", "train_model.py", f"--resume={run_dir}"])
@@ -199,7 +116,7 @@ def start_log_file(run_dir: Path) -> logging.Handler:
     return handler
 
 
-# ---------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------- divergence; a run's place among several
 
 class Diverged(RuntimeError):
     """Training produced a loss, weight or score that is not finite, a loss that exploded
@@ -322,116 +239,213 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
     return total.item() / max(count, 1)
 
 
-def stage_plan(config: Config, dataset) -> tuple[dict, dict, dict]:
-    """Per stage: its training rows (all markets' or the target's), its epoch cap and whether its
-    batches are bucketed by history length."""
-    stage_rows = {"pretrain": np.arange(len(dataset.train_user)), "finetune": dataset.target_rows()}
-    epoch_cap = {"pretrain": config.pretrain_epochs, "finetune": config.finetune_epochs}
-    bucket = {"pretrain": config.bucket_pretrain_batches, "finetune": config.bucket_finetune_batches}
-    return stage_rows, epoch_cap, bucket
+# ---------------------------------------------------------------- one stage
 
+@dataclass
+class Training:
+    """What one seed trains with: its data on the device, the model and its optimizer (one for
+    all stages: Adam's state carries over), the generators of batch order and of redrawn
+    negatives, the weights of the current stage's best epoch so far, and the CUDA-graph steps
+    (None: eager steps)."""
+    config: Config
+    dataset: Dataset
+    data: DeviceData
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    batch_rng: np.random.Generator
+    negatives_rng: np.random.Generator
+    best_state: dict
+    graph_steps: CudaGraphSteps | None = None
+
+
+def start_training(dataset: Dataset, config: Config, device: torch.device, seed: int,
+                   initialise_model: Callable[[nn.Module], None] | None = None) -> Training:
+    """A seed's training at its start: torch's generator seeded with the seed, the model built
+    (then `initialise_model`, e.g. --init_weights, before the optimizer is made)."""
+    torch.manual_seed(seed)
+    batch_rng = np.random.default_rng([seed, 1])  # batch order; the split used default_rng(seed)
+    negatives_rng = np.random.default_rng([seed, 2])  # resample_train_negatives only
+    data = DeviceData.from_dataset(dataset, device)
+    model = build_model(config, dataset).to(device)
+    if initialise_model is not None:
+        initialise_model(model)
+    optimizer = make_optimizer(model, config, device)
+    return Training(config, dataset, data, model, optimizer, batch_rng, negatives_rng,
+                    best_state=copy.deepcopy(model.state_dict()))
+
+
+def restore_training(training: Training, checkpoint: dict) -> None:
+    """A checkpoint's weights, best weights, optimizer state, generators and training items
+    (those of the epoch it was saved after): the seed continues exactly."""
+    training.model.load_state_dict(checkpoint["model"])
+    training.best_state = checkpoint["best_model"]
+    if training.optimizer is not None:
+        load_optimizer_state(training.optimizer, checkpoint["optimizer"])
+    restore_generators(checkpoint["rng"], training.batch_rng, training.negatives_rng)
+    training.data.train_item.copy_(checkpoint["train_item"].to(training.data.train_item.device))
+
+
+def stage_plan(config: Config, dataset: Dataset, stage: str) -> tuple[np.ndarray, int, bool]:
+    """A stage's training rows (all markets' or the target's), its epoch cap and whether its
+    batches are bucketed by history length."""
+    if stage == "pretrain":
+        return np.arange(len(dataset.train_user)), config.pretrain_epochs, config.bucket_pretrain_batches
+    return dataset.target_rows(), config.finetune_epochs, config.bucket_finetune_batches
+
+
+def next_stage(progress: Progress, stage: str) -> None:
+    """`progress` at the start of `stage`: no epoch yet, and a fresh early-stopping budget."""
+    progress.stage, progress.epoch, progress.best_score, progress.best_epoch, progress.non_improving = (
+        stage, 0, 0.0, 0, 0)
+
+
+def redraw_negatives(training: Training) -> None:
+    """New training negatives for every positive (resample_train_negatives), in place."""
+    device = training.data.train_item.device
+    negative_rows = torch.as_tensor(np.flatnonzero(training.dataset.train_label == 0), device=device)
+    new_negatives = resample_train_negatives(training.dataset, training.negatives_rng, training.config)
+    training.data.train_item[negative_rows] = torch.as_tensor(new_negatives, device=device)
+
+
+def check_training(training: Training, progress: Progress, epoch: int, loss: float) -> None:
+    """Raise Diverged where the epoch's loss is not finite or exploded, or a weight is not finite."""
+    config, seed, stage = training.config, progress.seed, progress.stage
+    if not math.isfinite(loss):
+        raise diverged(config, seed, stage, epoch, f"the training loss is {loss}")
+    if loss > EXPLODED_LOSS:
+        raise diverged(config, seed, stage, epoch, f"the training loss is {loss:.3g} per row, over "
+                       f"10 ln 2 = {EXPLODED_LOSS:.2f} (an untrained model has about ln 2 = 0.69)")
+    if not torch.stack([torch.isfinite(p).all() for p in training.model.parameters()]).all():
+        raise diverged(config, seed, stage, epoch, "a weight is not finite (a gradient overflowed)")
+
+
+def validate(training: Training, progress: Progress, epoch: int) -> dict[str, float]:
+    """The validation metrics of the model now; Diverged where a score is not finite."""
+    try:
+        return evaluate_candidates(training.model, training.data, training.data.valid_candidates,
+                                   training.config.eval_batch_floats)
+    except NonFiniteScores as error:
+        raise diverged(training.config, progress.seed, progress.stage, epoch, f"validation: {error}") from None
+
+
+def train_stage(training: Training, progress: Progress, after_epoch: Callable[[dict], None]) -> None:
+    """Stage `progress.stage` of seed `progress.seed` from epoch `progress.epoch` on (0, or where
+    a checkpoint left it): epochs of training, each one validated, until the stage's epoch cap
+    or `patience` epochs without a better validation NDCG@5. The authors' early stopping: an
+    improvement gives the budget back only with patience_resets. Keeps `progress` and
+    training.best_state (the best epoch's weights) up to date and hands each epoch's record
+    (metrics.jsonl's) to `after_epoch`; ends with the model at the best epoch's weights.
+
+    Raises Diverged where a loss, weight or validation score is not finite, a loss exploded
+    (EXPLODED_LOSS), or no epoch's validation NDCG@5 rose above 0 (the stage's result would be
+    the weights it began with)."""
+    config, model, seed, stage = training.config, training.model, progress.seed, progress.stage
+    rows, epoch_cap, bucket = stage_plan(config, training.dataset, stage)
+    if progress.epoch == 0:
+        log.info(f"seed {seed} {stage}: {len(rows):,} training rows")
+    while training.optimizer is not None and progress.epoch < epoch_cap and progress.non_improving < config.patience:
+        epoch = progress.epoch + 1
+        started = time.perf_counter()
+        if config.resample_train_negatives and progress.epochs_trained > 0:
+            redraw_negatives(training)
+        progress.epochs_trained += 1
+        loss = train_epoch(model, training.optimizer, training.data, rows, training.batch_rng, config,
+                           desc=f"seed {seed} {stage} epoch {epoch}", bucket=bucket,
+                           graph_steps=training.graph_steps)
+        train_seconds = time.perf_counter() - started
+        check_training(training, progress, epoch, loss)
+        valid = validate(training, progress, epoch)
+        seconds = time.perf_counter() - started
+        progress.epoch, progress.seconds = epoch, progress.seconds + seconds
+        if valid[SELECTION_METRIC] > progress.best_score:
+            progress.best_score, progress.best_epoch = valid[SELECTION_METRIC], epoch
+            training.best_state = copy.deepcopy(model.state_dict())
+            if config.patience_resets:
+                progress.non_improving = 0
+        else:
+            progress.non_improving += 1
+        after_epoch({"seed": seed, "stage": stage, "epoch": epoch, "loss": loss, "valid": valid,
+                     "train_seconds": train_seconds, "seconds": seconds})
+    if progress.epoch and not progress.best_epoch:
+        raise diverged(config, seed, stage, progress.epoch, "no epoch's validation NDCG@5 rose above 0 (every "
+                       "validation positive ranked below 5th), so the stage learned nothing")
+    model.load_state_dict(training.best_state)
+
+
+# ---------------------------------------------------------------- one seed
 
 def run_seed(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config: Config,
              device: torch.device, progress: Progress, checkpoint: dict | None, turn: Turn | None = None) -> None:
     """SPEC section 5 for seed `progress.seed`: pre-train, test, fine-tune, test; from the
     checkpoint's state when one is given. Checkpoints after every epoch and every stage.
     Updates `progress` in place; the seed's results end up in `progress.runs`."""
-    seed = progress.seed
-    dataset = build_dataset(frames, target, seed, config)
-    if config.eval_mode == "sampled":  # full ranking's candidates are all the target's items
-        progress.seed_result["candidates_sha256"] = export_candidates(dataset, run_dir / f"seed{seed}")
-    torch.manual_seed(seed)
-    batch_rng = np.random.default_rng([seed, 1])  # batch order; the split used default_rng(seed)
-    negatives_rng = np.random.default_rng([seed, 2])  # resample_train_negatives only
-    negative_rows = torch.as_tensor(np.flatnonzero(dataset.train_label == 0), device=device)
-    data = DeviceData.from_dataset(dataset, device)
-    model = build_model(config, dataset).to(device)
-    if config.init_weights and (checkpoint is None or "model" not in checkpoint):  # a resumed seed has its own
-        progress.seed_result["init_weights"] = initialise(model, config, dataset, frames, seed, run_dir)
-        log.info(f"seed {seed}: model initialised from {progress.seed_result['init_weights']['path']}")
-    optimizer = make_optimizer(model, config, device)
-    best_state = copy.deepcopy(model.state_dict())
-    if checkpoint is not None and "model" in checkpoint:  # else the seed starts afresh
-        model.load_state_dict(checkpoint["model"])
-        best_state = checkpoint["best_model"]
-        if optimizer is not None:
-            load_optimizer_state(optimizer, checkpoint["optimizer"])
-        restore_generators(checkpoint["rng"], batch_rng, negatives_rng)
-        data.train_item.copy_(checkpoint["train_item"].to(device))
-    stage_rows, epoch_cap, bucket = stage_plan(config, dataset)
-    metrics_file = run_dir / "metrics.jsonl"
-
-    def save() -> None:
-        save_checkpoint(run_dir, config, progress, model, best_state, optimizer, batch_rng,
-                        negatives_rng, data.train_item)
-
-    graph_steps = make_graph_steps(model, optimizer, data, config, device)
+    training = seed_training(run_dir, frames, target, config, device, progress, checkpoint)
     stages = active_stages(config)
-    for stage in stages[stages.index(progress.stage):]:  # one optimizer: Adam state carries over
-        rows = stage_rows[stage]
-        if progress.epoch == 0:
-            log.info(f"seed {seed} {stage}: {len(rows):,} training rows")
-        # authors' early stopping: `patience` non-improving epochs end the stage, and an
-        # improvement does not give the budget back (patience_resets=False)
-        while optimizer is not None and progress.epoch < epoch_cap[stage] and progress.non_improving < config.patience:
-            epoch = progress.epoch + 1
-            started = time.perf_counter()
-            if config.resample_train_negatives and progress.epochs_trained > 0:
-                new_negatives = resample_train_negatives(dataset, negatives_rng, config)
-                data.train_item[negative_rows] = torch.as_tensor(new_negatives, device=device)
-            progress.epochs_trained += 1
-            loss = train_epoch(model, optimizer, data, rows, batch_rng, config,
-                               desc=f"seed {seed} {stage} epoch {epoch}", bucket=bucket[stage],
-                               graph_steps=graph_steps)
-            train_seconds = time.perf_counter() - started
-            if not math.isfinite(loss):
-                raise diverged(config, seed, stage, epoch, f"the training loss is {loss}")
-            if loss > EXPLODED_LOSS:
-                raise diverged(config, seed, stage, epoch, f"the training loss is {loss:.3g} per row, over "
-                               f"10 ln 2 = {EXPLODED_LOSS:.2f} (an untrained model has about ln 2 = 0.69)")
-            if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
-                raise diverged(config, seed, stage, epoch, "a weight is not finite (a gradient overflowed)")
-            try:
-                valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
-            except NonFiniteScores as error:
-                raise diverged(config, seed, stage, epoch, f"validation: {error}") from None
-            seconds = time.perf_counter() - started
-            progress.epoch, progress.seconds = epoch, progress.seconds + seconds
-            if valid[SELECTION_METRIC] > progress.best_score:
-                progress.best_score, progress.best_epoch = valid[SELECTION_METRIC], epoch
-                best_state = copy.deepcopy(model.state_dict())
-                if config.patience_resets:
-                    progress.non_improving = 0
-            else:
-                progress.non_improving += 1
-            log.info(f"seed {seed} {stage:8s} epoch {epoch:2d}  loss {loss:.4f}  valid "
-                     + "  ".join(f"{k} {v:.4f}" for k, v in valid.items())
-                     + f"  {seconds:.1f}s" + ("  *best" if progress.best_epoch == epoch else ""))
-            record = {"seed": seed, "stage": stage, "epoch": epoch, "loss": loss, "valid": valid,
-                      "train_seconds": train_seconds, "seconds": seconds}
-            records = metrics_file.read_text() if metrics_file.is_file() else ""
-            write_text(metrics_file, records + json_text(record) + "\n")  # then the checkpoint that follows it
-            progress.metrics_lines += 1
-            save()
-            log.info(run_line(config, progress, turn))
-        if progress.epoch and not progress.best_epoch:  # the stage's result would be the weights it began with
-            raise diverged(config, seed, stage, progress.epoch, "no epoch's validation NDCG@5 rose above 0 (every "
-                           "validation positive ranked below 5th), so the stage learned nothing")
-        model.load_state_dict(best_state)
-        save_weights(run_dir, config, seed, stage, progress.best_epoch, best_state, dataset)
-        try:
-            test = test_metrics(model, data, config)
-        except NonFiniteScores as error:
-            raise diverged(config, seed, stage, progress.best_epoch, f"test: {error}") from None
-        save_ranks(run_dir, seed, stage, test.pop("ranks"), progress.seed_result.get("candidates_sha256"))
-        progress.seed_result[stage] = {**test, "epochs": progress.epoch, "best_epoch": progress.best_epoch}
-        log.info(f"seed {seed} {stage} test  " + "  ".join(f"{k} {test[k]:.4f}" for k in METRICS)
-                 + f"  (best epoch {progress.best_epoch} of {progress.epoch})")
+    for stage in stages[stages.index(progress.stage):]:
+        train_stage(training, progress, lambda record: finish_epoch(run_dir, training, progress, record, turn))
+        finish_stage(run_dir, training, progress)
         if stage != stages[-1]:  # the next stage starts from these weights with a fresh budget
-            progress.stage = stages[stages.index(stage) + 1]
-            progress.epoch, progress.best_score, progress.best_epoch, progress.non_improving = 0, 0.0, 0, 0
-            save()
-    progress.runs.append({"seed": seed, **progress.seed_result, "seconds": progress.seconds})
+            next_stage(progress, stages[stages.index(stage) + 1])
+            save_progress(run_dir, training, progress)
+    progress.runs.append({"seed": progress.seed, **progress.seed_result, "seconds": progress.seconds})
+
+
+def seed_training(run_dir: Path, frames: dict[str, pd.DataFrame], target: str, config: Config,
+                  device: torch.device, progress: Progress, checkpoint: dict | None) -> Training:
+    """The seed's split (its evaluation candidates written to the run folder), model and
+    optimizer: from --init_weights or fresh, or as the checkpoint left them mid-seed."""
+    dataset = build_dataset(frames, target, progress.seed, config)
+    if config.eval_mode == "sampled":  # full ranking's candidates are all the target's items
+        progress.seed_result["candidates_sha256"] = export_candidates(dataset, run_dir / f"seed{progress.seed}")
+    mid_seed = checkpoint is not None and "model" in checkpoint  # else the seed starts afresh
+    load_weights = initial_weights(run_dir, frames, dataset, config, progress) if config.init_weights else None
+    training = start_training(dataset, config, device, progress.seed, None if mid_seed else load_weights)
+    if mid_seed:
+        restore_training(training, checkpoint)
+    training.graph_steps = make_graph_steps(training.model, training.optimizer, training.data, config, device)
+    return training
+
+
+def initial_weights(run_dir: Path, frames: dict[str, pd.DataFrame], dataset: Dataset, config: Config,
+                    progress: Progress) -> Callable[[nn.Module], None]:
+    """What loads the seed's --init_weights into its new model and records their source."""
+    def load(model: nn.Module) -> None:
+        record = initialise(model, config, dataset, frames, progress.seed, run_dir)
+        progress.seed_result["init_weights"] = record
+        log.info(f"seed {progress.seed}: model initialised from {record['path']}")
+    return load
+
+
+def save_progress(run_dir: Path, training: Training, progress: Progress) -> None:
+    """The checkpoint: `progress` and everything the seed needs to continue exactly."""
+    save_checkpoint(run_dir, training.config, progress, training.model, training.best_state, training.optimizer,
+                    training.batch_rng, training.negatives_rng, training.data.train_item)
+
+
+def finish_epoch(run_dir: Path, training: Training, progress: Progress, record: dict,
+                 turn: Turn | None) -> None:
+    """An epoch's log line, its line of metrics.jsonl, then the checkpoint that counts it."""
+    log.info(f"seed {record['seed']} {record['stage']:8s} epoch {record['epoch']:2d}  loss {record['loss']:.4f}  valid "
+             + "  ".join(f"{k} {v:.4f}" for k, v in record["valid"].items())
+             + f"  {record['seconds']:.1f}s" + ("  *best" if progress.best_epoch == record["epoch"] else ""))
+    append_line(run_dir / "metrics.jsonl", json_text(record))
+    progress.metrics_lines += 1
+    save_progress(run_dir, training, progress)
+    log.info(run_line(training.config, progress, turn))
+
+
+def finish_stage(run_dir: Path, training: Training, progress: Progress) -> None:
+    """The stage's best weights kept, its test metrics (and each test user's rank) recorded."""
+    config, seed, stage = training.config, progress.seed, progress.stage
+    save_weights(run_dir, config, seed, stage, progress.best_epoch, training.best_state, training.dataset)
+    try:
+        test = test_metrics(training.model, training.data, config)
+    except NonFiniteScores as error:
+        raise diverged(config, seed, stage, progress.best_epoch, f"test: {error}") from None
+    save_ranks(run_dir, seed, stage, test.pop("ranks"), progress.seed_result.get("candidates_sha256"))
+    progress.seed_result[stage] = {**test, "epochs": progress.epoch, "best_epoch": progress.best_epoch}
+    log.info(f"seed {seed} {stage} test  " + "  ".join(f"{k} {test[k]:.4f}" for k in METRICS)
+             + f"  (best epoch {progress.best_epoch} of {progress.epoch})")
 
 
 def test_metrics(model: nn.Module, data: DeviceData, config: Config) -> dict[str, object]:
@@ -541,9 +555,12 @@ def completed(run_dir: Path) -> str:
 
 
 def keep_lines(path: Path, count: int) -> None:
-    """Drop lines past the first `count` (written after the checkpoint a run resumes from)."""
+    """metrics.jsonl cut back to its first `count` lines, those of the epochs before the checkpoint
+    a run resumes from: the lines of later epochs (which the resumed run writes again) and a
+    half line that an interruption left at the end go."""
     if path.exists():
-        write_text(path, "".join(path.read_text().splitlines(keepends=True)[:count]))
+        whole_lines = path.read_text().split("\n")[:-1]  # the last piece is "" or a half line
+        write_text(path, "".join(line + "\n" for line in whole_lines[:count]))
 
 
 def candidates_sha256(path: Path) -> str | None:

@@ -126,3 +126,25 @@ def json_text(payload: object, indent: int | None = None) -> str:
 
 def write_json(path: Path, payload: object) -> None:
     write_text(path, json_text(payload, indent=1) + "\n")
+
+
+def append_line(path: Path, line: str) -> None:
+    """Add `line` and a newline at the end of `path` (created if need be) with one write. A write
+    that fails, or writes only part of the line, cuts the file back to what it was: the file
+    never ends in half a line. Raises WriteError, one line that names the file."""
+    content = (line + "\n").encode()
+    descriptor = None
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        size = os.fstat(descriptor).st_size
+        try:
+            if os.write(descriptor, content) != len(content):
+                raise OSError("only part of the line was written")
+        except OSError:
+            os.ftruncate(descriptor, size)
+            raise
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error} ({free_space(path)})") from None
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)

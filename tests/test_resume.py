@@ -27,7 +27,7 @@ from runfolder.checkpoints import (
     save_checkpoint,
 )
 from tests.conftest import REPO
-from train_model import check_candidates
+from train_model import check_candidates, keep_lines
 
 # small batches and 19 evaluation negatives: a run's time goes to starting up, not to the model
 SETTINGS = ["--target_market=in", "--seeds=2", "--num_epochs=2", "--max_batches_per_epoch=3", "--batch_size=256",
@@ -241,3 +241,12 @@ def test_candidates_drawn_again_that_differ_from_the_recorded_ones_are_refused(f
         check_candidates(tmp_path, frames, config, runs)
     assert str(error.value).startswith(f"{tmp_path / 'seed0'}: the candidates of seed 0 drawn again differ from "
                                        f"those results.json records")
+
+
+def test_resuming_keeps_the_metrics_lines_up_to_the_checkpoint_and_drops_later_and_half_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')  # killed while appending epoch 4
+    keep_lines(path, 3)
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n'
+    keep_lines(path, 1)  # epochs 2 and 3 came after the checkpoint
+    assert path.read_text() == '{"epoch": 1}\n'

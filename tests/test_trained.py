@@ -19,9 +19,10 @@ from data_loader import build_dataset
 from reporting import documents
 from reporting.metrics import METRICS
 from runfolder.checkpoints import CheckpointError, save_torch, weights_path
+from runfolder.environment import start_run_folder
 from tests.conftest import REPO, synthetic_frames
 from tools import trained
-from train_model import run_seeds, start_run_folder
+from train_model import run_seeds
 
 TINY = dict(max_history=50, num_eval_negatives=20, num_train_negatives=2, batch_size=128, seeds=1,
             pretrain_epochs=2, finetune_epochs=2, hidden_size=16, num_layers=2, num_heads=2, ff_size=32,

@@ -31,16 +31,10 @@ from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
 from model import ACMR, build_model
 from runfolder.checkpoints import Progress
+from runfolder.environment import environment
 from runfolder.files import write_text
-from train_model import (
-    configure_host,
-    environment,
-    make_graph_steps,
-    make_optimizer,
-    resolve_device,
-    run_seed,
-    train_epoch,
-)
+from speed.host import configure_host, resolve_device
+from train_model import make_graph_steps, make_optimizer, run_seed, train_epoch
 
 
 class TorchEncoder(nn.Module):

@@ -360,7 +360,9 @@ def rescore(run_dir: Path, changes: dict[str, object] | None = None, seeds: Sequ
     kept weights of each seed and stage (default: all it keeps), on the seed's split rebuilt with
     the weights' settings and `changes` (rescoring_config). Without changes, on the device kind the
     run used and its eval_batch_floats, the test metrics are results.json's, exactly."""
-    from train_model import environment, resolve_device, test_metrics
+    from runfolder.environment import environment
+    from speed.host import resolve_device
+    from train_model import test_metrics
     changes = dict(changes or {})
     kept = [(s, st) for s, st in kept_weights(run_dir) if (seeds is None or s in seeds)
             and (stages is None or st in stages)]
@@ -463,7 +465,7 @@ def given_settings(argv: list[str], config: Config) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> None:
-    from train_model import configure_host
+    from speed.host import configure_host
     command, argv = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     if command not in ("recommend", "rescore", "protocol-table"):
         if "-h" in argv or "--help" in argv:

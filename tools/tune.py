@@ -41,7 +41,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -112,67 +111,44 @@ def ray_space(model: str) -> dict:
 
 def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
     """Train `config`'s model through its stages (the target market alone, or all markets and
-    then the target), exactly as train_model.run_seed does (same generators, batches, early
-    stopping, each stage from the previous one's best epoch), scoring only the validation
-    candidates after each epoch. Returns the best validation NDCG@5 of the last stage
-    (OBJECTIVE), the validation metrics at that epoch, the epochs run (all stages) and the curve
-    of validation NDCG@5 (all stages, in order)."""
-    import copy
+    then the target) with train_model.train_stage, as train_model.run_seed does (same
+    generators, batches, early stopping, each stage from the previous one's best epoch; eager
+    steps, no CUDA graphs), scoring only the validation candidates after each epoch. Returns the
+    best validation NDCG@5 of the last stage (OBJECTIVE), the validation metrics at that epoch,
+    the epochs run (all stages) and the curve of validation NDCG@5 (all stages, in order).
 
-    import numpy as np
-    import torch
-
+    A trial that diverges (train_model.Diverged) ends there: the epochs so far count, the one
+    that diverged as None in the curve; one that ends before its last stage scores 0."""
     from config import ConfigError, active_stages
-    from data_loader import DeviceData, build_dataset
-    from evaluate import NonFiniteScores, evaluate_candidates
-    from model import build_model
-    from train_model import (
-        configure_host,
-        make_optimizer,
-        resolve_device,
-        stage_plan,
-        train_epoch,
-    )
+    from data_loader import build_dataset
+    from runfolder.checkpoints import Progress
+    from speed.host import configure_host, resolve_device
+    from train_model import Diverged, next_stage, start_training, train_stage
 
     if config.resample_train_negatives:
         raise ConfigError("a search trial draws its training negatives once (resample_train_negatives=false)")
     configure_host(config)
     device = resolve_device(config.device)
-    dataset = build_dataset(frames, config.target_market, seed, config)
-    torch.manual_seed(seed)
-    batch_rng = np.random.default_rng([seed, 1])  # train_model.run_seed's
-    data = DeviceData.from_dataset(dataset, device)
-    model = build_model(config, dataset).to(device)
-    optimizer = make_optimizer(model, config, device)
-    stage_rows, epoch_cap, bucket = stage_plan(config, dataset)
-    curve, diverged, started = [], False, time.perf_counter()
-    for stage in active_stages(config):
-        best, best_epoch, best_valid, non_improving, epoch = 0.0, 0, {}, 0, 0
-        best_state = copy.deepcopy(model.state_dict())
-        while not diverged and epoch < epoch_cap[stage] and non_improving < config.patience:
-            epoch += 1
-            loss = train_epoch(model, optimizer, data, stage_rows[stage], batch_rng, config,
-                               desc=f"trial {stage} epoch {epoch}", bucket=bucket[stage])
-            try:
-                valid = evaluate_candidates(model, data, data.valid_candidates, config.eval_batch_floats)
-            except NonFiniteScores:
-                valid = None
-            if not math.isfinite(loss) or valid is None:  # diverged: the epochs so far count
-                curve.append(None)
-                diverged = True
-                break
-            curve.append(round(valid[SELECTION_METRIC], 6))
-            if valid[SELECTION_METRIC] > best:
-                best, best_epoch, best_valid = valid[SELECTION_METRIC], epoch, valid
-                best_state = copy.deepcopy(model.state_dict())
-                if config.patience_resets:
-                    non_improving = 0
-            else:
-                non_improving += 1
-        model.load_state_dict(best_state)  # the next stage starts from this stage's best epoch
-    return {OBJECTIVE: best, "best_epoch": best_epoch, "epochs": len(curve),
-            "valid_at_best_epoch": best_valid, "seconds": round(time.perf_counter() - started, 1),
-            CURVE: curve}
+    training = start_training(build_dataset(frames, config.target_market, seed, config), config, device, seed)
+    stages = active_stages(config)
+    progress, curve, valid_at_best, started = Progress(seed=seed, stage=stages[0]), [], {}, time.perf_counter()
+
+    def record(epoch: dict) -> None:
+        curve.append(round(epoch["valid"][SELECTION_METRIC], 6))
+        if epoch["epoch"] == progress.best_epoch:
+            valid_at_best[progress.stage] = epoch["valid"]
+
+    try:
+        for stage in stages:
+            next_stage(progress, stage)
+            train_stage(training, progress, record)
+    except Diverged:
+        curve += [None] * (progress.epochs_trained - len(curve))  # the epoch that diverged, if one did
+        if progress.stage != stages[-1]:
+            next_stage(progress, stages[-1])
+    return {OBJECTIVE: progress.best_score, "best_epoch": progress.best_epoch, "epochs": len(curve),
+            "valid_at_best_epoch": valid_at_best.get(stages[-1], {}),
+            "seconds": round(time.perf_counter() - started, 1), CURVE: curve}
 
 
 def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
