@@ -2,7 +2,7 @@
 
     python train_model.py                                  # config.py's defaults
     python train_model.py --target_market=jp --seeds=1     # any setting as --key=value
-    python train_model.py --resume=log/in-20261127-040027  # continue an interrupted run
+    python train_model.py --resume=log/acmr-in-seed0-20261127-040027  # continue an interrupted run
     python train_model.py --help                           # every setting
 
 Each target market gets a run folder <log_dir>/<target>-<timestamp>/ with the resolved

@@ -62,7 +62,7 @@ def committed(*paths: str) -> pd.DataFrame:
 
 def protocol_sources() -> tuple[str, ...]:
     """The protocol study's folders: results/protocol and its default-protocol runs, which are
-    kept once, in results/reproduction and results/bucketing."""
+    kept once, in results/archive/reproduction and results/bucketing."""
     listed = (RESULTS / "protocol" / "default_protocol_runs.txt").read_text().split()
     return ("results/protocol", *listed)
 
@@ -77,9 +77,9 @@ def acmr_paired_lines() -> list[str]:
 
 
 def gmf_diagnosis_runs() -> pd.DataFrame:
-    """The preset `gmf` of results/baselines, then results/gmf_diagnosis's one-change variants."""
+    """The preset `gmf` of results/baselines, then results/archive/gmf_diagnosis's one-change variants."""
     preset = committed("results/baselines")
-    return pd.concat([preset[preset["variant"] == "gmf"], committed("results/gmf_diagnosis")], ignore_index=True)
+    return pd.concat([preset[preset["variant"] == "gmf"], committed("results/archive/gmf_diagnosis")], ignore_index=True)
 
 
 def paper_runs() -> tuple[pd.DataFrame, str]:
@@ -93,15 +93,15 @@ def paper_runs() -> tuple[pd.DataFrame, str]:
 
 
 def earlier_runs() -> tuple[pd.DataFrame, str]:
-    """The default ACMR runs of results/reproduction (the defaults of their time) and a line saying so."""
-    results = committed("results/reproduction")
-    return results, ("From the ACMR runs of `results/reproduction`, made before config.py's defaults (the authors' data side), with "
+    """The default ACMR runs of results/archive/reproduction (the defaults of their time) and a line saying so."""
+    results = committed("results/archive/reproduction")
+    return results, ("From the ACMR runs of `results/archive/reproduction`, made before config.py's defaults (the authors' data side), with "
                      f"`{results['shared_settings'].iloc[0]}`.")
 
 
 def headline() -> tuple[pd.DataFrame, str]:
     """The runs of the headline table and a line saying where they come from: results/paper once
-    it holds runs, until then the default ACMR runs of results/reproduction."""
+    it holds runs, until then the default ACMR runs of results/archive/reproduction."""
     if find_run_folders([RESULTS / "paper"]):
         return paper_runs()
     results, source = earlier_runs()
@@ -296,8 +296,8 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "paper-table": lambda: paper_table_block(headline(), HEADLINE_METRICS),
     "paper-table-full": lambda: paper_table_block(headline(), METRICS),
     "earlier-paper-table-full": lambda: paper_table_block(earlier_runs(), METRICS),
-    "models": lambda: models_table(summary_table(committed("results/reproduction"))),
-    "models-breakdown": lambda: breakdown_lines(breakdown_table(last_stage(committed("results/reproduction")))),
+    "models": lambda: models_table(summary_table(committed("results/archive/reproduction"))),
+    "models-breakdown": lambda: breakdown_lines(breakdown_table(last_stage(committed("results/archive/reproduction")))),
     "study": lambda: study_table(committed(*protocol_sources())),
     "study-cold": lambda: study_table(committed(*protocol_sources()), "item_unseen_in_target_training"),
     "study-repeat": lambda: study_table(committed(*protocol_sources()), "repeat_purchase"),

@@ -380,7 +380,7 @@ def test_the_headline_comes_from_results_paper_once_it_has_runs_and_says_how_man
     monkeypatch.setattr(documents, "REPO", tmp_path)
     monkeypatch.setattr(documents, "RESULTS", tmp_path / "results")
     fabricate(tmp_path / "results" / "reproduction", "in-20260101-000000", "in", {0: 0.5, 1: 0.6})
-    assert "results/reproduction" in documents.headline()[1]
+    assert "results/archive/reproduction" in documents.headline()[1]
     fabricate(tmp_path / "results" / "paper", "in-20260102-000000", "in", {0: 0.7})
     fabricate(tmp_path / "results" / "paper", "jp-20260102-000000", "jp", {0: 0.7})
     results, source = documents.headline()
