@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config import STAGES, Config
+from config import STAGES, Config, upgrade_saved
 from reporting import paired
 from reporting.report import (
     breakdown_lines,
@@ -39,17 +39,20 @@ from reporting.runs import (
     RESULTS,
     SPEC_MARKETS,
     STAGE_TITLES,
+    best_preset,
     collect,
     comparable_variants,
     find_run_folders,
     last_stage,
+    market_order,
     protocol_table,
+    result_settings,
     summary_table,
 )
 from runfolder.files import write_text
 
-DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/baselines/README.md",
-             "results/stage2/README.md")
+DOCUMENTS = ("README.md", "RESULTS.md", "PROTOCOL.md", "SPEED.md", "SPEC.md", "RUNNING.md", "results/README.md",
+             "results/baselines/README.md", "results/stage2/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
                    re.S)
 
@@ -290,6 +293,24 @@ def rescored_protocol_table(folder: Path = RESULTS) -> list[str]:
     return protocol_table(folders)
 
 
+def results_index(folder: Path = RESULTS) -> list[str]:
+    """Markdown lines: per folder under `folder` that holds run folders (their parent), how many,
+    their presets (the start of their names, runs.run_folder_name), target markets and seeds."""
+    sets: dict[Path, list[dict]] = {}
+    for run_folder in find_run_folders([folder]):
+        sets.setdefault(run_folder.parent, []).append(upgrade_saved(json.loads((run_folder / "config.json").read_text())))
+    lines = ["| folder | run folders | presets | markets | seeds |", "|---|---|---|---|---|"]
+    for parent, configs in sorted(sets.items()):
+        presets = sorted({best_preset(result_settings(config)) for config in configs})
+        markets = market_order({config["target_market"] for config in configs})
+        seeds = sorted({seed for config in configs
+                        for seed in range(config["first_seed"], config["first_seed"] + config["seeds"])})
+        name = parent.relative_to(folder)
+        lines.append(f"| [{name}]({name}) | {len(configs)} | {', '.join(presets)} | {', '.join(markets)} | "
+                     f"{', '.join(map(str, seeds))} |")
+    return lines
+
+
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors": authors_table,
     "authors-weights": authors_weights_table,
@@ -309,6 +330,7 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
     "protocol-rescored": rescored_protocol_table,
+    "results-index": results_index,
     "stage2": stage2_table,  # results/stage2: fine-tuning the authors' pre-trained weights, both procedures  # the kept seed-0 weights rescored (tools/trained.py)
 }
 

@@ -154,7 +154,7 @@ def test_the_sweep_runs_models_and_writes_one_report_row_per_model(real_config, 
     report = (tmp_path / "report.md").read_text()
     assert "Every run here has `pretrain_epochs=1 finetune_epochs=1 max_batches_per_epoch=1`" in report
     assert "| popularity | after fine-tuning |" in report and "| gmf | after fine-tuning |" in report
-    assert len(list(tmp_path.glob("in-*"))) == 4  # one folder per (model, seed)
+    assert len(list(tmp_path.glob("*-in-seed*"))) == 4  # one folder per (model, seed)
 
 
 def test_a_plan_lists_grids_in_order_with_their_own_settings(tmp_path):
@@ -181,7 +181,7 @@ def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_con
     assert "done popularity in seed 0" in result.stdout
     assert "stopped (exit 130) acmr in seed 0" in result.stdout
     assert "not finished: python train_model.py --target_market=in --first_seed=0" in result.stdout
-    interrupted = [f for f in tmp_path.glob("in-*") if not (f / "results.json").exists()]
+    interrupted = [f for f in tmp_path.glob("*-in-seed*") if not (f / "results.json").exists()]
     assert len(interrupted) == 1 and (interrupted[0] / "checkpoint.pt").is_file()
     assert "popularity" in (tmp_path / "report.md").read_text()
 
@@ -194,14 +194,14 @@ def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_
     sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
     deadline = time.time() + 180
-    while len(list(tmp_path.glob("in-*/checkpoint.pt"))) < 2 and time.time() < deadline:
+    while len(list(tmp_path.glob("*-in-seed*/checkpoint.pt"))) < 2 and time.time() < deadline:
         time.sleep(0.2)
     sweep_process.send_signal(signal.SIGTERM)  # the jobs themselves get no signal from us
     stdout, stderr = sweep_process.communicate(timeout=120)
     assert sweep_process.returncode == 130, stderr
     assert "stopped (exit 130) acmr in seed 0" in stdout and "stopped (exit 130) acmr in seed 1" in stdout
     assert stdout.count("not finished: python train_model.py") == 2
-    folders = sorted(tmp_path.glob("in-*"))
+    folders = sorted(tmp_path.glob("*-in-seed*"))
     for run_dir in folders:
         assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "results.json").exists()
         assert "interrupted: progress up to the last finished epoch is saved" in (run_dir / "train.log").read_text()
@@ -209,7 +209,7 @@ def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("resume acmr in seed") == 2 and "finished 2 of 2 jobs" in again.stdout
-    assert sorted(tmp_path.glob("in-*")) == folders  # no new folder: the same runs, finished
+    assert sorted(tmp_path.glob("*-in-seed*")) == folders  # no new folder: the same runs, finished
     for run_dir in folders:
         assert (run_dir / "results.json").is_file() and not (run_dir / "checkpoint.pt").exists()
 
