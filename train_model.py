@@ -2,7 +2,7 @@
 
     python train_model.py                                  # config.py's defaults
     python train_model.py --target_market=jp --seeds=1     # any setting as --key=value
-    python train_model.py --resume=log/in-20261127-040027  # continue an interrupted run
+    python train_model.py --resume=log/acmr-in-seed0-20261127-040027  # continue an interrupted run
     python train_model.py --help                           # every setting
 
 Each target market gets a run folder <log_dir>/<target>-<timestamp>/ with the resolved
@@ -621,7 +621,7 @@ def start(config: Config, argv: list[str]) -> None:
     for number, target in enumerate(targets, 1):
         turn.number = number
         target_config = dataclasses.replace(config, target_market=target)
-        run_dirs.append(make_run_dir(repository_or_given(config, "log_dir"), target))
+        run_dirs.append(make_run_dir(repository_or_given(config, "log_dir"), target_config))
         try:
             with locked(run_dirs[-1]):
                 start_run_folder(run_dirs[-1], target_config, device, command)

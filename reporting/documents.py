@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -39,17 +40,21 @@ from reporting.runs import (
     RESULTS,
     SPEC_MARKETS,
     STAGE_TITLES,
+    best_preset,
     collect,
     comparable_variants,
     find_run_folders,
     last_stage,
+    market_order,
     protocol_table,
+    result_settings,
     summary_table,
 )
 from runfolder.files import write_text
+from runfolder.migration import upgrade_saved
 
 DOCUMENTS = ("README.md", "CHANGELOG.md", "docs/RESULTS.md", "docs/PROTOCOL.md", "docs/SPEED.md", "docs/SPEC.md",
-             "docs/RUNNING.md", "results/baselines/README.md", "results/stage2/README.md")
+             "docs/RUNNING.md", "results/README.md", "results/baselines/README.md", "results/stage2/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
                    re.S)
 
@@ -62,7 +67,7 @@ def committed(*paths: str) -> pd.DataFrame:
 
 def protocol_sources() -> tuple[str, ...]:
     """The protocol study's folders: results/protocol and its default-protocol runs, which are
-    kept once, in results/reproduction and results/bucketing."""
+    kept once, in results/archive/reproduction and results/bucketing."""
     listed = (RESULTS / "protocol" / "default_protocol_runs.txt").read_text().split()
     return ("results/protocol", *listed)
 
@@ -77,9 +82,9 @@ def acmr_paired_lines() -> list[str]:
 
 
 def gmf_diagnosis_runs() -> pd.DataFrame:
-    """The preset `gmf` of results/baselines, then results/gmf_diagnosis's one-change variants."""
+    """The preset `gmf` of results/baselines, then results/archive/gmf_diagnosis's one-change variants."""
     preset = committed("results/baselines")
-    return pd.concat([preset[preset["variant"] == "gmf"], committed("results/gmf_diagnosis")], ignore_index=True)
+    return pd.concat([preset[preset["variant"] == "gmf"], committed("results/archive/gmf_diagnosis")], ignore_index=True)
 
 
 def paper_runs() -> tuple[pd.DataFrame, str]:
@@ -93,15 +98,15 @@ def paper_runs() -> tuple[pd.DataFrame, str]:
 
 
 def earlier_runs() -> tuple[pd.DataFrame, str]:
-    """The default ACMR runs of results/reproduction (the defaults of their time) and a line saying so."""
-    results = committed("results/reproduction")
-    return results, ("From the ACMR runs of `results/reproduction`, made before config.py's defaults (the authors' data side), with "
+    """The default ACMR runs of results/archive/reproduction (the defaults of their time) and a line saying so."""
+    results = committed("results/archive/reproduction")
+    return results, ("From the ACMR runs of `results/archive/reproduction`, made before config.py's defaults (the authors' data side), with "
                      f"`{results['shared_settings'].iloc[0]}`.")
 
 
 def headline() -> tuple[pd.DataFrame, str]:
     """The runs of the headline table and a line saying where they come from: results/paper once
-    it holds runs, until then the default ACMR runs of results/reproduction."""
+    it holds runs, until then the default ACMR runs of results/archive/reproduction."""
     if find_run_folders([RESULTS / "paper"]):
         return paper_runs()
     results, source = earlier_runs()
@@ -313,6 +318,24 @@ def rescored_protocol_table(folder: Path = RESULTS) -> list[str]:
     return protocol_table(folders)
 
 
+def results_index(folder: Path = RESULTS) -> list[str]:
+    """Markdown lines: per folder under `folder` that holds run folders (their parent), how many,
+    their presets (the start of their names, runs.run_folder_name), target markets and seeds."""
+    sets: dict[Path, list[dict]] = {}
+    for run_folder in find_run_folders([folder]):
+        sets.setdefault(run_folder.parent, []).append(upgrade_saved(json.loads((run_folder / "config.json").read_text())))
+    lines = ["| folder | run folders | presets | markets | seeds |", "|---|---|---|---|---|"]
+    for parent, configs in sorted(sets.items()):
+        presets = sorted({best_preset(result_settings(config)) for config in configs})
+        markets = market_order({config["target_market"] for config in configs})
+        seeds = sorted({seed for config in configs
+                        for seed in range(config["first_seed"], config["first_seed"] + config["seeds"])})
+        name = parent.relative_to(folder)
+        lines.append(f"| [{name}]({parent.relative_to(REPO)}) | {len(configs)} | {', '.join(presets)} | {', '.join(markets)} | "
+                     f"{', '.join(map(str, seeds))} |")
+    return lines
+
+
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors": authors_table,
     "authors-weights": authors_weights_table,
@@ -320,8 +343,8 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "paper-table-full": lambda: paper_table_block(headline(), METRICS),
     "paper-gaps": lambda: gaps_table(headline()),
     "earlier-paper-table-full": lambda: paper_table_block(earlier_runs(), METRICS),
-    "models": lambda: models_table(summary_table(committed("results/reproduction"))),
-    "models-breakdown": lambda: breakdown_lines(breakdown_table(last_stage(committed("results/reproduction")))),
+    "models": lambda: models_table(summary_table(committed("results/archive/reproduction"))),
+    "models-breakdown": lambda: breakdown_lines(breakdown_table(last_stage(committed("results/archive/reproduction")))),
     "study": lambda: study_table(committed(*protocol_sources())),
     "study-cold": lambda: study_table(committed(*protocol_sources()), "item_unseen_in_target_training"),
     "study-repeat": lambda: study_table(committed(*protocol_sources()), "repeat_purchase"),
@@ -333,6 +356,7 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
     "protocol-rescored": rescored_protocol_table,
+    "results-index": results_index,
     "stage2": stage2_table,  # results/stage2: fine-tuning the authors' pre-trained weights, both procedures  # the kept seed-0 weights rescored (tools/trained.py)
 }
 
@@ -343,13 +367,14 @@ LINK = re.compile(r"\]\((?![a-z]+:|#)(?P<target>[^)\s]+)\)")  # a relative markd
 def render_document(text: str, name: str = "README.md") -> str:
     """`text`, the document `name` (relative to the repository), with each generated block
     rewritten from the committed runs. The blocks link to files relative to the repository;
-    in a document under a folder (docs/) the links are made relative to that folder."""
-    up = "../" * (len(Path(name).parts) - 1)
+    in a document under a folder (docs/, results/) the links are made relative to that folder."""
+    folder = Path(name).parent
 
     def block(match: re.Match) -> str:
         if match["name"] not in DOC_BLOCKS:
             raise KeyError(f"unknown block <!-- report:{match['name']} -->; known: {', '.join(DOC_BLOCKS)}")
-        body = LINK.sub(lambda link: f"]({up}{link['target']})", "\n".join(DOC_BLOCKS[match["name"]]()))
+        body = LINK.sub(lambda link: f"]({Path(os.path.relpath(link['target'], folder)).as_posix()})",
+                        "\n".join(DOC_BLOCKS[match["name"]]()))
         return match["open"] + body + "\n" + match["close"]
     return BLOCK.sub(block, text)
 

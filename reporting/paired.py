@@ -157,8 +157,12 @@ def family_of(variant: str, model: str) -> str:
 def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
     """The (variant, market) groups of run folders that have ranks.json; `variants` maps a
     folder's name to its variant (reporting/runs.py's, or the folder name itself)."""
+    from reporting.runs import (
+        start_time,  # its callers have loaded runs (and pandas) already
+    )
+
     grouped: dict[tuple[str, str], Model] = {}
-    for folder in sorted(folders):
+    for folder in sorted(folders, key=lambda folder: start_time(folder.name)):
         ranks = load_ranks(folder)
         if not ranks or folder.name not in variants:
             continue
@@ -167,7 +171,7 @@ def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
         key = (variant, config["target_market"])
         family = family_of(variant, config.get("model", "acmr"))
         model = grouped.setdefault(key, Model(variant, family, "-tuned-" in variant, config["target_market"], {}))
-        model.ranks.update(ranks)  # folders in name (time) order: the newest run of a seed counts
+        model.ranks.update(ranks)  # folders in start-time order: the newest run of a seed counts
     return list(grouped.values())
 
 

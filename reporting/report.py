@@ -1,7 +1,7 @@
 """The report of run folders: our results beside the authors' logged runs, as report.md and figures.
 
     python evaluate.py report --log_dir=log                   # every run folder under log/
-    python evaluate.py report log/in-2026... log/jp-2026...   # these run folders
+    python evaluate.py report log/acmr-in-seed0-2026... log/acmr-jp-seed0-2026...   # these run folders
     python evaluate.py report results/protocol $(cat results/protocol/default_protocol_runs.txt) --out=results/protocol
     python evaluate.py report --docs                          # the documents' tables (reporting/documents.py)
 
@@ -331,8 +331,8 @@ def folder_notes(results: pd.DataFrame) -> list[str]:
     repeated = results.loc[results["also_in"] != "", ["variant", "market", "seed", "folder", "also_in"]]
     repeated = repeated.drop_duplicates()
     if len(repeated):
-        lines += ["Runs in several folders count once, from the newest folder (a run folder is named by its start "
-                  "time): " + "; ".join(f"{r.variant} {r.market} seed {r.seed}: {r.folder} kept, "
+        lines += ["Runs in several folders count once, from the newest folder (the start time that ends its "
+                  "name): " + "; ".join(f"{r.variant} {r.market} seed {r.seed}: {r.folder} kept, "
                                         f"{r.also_in.replace(' ', ', ')} left out" for r in repeated.itertuples())
                   + ".", ""]
     lacking = results.loc[results["config_lacks"] != "", ["folder", "config_lacks"]].drop_duplicates()

@@ -7,7 +7,7 @@ authors' logged run.
 
 A variant is named by the settings of its config.json that differ from config.py's defaults and
 change results (variant_parts); runs of the same variant, market and seed in several folders
-count once (the newest folder). reporting/report.py writes these tables as markdown, reporting/figures.py draws
+count once (the newest folder: run_folder_name's start time). reporting/report.py writes these tables as markdown, reporting/figures.py draws
 them, reporting/documents.py fills the documents' generated tables from the committed runs. Importing
 this module loads neither torch nor matplotlib.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +49,7 @@ BREAKDOWN_GROUPS = {"repeat_purchase": "repeat purchase", "new_purchase": "new p
                     "item_unseen_in_target_training": "item unseen in target training (cold)"}
 NOT_EXPERIMENT = {*RUN_ONLY_SETTINGS, *SELECTION_SETTINGS}  # where, how fast, which market and seeds
 RESCORED = "rescored"  # <run>/rescored/<name>.json: kept weights scored again (tools/trained.py rescore)
+START_TIME = re.compile(r"(\d{8})-(\d{6})(?:-(\d+))?$")  # a run folder name's end: train_model.py's stamp[-N]
 PROTOCOL_RESCORINGS = {"eval_mode=full": {"eval_mode": "full"},  # protocol_table's, by name
                        "eval_negative_pool=target": {"eval_negative_pool": "target"}}
 
@@ -134,6 +136,23 @@ def variant_parts(config: dict, shared: dict | None = None) -> tuple[str, str, s
     return (f"{preset} ({both})" if both else preset), (f"{preset} ({rest})" if rest else preset), protocol
 
 
+def run_folder_name(config: dict, stamp: str) -> str:
+    """A run folder's name: the preset its settings match best (best_preset), the target market,
+    its seeds and its start time `stamp`, e.g. `acmr-in-seed0-20261202-082431`,
+    `popularity-jp-seeds0-2-20261202-082431` (`seeds<first>-<last>` for several seeds)."""
+    first, count = config.get("first_seed", 0), config["seeds"]
+    seeds = f"seed{first}" if count == 1 else f"seeds{first}-{first + count - 1}"
+    return f"{best_preset(result_settings(config))}-{config['target_market']}-{seeds}-{stamp}"
+
+
+def start_time(name: str) -> tuple[str, str, int, str]:
+    """A run folder's start time from its name (run_folder_name's stamp, `-N` for the N-th folder
+    started in the same second), then the name: sorting by it puts the newest folder last. A name
+    without a stamp sorts first."""
+    found = START_TIME.search(name)
+    return (found[1], found[2], int(found[3] or 0), name) if found else ("", "", 0, name)
+
+
 def variant_name(config: dict) -> str:
     """The model and the protocol of a run in one name (variant_parts)."""
     return variant_parts(config)[0]
@@ -148,13 +167,14 @@ def shared_settings(configs: list[dict]) -> dict:
 
 
 def find_run_folders(paths: list[Path]) -> list[Path]:
-    """Run folders (with results.json) among `paths` and below them."""
+    """Run folders (with results.json) among `paths` and below them, in the order they started
+    (start_time)."""
     folders = set()
     for path in paths:
         if (path / "results.json").is_file():
             folders.add(path)
         folders.update(p.parent for p in path.glob("**/results.json"))
-    return sorted(folders)
+    return sorted(folders, key=lambda folder: (start_time(folder.name), str(folder)))
 
 
 def breakdown_columns(breakdown: dict | None) -> dict[str, float]:
@@ -185,7 +205,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test metrics, validation at the kept epoch and break-downs, one row per (variant, market,
     seed, stage), and the per-epoch records. Both carry a `shared_settings` column: the model
     settings every folder shares, left out of the variant names. A run in several folders
-    counts once, from the newest (the greatest name: a folder is named by its start time); its
+    counts once, from the newest (start_time: a folder's name ends with its start time); its
     row's `also_in` names the others. `diverged`: the folder has a diverged.txt (its results are
     the seeds before); `config_lacks`: the settings that change results and that its config.json
     lacks, which count as config.py's defaults in the variant's name."""
@@ -219,7 +239,8 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = pd.DataFrame(results)
     if len(results):  # a (variant, market, seed) run in several folders counts once: the newest
         key = ["variant", "market", "seed"]
-        newest_first = results.groupby(key)["folder"].agg(lambda names: sorted(set(names), reverse=True))
+        newest_first = results.groupby(key)["folder"].agg(
+            lambda names: sorted(set(names), key=start_time, reverse=True))
         results = results.merge(newest_first.rename("folders").reset_index(), on=key, how="left")
         results = results[results["folder"] == results["folders"].str[0]].reset_index(drop=True)
         results = results.assign(also_in=results.pop("folders").str[1:].str.join(" "))

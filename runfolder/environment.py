@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from config import Config, ConfigError, active_stages
+from reporting.runs import run_folder_name
 from runfolder.checkpoints import CheckpointError, Progress, save_checkpoint
 from runfolder.files import write_json, write_text
 
@@ -64,12 +65,15 @@ def environment(device: torch.device) -> dict[str, object]:
     }
 
 
-def make_run_dir(log_dir: Path, target: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+def make_run_dir(log_dir: Path, config: Config) -> Path:
+    """A new run folder under `log_dir` named by runs.run_folder_name (preset, target market,
+    seeds, start time), e.g. log/acmr-in-seed0-20261202-082431; `-N` after it for the N-th
+    folder of the same name started in the same second."""
+    name = run_folder_name(dataclasses.asdict(config), datetime.now().strftime("%Y%m%d-%H%M%S"))
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         for suffix in ("", *(f"-{i}" for i in range(1, 100))):
-            run_dir = log_dir / f"{target}-{stamp}{suffix}"
+            run_dir = log_dir / f"{name}{suffix}"
             try:
                 run_dir.mkdir()
                 return run_dir
@@ -77,7 +81,7 @@ def make_run_dir(log_dir: Path, target: str) -> Path:
                 continue
     except OSError as error:
         raise ConfigError(f"log_dir={str(log_dir)!r}: cannot create a run folder there ({error})") from None
-    raise ConfigError(f"log_dir={str(log_dir)!r}: too many run folders named {target}-{stamp}")
+    raise ConfigError(f"log_dir={str(log_dir)!r}: too many run folders named {name}")
 
 
 @contextlib.contextmanager

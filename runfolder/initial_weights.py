@@ -1,7 +1,7 @@
 """Start each seed's ACMR from given weights instead of a fresh initialisation (config.init_weights).
 
-    --init_weights=log/in-20261201-101010/seed0_pretrain_weights.pt    one weights file, every seed
-    --init_weights=log/in-20261201-101010/seed{seed}_pretrain_weights.pt   each seed its own file
+    --init_weights=log/acmr-in-seeds0-4-20261201-101010/seed0_pretrain_weights.pt    one weights file, every seed
+    --init_weights=log/acmr-in-seeds0-4-20261201-101010/seed{seed}_pretrain_weights.pt   each seed its own file
     --init_weights=authors:in:pretrain      the authors' released checkpoint ACMR_in_pretrain.pt
 
 A weights file is one a run folder keeps per seed and stage (checkpoints.save_weights); the

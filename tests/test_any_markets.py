@@ -41,7 +41,7 @@ def test_a_tiny_run_on_three_other_markets_trains_both_stages_and_reports(tmp_pa
     no_authors = ("No authors' numbers for the runs on data_markets=aa,bb,cc: the authors logged runs on the "
                   "seven XMarket Electronics markets (ca,de,fr,in,jp,mx,uk) only.")
     assert train.stdout.count(no_authors) == 1 and "nan" not in train.stdout
-    (run_dir,) = log_dir.glob("bb-*")
+    (run_dir,) = log_dir.glob("*-bb-seed*")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["complete"] and set(results["runs"][0]) >= {"pretrain", "finetune"}
     import torch

@@ -374,10 +374,10 @@ def test_the_headline_comes_from_results_paper_once_it_has_runs_and_says_how_man
     request.addfinalizer(documents.committed.cache_clear)
     monkeypatch.setattr(documents, "REPO", tmp_path)
     monkeypatch.setattr(documents, "RESULTS", tmp_path / "results")
-    fabricate(tmp_path / "results" / "reproduction", "in-20260101-000000", "in", {0: 0.5, 1: 0.6})
-    assert "results/reproduction" in documents.headline()[1]
-    fabricate(tmp_path / "results" / "paper", "in-20260102-000000", "in", {0: 0.7})
-    fabricate(tmp_path / "results" / "paper", "jp-20260102-000000", "jp", {0: 0.7})
+    fabricate(tmp_path / "results" / "archive" / "reproduction", "acmr-in-seeds0-1-20260101-000000", "in", {0: 0.5, 1: 0.6})
+    assert "results/archive/reproduction" in documents.headline()[1]
+    fabricate(tmp_path / "results" / "paper", "acmr-in-seed0-20260102-000000", "in", {0: 0.7})
+    fabricate(tmp_path / "results" / "paper", "acmr-jp-seed0-20260102-000000", "jp", {0: 0.7})
     results, source = documents.headline()
     assert set(results["market"]) == {"in", "jp"}
     assert "2 of the 35 (market, seed) runs" in source and "still to run" in source
@@ -458,7 +458,7 @@ def test_a_run_in_two_folders_counts_once_and_the_report_says_which_folder_it_ke
     text = report.build_report([tmp_path], tmp_path, "report").read_text()
     assert ("from 1 run folder(s) (1 more left out: each of their runs is in a newer folder too, listed at the "
             "end).") in text
-    assert ("Runs in several folders count once, from the newest folder (a run folder is named by its start time): "
+    assert ("Runs in several folders count once, from the newest folder (the start time that ends its name): "
             "acmr in seed 0: in-20260102-000000 kept, in-20260101-000000 left out.") in text
     assert "| in | after pre-training | 2 | 0.6500 ± 0.0707 [" in text  # seeds 0.6 and 0.7: not 0.9
 
@@ -503,3 +503,24 @@ def test_runs_on_other_markets_have_no_authors_numbers_said_once(tmp_path):
     text = comparison_text(sorted(tmp_path.iterdir()))
     assert text.count(line) == 1 and "nan" not in text and "0.7000 [0.7824]!" in text
     assert runs.market_order(["bb", "average", "uk", "aa", "de"]) == ["de", "uk", "aa", "bb", "average"]
+
+
+def test_a_run_in_two_folders_counts_from_the_one_started_last_whatever_the_names(tmp_path):
+    """`acmr-in-seed0-...` (newer) sorts before `acmr-in-seeds0-1-...` (older) by name: the start
+    time at the end of the name decides; `-1` is the second folder started in the same second."""
+    fabricate(tmp_path, "acmr-in-seeds0-1-20260101-000000", "in", {0: 0.1, 1: 0.2}, seeds=2)
+    fabricate(tmp_path, "acmr-in-seed0-20260102-000000", "in", {0: 0.3})
+    fabricate(tmp_path, "acmr-in-seed1-20260102-000000", "in", {1: 0.4}, first_seed=1)
+    fabricate(tmp_path, "acmr-in-seed1-20260102-000000-1", "in", {1: 0.5}, first_seed=1)
+    results, _ = collect(sorted(tmp_path.iterdir()))
+    kept = results[results["stage"] == "pretrain"].set_index("seed")
+    assert kept.loc[0, "folder"] == "acmr-in-seed0-20260102-000000" and kept.loc[0, "HR@5"] == 0.3
+    assert kept.loc[1, "folder"] == "acmr-in-seed1-20260102-000000-1" and kept.loc[1, "HR@5"] == 0.5
+    assert kept.loc[1, "also_in"] == "acmr-in-seed1-20260102-000000 acmr-in-seeds0-1-20260101-000000"
+
+
+def test_a_run_folder_is_named_by_preset_market_seeds_and_start_time():
+    config = dataclasses.asdict(dataclasses.replace(Config(), target_market="jp", model="gmf", stages="finetune", seeds=1))
+    assert runs.run_folder_name(config, "20260102-030405") == "gmf-jp-seed0-20260102-030405"
+    several = dataclasses.asdict(dataclasses.replace(Config(), target_market="in", first_seed=2, seeds=3))
+    assert runs.run_folder_name(several, "20260102-030405") == "acmr-in-seeds2-4-20260102-030405"

@@ -44,7 +44,7 @@ def run_directly(plan_line: str, settings: list[str], log_dir: Path, data_dir: s
 def results_by_job(log_dir: Path) -> dict[tuple[str, int], dict]:
     """(model, seed) -> the seed's results.json entry without its wall time, for each run folder."""
     results = {}
-    for folder in log_dir.glob("in-*"):
+    for folder in log_dir.glob("*-in-seed*"):
         model = json.loads((folder / "config.json").read_text())["model"]
         for run in json.loads((folder / "results.json").read_text())["runs"]:
             results[model, run["seed"]] = {key: value for key, value in run.items() if key != "seconds"}
@@ -133,12 +133,12 @@ def test_sigterm_stops_a_sweep_started_in_the_background_and_its_jobs_keep_their
         env={**os.environ, "XMREC_DIR": real_config.data_dir},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 300
-    while read_lines(log_dir.glob("in-*/metrics.jsonl")) < 1 and time.time() < deadline:
+    while read_lines(log_dir.glob("*-in-seed*/metrics.jsonl")) < 1 and time.time() < deadline:
         time.sleep(0.2)
     sweep_process.send_signal(signal.SIGTERM)
     output = sweep_process.communicate(timeout=60)[0]
     assert sweep_process.returncode == 130, output
-    folder, = log_dir.glob("in-*")
+    folder, = log_dir.glob("*-in-seed*")
     assert "interrupted: progress up to the last finished epoch is saved" in (folder / "train.log").read_text()
     assert (folder / "checkpoint.pt").is_file() and not (folder / "results.json").exists()
     assert "the same sweep command continues" in output
@@ -157,15 +157,15 @@ def test_a_job_whose_process_or_ray_worker_is_killed_runs_again_from_its_checkpo
         env={**os.environ, "XMREC_DIR": real_config.data_dir})
     killed, deadline = [], time.time() + 300  # (pid, epochs in metrics.jsonl then) of each kill
     while len(killed) < 2 and time.time() < deadline and sweep_process.poll() is None:
-        process, epochs = train_model_process(log_dir), read_lines(log_dir.glob("in-*/metrics.jsonl"))
+        process, epochs = train_model_process(log_dir), read_lines(log_dir.glob("*-in-seed*/metrics.jsonl"))
         if process and (not killed and epochs >= 1 or killed and process[0] != killed[0][0] and epochs > killed[0][1]):
-            assert not list(log_dir.glob("in-*/results.json"))
+            assert not list(log_dir.glob("*-in-seed*/results.json"))
             os.kill(process[0] if not killed else process[1], signal.SIGKILL)
             killed.append((process[0], epochs))
         time.sleep(0.2)
     output = sweep_process.communicate(timeout=600)[0]
     assert sweep_process.returncode == 0 and len(killed) == 2, output
-    folders = list(log_dir.glob("in-*"))
+    folders = list(log_dir.glob("*-in-seed*"))
     assert len(folders) == 1, output  # resumed twice, never begun again
     assert "lost acmr in seed 0" in output and "(killed by SIGKILL" in output and "(WorkerCrashedError" in output
     for attempt in (2, 3):
@@ -203,12 +203,12 @@ def test_a_cluster_with_token_authentication_refuses_a_client_without_it_and_run
         assert refused.returncode == 1 and time.time() - started < 30, refused.stderr
         assert refused.stderr.splitlines() == [refused.stderr.strip()]
         assert "requires token authentication (RAY_AUTH_MODE=token) and refused this client" in refused.stderr
-        assert not list(tmp_path.glob("in-*"))  # nothing ran, here or anywhere
+        assert not list(tmp_path.glob("*-in-seed*"))  # nothing ran, here or anywhere
 
         joined = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                                 env={**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
         assert joined.returncode == 0, joined.stdout + joined.stderr
-        assert "finished 1 of 1 jobs" in joined.stdout and len(list(tmp_path.glob("in-*/results.json"))) == 1
+        assert "finished 1 of 1 jobs" in joined.stdout and len(list(tmp_path.glob("*-in-seed*/results.json"))) == 1
     finally:
         head.send_signal(signal.SIGTERM)  # `ray start --block` stops the cluster's processes
         head.wait(timeout=60)
@@ -243,7 +243,7 @@ def test_a_sweep_with_first_seed_skips_the_seeds_it_has_done_and_resumes_the_one
     """Seed 5 has results and seed 6 a checkpoint in the log folder: a rerun of
     `--first_seed=5 --seeds=3` skips 5, resumes 6 and runs 7."""
     for seed, done in ((5, True), (6, False)):
-        folder = tmp_path / f"in-2026010{seed}-000000"
+        folder = tmp_path / f"acmr-in-seed{seed}-2026010{seed}-000000"
         folder.mkdir()
         config = dataclasses.asdict(dataclasses.replace(Config(), first_seed=seed, seeds=1, log_dir=str(tmp_path)))
         (folder / "config.json").write_text(json.dumps(config))
@@ -254,8 +254,8 @@ def test_a_sweep_with_first_seed_skips_the_seeds_it_has_done_and_resumes_the_one
     sweep.main(["--models=acmr", "--markets=in", "--seeds=3", "--first_seed=5", f"--log_dir={tmp_path}",
                 "--dry_run=true"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"skip acmr in seed 5: done in {tmp_path / 'in-20260105-000000'}"
-    resumed = tmp_path / "in-20260106-000000"
+    assert lines[0] == f"skip acmr in seed 5: done in {tmp_path / 'acmr-in-seed5-20260105-000000'}"
+    resumed = tmp_path / "acmr-in-seed6-20260106-000000"
     assert lines[1].startswith(f"resume acmr in seed 6: python train_model.py --resume={resumed}")
     assert lines[2].startswith("run acmr in seed 7: python train_model.py ")
     assert "--first_seed=7 --seeds=1" in lines[2] and lines[2].count("--first_seed=") == 1
@@ -269,7 +269,7 @@ def test_the_sweep_runs_models_and_writes_one_report_row_per_model(real_config, 
     report = (tmp_path / "report.md").read_text()
     assert "Every run here has `pretrain_epochs=1 finetune_epochs=1 max_batches_per_epoch=1`" in report
     assert "| popularity | after fine-tuning |" in report and "| gmf | after fine-tuning |" in report
-    assert len(list(tmp_path.glob("in-*"))) == 4  # one folder per (model, seed)
+    assert len(list(tmp_path.glob("*-in-seed*"))) == 4  # one folder per (model, seed)
 
 
 def test_a_plan_lists_grids_in_order_with_their_own_settings(tmp_path):
@@ -296,7 +296,7 @@ def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_con
     assert "done popularity in seed 0" in result.stdout
     assert "stopped (exit 130) acmr in seed 0" in result.stdout
     assert "not finished: python train_model.py --target_market=in --first_seed=0" in result.stdout
-    interrupted = [f for f in tmp_path.glob("in-*") if not (f / "results.json").exists()]
+    interrupted = [f for f in tmp_path.glob("*-in-seed*") if not (f / "results.json").exists()]
     assert len(interrupted) == 1 and (interrupted[0] / "checkpoint.pt").is_file()
     assert "| popularity | after fine-tuning |" in (tmp_path / "report.md").read_text()  # the finished job's row
 
@@ -309,14 +309,14 @@ def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_
     sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
     deadline = time.time() + 180
-    while len(list(tmp_path.glob("in-*/checkpoint.pt"))) < 2 and time.time() < deadline:
+    while len(list(tmp_path.glob("*-in-seed*/checkpoint.pt"))) < 2 and time.time() < deadline:
         time.sleep(0.2)
     sweep_process.send_signal(signal.SIGTERM)  # the jobs themselves get no signal from us
     stdout, stderr = sweep_process.communicate(timeout=120)
     assert sweep_process.returncode == 130, stderr
     assert "stopped (exit 130) acmr in seed 0" in stdout and "stopped (exit 130) acmr in seed 1" in stdout
     assert stdout.count("not finished: python train_model.py") == 2
-    folders = sorted(tmp_path.glob("in-*"))
+    folders = sorted(tmp_path.glob("*-in-seed*"))
     for run_dir in folders:
         assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "results.json").exists()
         assert "interrupted: progress up to the last finished epoch is saved" in (run_dir / "train.log").read_text()
@@ -324,10 +324,23 @@ def test_sigterm_stops_the_sweep_and_its_jobs_and_the_same_command_resumes_then_
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("resume acmr in seed") == 2 and "finished 2 of 2 jobs" in again.stdout
-    assert sorted(tmp_path.glob("in-*")) == folders  # no new folder: the same runs, finished
+    assert sorted(tmp_path.glob("*-in-seed*")) == folders  # no new folder: the same runs, finished
     for run_dir in folders:
         assert (run_dir / "results.json").is_file() and not (run_dir / "checkpoint.pt").exists()
 
     once_more = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     assert once_more.returncode == 0 and once_more.stdout.count("skip acmr in seed") == 2
     assert "finished 0 of 0 jobs" in once_more.stdout
+
+
+def test_a_seed_done_in_two_folders_is_skipped_as_done_in_the_one_started_last(tmp_path, capsys):
+    """The newer folder's name sorts first (`seed0` < `seeds0-2`): the start time at the end of
+    the name, not the name, says which folder is the newest (the one the report counts)."""
+    for name, first_seed, seeds in (("acmr-in-seeds0-2-20260101-000000", 0, 3), ("acmr-in-seed0-20260102-000000", 0, 1)):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = dataclasses.replace(Config(), target_market="in", first_seed=first_seed, seeds=seeds, log_dir=str(tmp_path))
+        (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+        (folder / "results.json").write_text(json.dumps({"runs": [{"seed": s} for s in range(first_seed, first_seed + seeds)]}))
+    sweep.main(["--models=acmr", "--markets=in", "--seeds=1", f"--log_dir={tmp_path}", "--dry_run=true"])
+    assert capsys.readouterr().out.splitlines()[0] == f"skip acmr in seed 0: done in {tmp_path / 'acmr-in-seed0-20260102-000000'}"

@@ -43,6 +43,7 @@ from config import (
 )
 from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import ranking_metrics, score_candidates
+from reporting.metrics import METRICS
 from runfolder.authors_release import (
     CACHE_DIR,
     CHECKPOINT_URL,
@@ -53,7 +54,6 @@ from runfolder.authors_release import (
     read_checkpoint,
     to_checkpoint_rows,
 )
-from reporting.metrics import METRICS
 from runfolder.files import write_json
 from speed.host import configure_host, resolve_device
 

@@ -135,11 +135,15 @@ class Resources:
 @functools.cache
 def run_folders(log_dir: str, market: str) -> list[tuple[Path, dict, set[int]]]:
     """(folder, its config.json, the seeds with results) of each run folder of `market` in
-    `log_dir`, newest first; read once per sweep, however many jobs ask."""
+    `log_dir` (its config.json's target_market), newest first (runs.start_time); read once per
+    sweep, however many jobs ask."""
     folders = []
-    for folder in sorted(Path(log_dir).glob(f"{market}-*"), reverse=True):
+    found = (path.parent for path in Path(log_dir).glob("*/config.json"))
+    for folder in sorted(found, key=lambda folder: runs.start_time(folder.name), reverse=True):
         try:
             saved = upgrade_saved(json.loads((folder / "config.json").read_text()))
+            if saved.get("target_market") != market:
+                continue
             results = folder / "results.json"
             done = {run["seed"] for run in json.loads(results.read_text())["runs"]} if results.is_file() else set()
         except (OSError, ValueError, KeyError):

@@ -1,7 +1,7 @@
 """A trained model to keep, use and share: load it, recommend with it, score it again.
 
     from tools.trained import load_trained, recommend
-    trained = load_trained("log/in-20261205-101010")      # seed 0 (the folder's first), its last stage
+    trained = load_trained("log/acmr-in-seeds0-4-20261205-101010")      # seed 0 (the folder's first), its last stage
     print(recommend(trained, ["AF5LCYDTUOE5OISH7WTSYTYKDE3Q"], k=10))  # his top 10 of the target market
 
 `load_trained` reads a run folder's kept weights (`seed<S>_<stage>_weights.pt`, any seed and
