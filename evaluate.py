@@ -23,6 +23,7 @@ from torch import nn
 
 from data_loader import DeviceData
 from model import activation_floats
+from reporting import documents, report
 from reporting.metrics import metrics_per_user
 
 
@@ -104,10 +105,6 @@ def breakdown(scores: torch.Tensor, groups: dict[str, torch.Tensor]) -> dict[str
 def main(argv: list[str]) -> None:
     """`report ...` (reporting/report.py) or `report --docs` (reporting/documents.py); Ctrl-C and SIGTERM stop it
     (KeyboardInterrupt), so that a report in progress leaves the previous one whole."""
-    from reporting import (
-        documents,  # neither reporting/documents.py nor reporting/report.py imports this module: no cycle
-        report,
-    )
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if "-h" in argv or "--help" in argv:  # this module's command line is reporting/report.py's and reporting/documents.py's

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.models import Popularity, build_baseline
 from speed import cpu_kernels
 
 
@@ -173,7 +174,6 @@ def activation_floats(model: nn.Module, num_sequences: int, num_tokens: int) -> 
 
 def build_model(config, dataset) -> nn.Module:
     """The model `config.model` names, sized for `dataset` (a data_loader.Dataset)."""
-    from baselines.models import Popularity, build_baseline
 
     num_users, num_items, num_markets = len(dataset.user_names), dataset.num_items, len(dataset.markets)
     if config.model == "acmr":

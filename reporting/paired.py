@@ -33,7 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from config import STAGES
+from reporting import runs
 from reporting.metrics import metric_per_user
+from reporting.runs import start_time
+from runfolder.files import write_text
 
 RANKS = "ranks.json"
 RANKS_FORMAT = "acmr-ranks/1"
@@ -46,7 +49,6 @@ SPEC_MARKETS = ("de", "jp", "in", "fr", "ca", "mx", "uk")
 def save_ranks(run_dir: Path, seed: int, stage: str, ranks: list[int], candidates_sha256: dict | None) -> None:
     """Add one seed's and stage's per-user test ranks (in the order of the run's target users,
     which is the order of its candidate table) to `run_dir/ranks.json`."""
-    from runfolder.files import write_text  # files imports nothing heavy either
 
     path = run_dir / RANKS
     payload = json.loads(path.read_text()) if path.is_file() else {"format": RANKS_FORMAT, "seeds": {}}
@@ -157,9 +159,6 @@ def family_of(variant: str, model: str) -> str:
 def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
     """The (variant, market) groups of run folders that have ranks.json; `variants` maps a
     folder's name to its variant (reporting/runs.py's, or the folder name itself)."""
-    from reporting.runs import (
-        start_time,  # its callers have loaded runs (and pandas) already
-    )
 
     grouped: dict[tuple[str, str], Model] = {}
     for folder in sorted(folders, key=lambda folder: start_time(folder.name)):
@@ -252,7 +251,6 @@ def main(argv: list[str]) -> None:
     if not argv or "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         sys.exit(0 if argv else 2)
-    from reporting import runs  # the variants' names, as the report gives them
 
     folders = runs.find_run_folders([Path(arg) for arg in argv])
     results, _ = runs.collect(folders)

@@ -83,3 +83,20 @@ def test_importing_reporting_loads_neither_torch_nor_the_training_side():
             "print(sorted(m for m in ('torch', 'matplotlib', 'evaluate', 'model', 'train_model') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_project_modules_are_imported_at_the_top_of_a_file_never_inside_a_function():
+    """The layers make hidden imports unnecessary: an import inside a function would hide an
+    edge of the graph from a reader."""
+    names = module_names()
+    hidden = []
+    for name, path in names.items():
+        tree = ast.parse(path.read_text())
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top_level:
+                modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                           else [node.module or ""])
+                if any(module.split(".")[0] in {n.split(".")[0] for n in names} for module in modules):
+                    hidden.append(f"{name}:{node.lineno}")
+    assert not hidden, hidden

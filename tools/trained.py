@@ -69,16 +69,26 @@ from data_loader import (
     load_markets,
 )
 from evaluate import evaluate_candidates, score_candidates
+from model import build_model
 from reporting.metrics import METRICS
 from reporting.runs import PROTOCOL_RESCORINGS, RESCORED, protocol_table
+from runfolder.authors_release import (
+    authors_model,
+    authors_order,
+    locate_checkpoint,
+    read_checkpoint,
+)
 from runfolder.checkpoints import (
     WEIGHTS_FORMAT,
     CheckpointError,
     read_torch_file,
     weights_path,
 )
+from runfolder.environment import environment
 from runfolder.files import WriteError, write_json, write_text
 from runfolder.migration import config_from_saved
+from speed.host import configure_host, resolve_device
+from train_model import test_metrics
 
 EVALUATION_SETTINGS = ("eval_negative_pool", "eval_mode", "num_eval_negatives", "held_out_in_negatives")
 WEIGHTS_NAME = re.compile(r"seed(\d+)_(\w+?)_weights\.pt")
@@ -136,7 +146,6 @@ def read_weights(path: Path) -> dict:
 
 def empty_model(config: Config, num_items: int, markets: Sequence[str], num_users: int) -> nn.Module:
     """model.build_model's model of `config`, sized for these rows, before its weights are loaded."""
-    from model import build_model
     sizes = SimpleNamespace(num_items=num_items, markets=tuple(markets), user_names=np.zeros(num_users),
                             target_rows=lambda: np.zeros(0, dtype=np.int64), train_item=np.zeros(0, dtype=np.int64),
                             train_label=np.zeros(0))  # popularity: zero counts until loaded
@@ -179,12 +188,6 @@ def from_authors(market: str, stage: str, frames: dict[str, pd.DataFrame] | None
                  authors_dir: str | None = None) -> Trained:
     """The authors' released checkpoint of `market` and `stage` (runfolder/authors_release.py): its rows are
     the authors' item and market order (authors_order), which needs the data files."""
-    from runfolder.authors_release import (
-        authors_model,
-        authors_order,
-        locate_checkpoint,
-        read_checkpoint,
-    )
     path = locate_checkpoint(market, stage, authors_dir)
     model = authors_model(read_checkpoint(path), config.dropout, config.fast_kernels)
     frames = load_markets(config) if frames is None else frames
@@ -360,9 +363,6 @@ def rescore(run_dir: Path, changes: dict[str, object] | None = None, seeds: Sequ
     kept weights of each seed and stage (default: all it keeps), on the seed's split rebuilt with
     the weights' settings and `changes` (rescoring_config). Without changes, on the device kind the
     run used and its eval_batch_floats, the test metrics are results.json's, exactly."""
-    from runfolder.environment import environment
-    from speed.host import resolve_device
-    from train_model import test_metrics
     changes = dict(changes or {})
     kept = [(s, st) for s, st in kept_weights(run_dir) if (seeds is None or s in seeds)
             and (stages is None or st in stages)]
@@ -465,7 +465,6 @@ def given_settings(argv: list[str], config: Config) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> None:
-    from speed.host import configure_host
     command, argv = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     if command not in ("recommend", "rescore", "protocol-table"):
         if "-h" in argv or "--help" in argv:

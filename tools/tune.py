@@ -33,7 +33,7 @@ Not searched: `num_train_negatives`. The training negatives are drawn from the s
 generator before the evaluation candidates (data_loader.build_dataset), so another number of
 training negatives draws other candidates (tests/test_tune.py checks it): the models would not
 be compared on the same candidates. The batch size (1024, FOREC's and ACMR's) is not searched
-either. Importing this module loads neither torch nor ray.
+either.
 """
 from __future__ import annotations
 
@@ -46,15 +46,28 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from config import RUN_ONLY_SETTINGS
+from config import (
+    RUN_ONLY_SETTINGS,
+    Config,
+    ConfigError,
+    active_stages,
+    market_names,
+    parse_overrides,
+    validate,
+)
+from data_loader import build_dataset, load_markets
 from plans.presets import (
+    PRESETS,
     SEARCH_DIR,
     STOPPED_AS_NCF,
     TRAINED_AS_NCF,
     TRAINED_AS_NCF_IN_EVERY_STAGE,
 )
 from reporting.metrics import SELECTION_METRIC
+from runfolder.checkpoints import Progress
 from runfolder.files import write_file, write_json, write_text
+from speed.host import configure_host, resolve_device
+from train_model import Diverged, next_stage, start_training, train_stage
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # presets of plans/presets.py
@@ -119,11 +132,6 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
 
     A trial that diverges (train_model.Diverged) ends there: the epochs so far count, the one
     that diverged as None in the curve; one that ends before its last stage scores 0."""
-    from config import ConfigError, active_stages
-    from data_loader import build_dataset
-    from runfolder.checkpoints import Progress
-    from speed.host import configure_host, resolve_device
-    from train_model import Diverged, next_stage, start_training, train_stage
 
     if config.resample_train_negatives:
         raise ConfigError("a search trial draws its training negatives once (resample_train_negatives=false)")
@@ -154,14 +162,10 @@ def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
 def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
     """A trial's settings: the model's preset and the market, fixed_settings, the base (settings
     given on the command line, which may replace the fixed ones), the sampled values."""
-    from plans.presets import PRESETS
-
     return {**PRESETS[model], "target_market": market, **fixed_settings(model), **base, **sampled}
 
 
 def real_objective(settings: dict, frames) -> dict:
-    from config import Config, validate
-
     config = dataclasses.replace(Config(), **settings)
     validate(config)
     return validation_run(config, frames)
@@ -208,8 +212,6 @@ def choose(trials: list[dict]) -> dict:
 def preset_settings(model: str, settings: dict) -> dict:
     """The chosen trial's settings as a preset: the searched and fixed ones that differ from
     config.py's defaults (the report names a run by the preset whose settings it has)."""
-    from config import Config
-    from plans.presets import PRESETS
 
     defaults = dataclasses.asdict(Config())
     keys = [*fixed_settings(model), *SEARCH_SPACE[model]]
@@ -279,7 +281,6 @@ def write_tables(out: Path) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    from config import Config, ConfigError, market_names, parse_overrides
 
     options = {"models": ",".join(MODELS), "markets": "in,jp,mx", "trials": str(NUM_TRIALS),
                "out": str(SEARCH_DIR)}
@@ -302,7 +303,6 @@ def main(argv: list[str]) -> None:
             raise ConfigError(f"--{name}={','.join(given)}: allowed {', '.join(allowed)}")
     import ray
 
-    from data_loader import load_markets
 
     frames = load_markets(config)
     out = Path(options["out"])
