@@ -196,9 +196,11 @@ def _parse_value(key: str, text: str, kind: type) -> object:
 def help_text(extra: dict[str, type]) -> str:
     """--help: the running script's docstring, then every setting of Config with its default and
     its help line, by kind, then the script's own options (`extra`)."""
-    script = Path(sys.argv[0]).name
-    lines = [(sys.modules["__main__"].__doc__ or "").strip(), "",
-             f"usage: python {script} [--key=value ...]   settings of config.py, defaults shown:"]
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)  # run as `python -m tools.sweep`: the module's name
+    command = f"-m {spec.name}" if spec is not None else Path(sys.argv[0]).name
+    lines = [(main.__doc__ or "").strip(), "",
+             f"usage: python {command} [--key=value ...]   settings of config.py, defaults shown:"]
     for kind, title in KIND_TITLES.items():
         lines += ["", f"{title}:"]
         for f in dataclasses.fields(Config):
@@ -212,7 +214,7 @@ def help_text(extra: dict[str, type]) -> str:
             lines += textwrap.wrap(f.metadata["help"], 100, initial_indent=option.ljust(33),
                                    subsequent_indent=" " * 33)
     if extra:
-        lines += ["", *textwrap.wrap(f"options of {script} (see above): " + ", ".join(
+        lines += ["", *textwrap.wrap(f"options of {command} (see above): " + ", ".join(
             f"--{key}={kind.__name__.upper()}" for key, kind in extra.items()), 100)]
     return "\n".join(lines)
 

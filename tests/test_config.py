@@ -126,10 +126,11 @@ def test_every_setting_has_a_help_line_and_a_kind_and_the_run_only_ones_are_deri
 
 @pytest.mark.slow  # starts processes
 @pytest.mark.parametrize("script, flag", [("train_model.py", "--help"), ("train_model.py", "-h"),
-                                          ("data_loader.py", "--help"), ("tools/bench.py", "--help"),
-                                          ("tools/authors_weights.py", "-h"), ("evaluate.py", "--help")])
+                                          ("data_loader.py", "--help"), ("-m tools.bench", "--help"),
+                                          ("-m tools.authors_weights", "-h"), ("-m tools.sweep", "--help"),
+                                          ("evaluate.py", "--help")])
 def test_help_lists_every_setting_from_config_py(script, flag):
-    result = subprocess.run([sys.executable, script, flag], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, *script.split(), flag], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and not result.stderr, result.stderr[-2000:]
     if script == "evaluate.py":  # its command line is reporting/report.py's and reporting/documents.py's
         assert "python evaluate.py report" in result.stdout
