@@ -54,7 +54,7 @@ from runfolder.files import write_text
 from runfolder.migration import upgrade_saved
 
 DOCUMENTS = ("README.md", "CHANGELOG.md", "docs/RESULTS.md", "docs/PROTOCOL.md", "docs/SPEED.md", "docs/SPEC.md",
-             "docs/RUNNING.md", "results/README.md", "results/baselines/README.md", "results/stage2/README.md")
+             "docs/RUNNING.md", "results/README.md", "results/baselines/README.md", "results/in_seeds/README.md", "results/stage2/README.md")
 BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
                    re.S)
 
@@ -336,9 +336,29 @@ def results_index(folder: Path = RESULTS) -> list[str]:
     return lines
 
 
+def in_seeds_table() -> list[str]:
+    """ACMR's test metrics on `in` after fine-tuning, one row per seed (results/paper's and
+    results/in_seeds'), the authors' logged run, and how many of our runs score below it per
+    metric (its rank among ours)."""
+    results = committed("results/paper", "results/in_seeds")
+    runs = results[(results["market"] == "in") & (results["stage"] == "finetune")
+                   & (results["variant"] == "acmr")].sort_values("seed")
+    logged = json.loads(AUTHORS_RUNS.read_text())["markets"]["in"]["finetune"]
+    paths = {folder.name: folder.relative_to(REPO) for folder in find_run_folders([RESULTS / "paper", RESULTS / "in_seeds"])}
+    lines = ["| seed | run folder | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for _, run in runs.iterrows():
+        lines.append(f"| {run['seed']} | [{run['folder']}]({paths[run['folder']]}) | "
+                     + " | ".join(f"{run[m]:.4f}" for m in METRICS) + " |")
+    lines.append("| the authors' logged run | | " + " | ".join(f"{logged[m]:.4f}" for m in METRICS) + " |")
+    lines.append("| our runs below it | | " + " | ".join(f"{int((runs[m] < logged[m]).sum())} of {len(runs)}"
+                                                    for m in METRICS) + " |")
+    return lines
+
+
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors": authors_table,
     "authors-weights": authors_weights_table,
+    "in-seeds": in_seeds_table,
     "paper-table": lambda: paper_table_block(headline(), HEADLINE_METRICS),
     "paper-table-full": lambda: paper_table_block(headline(), METRICS),
     "paper-gaps": lambda: gaps_table(headline()),
