@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from config import REPO
+from config import REPO, ConfigError
 
 SEARCH_DIR = REPO / "results" / "baselines" / "search"  # tools/tune.py's records and chosen.json
 
@@ -44,7 +44,10 @@ TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}
 
 def read_tuned(path: Path = SEARCH_DIR / "chosen.json") -> dict[tuple[str, str], dict[str, object]]:
     """(model, market) -> the settings tools/tune.py chose on validation (chosen.json): the model's
-    preset with the fixed and searched settings that differ from config.py's defaults."""
+    preset with the fixed and searched settings that differ from config.py's defaults. None
+    without the file (a copy of the code without results/): then there are no tuned presets."""
+    if not path.is_file():
+        return {}
     chosen = json.loads(path.read_text())
     return {(model, market): settings for model, markets in chosen.items() for market, settings in markets.items()}
 
@@ -66,6 +69,9 @@ TUNED_NAMES = tuned_names(TUNED)
 
 def tuned_preset(model: str, market: str) -> str:
     """The name of the preset tools/tune.py chose for `model` on `market`."""
+    if (model, market) not in TUNED_NAMES:
+        raise ConfigError(f"no tuned preset of {model} on {market}: {SEARCH_DIR / 'chosen.json'} holds the "
+                          f"choices of the searches ({'none: the file is missing' if not TUNED else 'not this one'})")
     return TUNED_NAMES[(model, market)]
 
 

@@ -227,7 +227,7 @@ def test_a_read_only_install_with_an_unwritable_home_compiles_the_kernels_withou
         assert help_run.returncode == 0, help_run.stderr[-2000:]
         assert "--fast_kernels" in help_run.stdout
         kernel_run = subprocess.run(
-            [sys.executable, "-c", "import torch, cpu_kernels; torch.manual_seed(0); "
+            [sys.executable, "-c", "import torch; from speed import cpu_kernels; torch.manual_seed(0); "
              "print(int((cpu_kernels.dropout(torch.ones(1000), 0.5) == 0).sum()))"],
             cwd=install, env=env, preexec_fn=without_write_override, capture_output=True, text=True, timeout=300)
         assert kernel_run.returncode == 0, kernel_run.stderr[-2000:]
