@@ -35,7 +35,7 @@ def tiny_run(real_config, tmp_path_factory):
 
 def test_tiny_run_writes_a_complete_run_folder(tiny_run):
     run_dir, result, args = tiny_run
-    assert run_dir.name.startswith("in-")
+    assert run_dir.name.startswith("acmr-in-seed0-")
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "command.txt", "config.json", "environment.json", "metrics.jsonl", "ranks.json", "results.json",
         "seed0", "seed0_finetune_weights.pt", "seed0_pretrain_weights.pt", "train.log"]

@@ -235,7 +235,7 @@ def test_the_protocol_table_rescores_seed_0_fine_tuned_and_renders_in_a_document
 # ---------------------------------------------------------------- the command, on the real data
 
 def run_command(args: list[str], real_config, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools/trained.py"), *args, "--num_threads=1"], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "tools.trained", *args, "--num_threads=1"], cwd=REPO,
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "XMREC_DIR": real_config.data_dir, **env})
 
