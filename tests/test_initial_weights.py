@@ -61,6 +61,7 @@ def pretrained(frames, small_config, tmp_path, monkeypatch) -> Path:
     return run(base_config(small_config, tmp_path, seeds=2, stages="pretrain"), frames, monkeypatch)
 
 
+@pytest.mark.slow  # two training runs of the synthetic markets
 def test_a_finetune_run_starts_each_seed_from_its_pretrain_weights(pretrained, frames, small_config, tmp_path,
                                                                    monkeypatch):
     started = []  # the model's weights when its optimizer is made: after the hook, before any step
@@ -127,6 +128,7 @@ def test_rows_are_translated_by_item_id_and_market_name(frames, small_config, tm
                            score_candidates(original, data, data.valid_candidates, 0))
 
 
+@pytest.mark.slow  # two training runs of the synthetic markets
 def test_a_resumed_run_continues_exactly_and_does_not_read_the_weights_again(
         pretrained, frames, small_config, tmp_path, monkeypatch):
     source = tmp_path / "start.pt"
