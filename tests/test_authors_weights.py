@@ -194,6 +194,7 @@ def test_a_checkpoint_is_downloaded_verified_and_cached(served, tmp_path, monkey
     assert locate_checkpoint("in", "finetune", None, cache, url).read_bytes() == b"weights"
 
 
+@pytest.mark.slow  # starts a process
 def test_a_download_with_the_wrong_checksum_is_refused_in_one_line_and_not_kept(served, tmp_path):
     folder, url = served
     (folder / "ACMR_in_finetune.pt").write_bytes(b"not the authors' weights")

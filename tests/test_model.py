@@ -169,6 +169,7 @@ def test_build_model_reads_fast_kernels_and_the_baselines_still_build(synthetic)
         assert logits.shape == users.shape and torch.isfinite(logits).all(), name
 
 
+@pytest.mark.slow  # float64 forward and backward passes of both paths: seconds of compute
 def test_fast_and_plain_paths_both_give_the_float64_logits_and_gradients(synthetic):
     """Training mode (dropout 0), eval mode with autograd and evaluation without it, on every
     eighth training row (histories of 1 to 50 items: both evaluation attention kernels run).

@@ -56,6 +56,7 @@ def log_dir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow  # starts a process
 def test_report_tables_hold_the_hand_computed_numbers(log_dir):
     result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={log_dir}"],
                             cwd=REPO, capture_output=True, text=True)
@@ -148,6 +149,7 @@ def test_validation_comes_from_results_json_where_the_run_wrote_it(tmp_path):
     assert pd.isna(table.loc[("pretrain", "in", "HR@5"), "valid"])  # one seed without: no mean
 
 
+@pytest.mark.slow  # starts a process
 def test_a_run_still_going_is_marked_not_reported_as_finished(tmp_path):
     fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.6, 1: 0.7}, complete=False)
     fabricate(tmp_path, "jp-20260102-000000", "jp", {0: 0.4, 1: 0.5}, complete=True)
@@ -183,6 +185,7 @@ def test_the_training_log_comparison_uses_the_same_numbers(log_dir):
     assert "after fine-tuning (settings: acmr)" in text
 
 
+@pytest.mark.slow  # starts a process
 def test_no_run_folder_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={tmp_path}"],
                             cwd=REPO, capture_output=True, text=True)
@@ -293,6 +296,7 @@ def add_breakdowns(folder: Path, by_seed: dict[int, dict[str, tuple[float, int] 
     (folder / "results.json").write_text(json.dumps(results))
 
 
+@pytest.mark.slow  # starts a process
 def test_the_breakdown_table_averages_each_group_over_the_seeds_that_have_it(tmp_path):
     folder = fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.5, 1: 0.5, 2: 0.5})
     groups = ("repeat_purchase", "new_purchase", "item_seen_in_target_training", "item_unseen_in_target_training")
