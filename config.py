@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent
 # The markets of the XMarket Electronics release (data/SHA256SUMS holds their files' checksums):
@@ -329,3 +330,19 @@ def repository_or_given(config: Config, key: str) -> Path:
     given (a relative one: relative to the current folder)."""
     value = getattr(config, key)
     return REPO / value if value == Config.__dataclass_fields__[key].default else Path(value)
+
+
+def run_command(main: Callable[[list[str]], None], errors: tuple[type[BaseException], ...] = (ConfigError,)) -> None:
+    """A script's entry, `main(sys.argv[1:])`: an expected error (`errors`) is one line `error: ...`
+    and exit 1; Ctrl-C exits 130; a reader that went away (`--help | head -1`) exits 141, as a
+    process that SIGPIPE ends, without a traceback."""
+    try:
+        main(sys.argv[1:])
+        sys.stdout.flush()  # here, where a reader that went away is handled below
+    except errors as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's final flush: no second error
+        sys.exit(141)

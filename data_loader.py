@@ -29,6 +29,7 @@ from config import (
     market_names,
     parse_overrides,
     repository_or_given,
+    run_command,
     target_markets,
 )
 from runfolder.files import DownloadError, WriteError, download_verified, write_bytes
@@ -482,7 +483,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ConfigError, DataError, WriteError) as error:
-        sys.exit(f"error: {error}")
+    run_command(main, (ConfigError, DataError, WriteError))

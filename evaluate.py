@@ -10,7 +10,6 @@ The metrics of a rank (HR@k, NDCG@k) are reporting/metrics.py's.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from config import run_command
 from data_loader import DeviceData
 from model import activation_floats
 from reporting import documents, report
@@ -118,11 +118,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-        sys.stdout.flush()  # here, where a reader that went away is handled below
-    except BrokenPipeError:  # `... | head -1`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's final flush: no second error
-        sys.exit(141)  # as a process that SIGPIPE ends
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_command(main, ())  # report and documents say their own errors

@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import logging
 import math
-import os
 import shlex
 import signal
 import sys
@@ -45,6 +44,7 @@ from config import (
     active_stages,
     parse_overrides,
     repository_or_given,
+    run_command,
     target_markets,
 )
 from data_loader import (
@@ -661,13 +661,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-        sys.stdout.flush()  # here, where a reader that went away is handled below
-    except (ConfigError, DataError, CheckpointError, WriteError, Diverged) as error:
-        sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:  # `--help | head -1`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's final flush: no second error
-        sys.exit(141)  # as a process that SIGPIPE ends
+    run_command(main, (ConfigError, DataError, CheckpointError, WriteError, Diverged))

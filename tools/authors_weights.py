@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +38,7 @@ from config import (
     ConfigError,
     market_names,
     parse_overrides,
+    run_command,
     target_markets,
 )
 from data_loader import DataError, DeviceData, build_dataset, load_markets
@@ -130,7 +130,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ConfigError, DataError) as error:
-        sys.exit(f"error: {error}")
+    run_command(main, (ConfigError, DataError))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from config import ConfigError, parse_overrides
+from config import ConfigError, parse_overrides, run_command
 from data_loader import DataError, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
 from model import ACMR, build_model
@@ -152,7 +151,4 @@ def main(argv: list[str]) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ConfigError, DataError) as error:
-        sys.exit(f"error: {error}")
+    run_command(main, (ConfigError, DataError))

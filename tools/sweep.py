@@ -76,6 +76,7 @@ from config import (
     ConfigError,
     help_text,
     parse_overrides,
+    run_command,
 )
 from plans.presets import PRESETS
 from reporting import report, runs
@@ -625,9 +626,4 @@ if __name__ == "__main__":
     # Ctrl-C even when started as `cmd &` from a script (SIGINT ignored): Ray's workers and the
     # jobs inherit the disposition, and ray.cancel stops a job by SIGINT
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        main(sys.argv[1:])
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_command(main)

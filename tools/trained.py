@@ -60,6 +60,7 @@ from config import (
     Config,
     ConfigError,
     parse_overrides,
+    run_command,
 )
 from data_loader import (
     DataError,
@@ -530,7 +531,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (ConfigError, DataError, CheckpointError, WriteError) as error:
-        sys.exit(f"error: {error}")
+    run_command(main, (ConfigError, DataError, CheckpointError, WriteError))

@@ -41,7 +41,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +52,7 @@ from config import (
     active_stages,
     market_names,
     parse_overrides,
+    run_command,
     validate,
 )
 from data_loader import build_dataset, load_markets
@@ -323,7 +323,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ValueError as error:  # ConfigError
-        sys.exit(f"error: {error}")
+    run_command(main, (ValueError,))  # ConfigError among them
