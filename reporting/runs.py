@@ -25,6 +25,7 @@ import pandas as pd
 from config import (
     ELECTRONICS_MARKETS,
     PROTOCOL_SETTINGS,
+    REPO,
     RUN_ONLY_SETTINGS,
     SELECTION_SETTINGS,
     STAGES,
@@ -36,7 +37,6 @@ from reporting.metrics import METRICS, SELECTION_METRIC
 from runfolder.files import DIVERGED
 from runfolder.migration import upgrade_saved
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
 AUTHORS_RUNS = REPO / "data" / "authors_logged_runs.json"
 HEADLINE_METRICS = ("HR@10", "NDCG@10")

@@ -22,12 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from config import Config, ConfigError, active_stages
+from config import REPO, Config, ConfigError, active_stages
 from reporting.runs import run_folder_name
 from runfolder.checkpoints import CheckpointError, Progress, save_checkpoint
 from runfolder.files import write_json, write_text
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def cpu_name() -> str:

@@ -71,6 +71,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config import (
+    REPO,
     RUN_ONLY_SETTINGS,
     Config,
     ConfigError,
@@ -83,7 +84,6 @@ from reporting import report, runs
 from runfolder.files import CHECKPOINT
 from runfolder.migration import upgrade_saved
 
-REPO = Path(__file__).resolve().parent.parent
 FORWARDED_ENV = ("XMREC_DIR",)  # the sweep's own goes to every job, on whichever node it runs
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 GRID_SETTINGS = {  # train_model.py settings that each job sets itself: what the sweep takes instead

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config import (
+    REPO,
     RUN_ONLY_SETTINGS,
     Config,
     ConfigError,
@@ -69,7 +70,6 @@ from runfolder.files import write_file, write_json, write_text
 from speed.host import configure_host, resolve_device
 from train_model import Diverged, next_stage, start_training, train_stage
 
-REPO = Path(__file__).resolve().parent.parent
 MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # presets of plans/presets.py
 CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC then fine-tuned)
 SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
