@@ -16,9 +16,10 @@ import os
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent
 # The markets of the XMarket Electronics release (data/SHA256SUMS holds their files' checksums):

@@ -44,7 +44,7 @@ TRAINED_AS_NCF_IN_EVERY_STAGE = {**TRAINED_AS_NCF, "pretrain_epochs": 100}
 
 def read_tuned(path: Path = SEARCH_DIR / "chosen.json") -> dict[tuple[str, str], dict[str, object]]:
     """(model, market) -> the settings tools/tune.py chose on validation (chosen.json): the model's
-    preset with the fixed and searched settings that differ from config.py's defaults. None
+    preset with the fixed and searched settings that differ from config.py's defaults. Empty
     without the file (a copy of the code without results/): then there are no tuned presets."""
     if not path.is_file():
         return {}
