@@ -239,6 +239,18 @@ def test_a_setting_that_each_job_sets_itself_is_refused_in_one_line(argv, says, 
     assert str(error.value).startswith(says) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--jobs=x"], "jobs=x: expected an integer"),
+    (["--deadline_minutes=soon"], "deadline_minutes=soon: expected a number"),
+    (["--seeds=0"], "seeds '0': no seed in it"),
+    (["--seeds=5-3"], "seeds '5-3': no seed in it"),
+])
+def test_a_malformed_sweep_option_or_an_empty_seed_range_is_refused_in_one_line(argv, says, tmp_path):
+    with pytest.raises(ConfigError) as error:
+        sweep.main(["--models=acmr", "--markets=in", f"--log_dir={tmp_path}", "--dry_run=true", *argv])
+    assert str(error.value).startswith(says) and "\n" not in str(error.value)
+
+
 def test_a_sweep_with_first_seed_skips_the_seeds_it_has_done_and_resumes_the_one_it_began(tmp_path, capsys):
     """Seed 5 has results and seed 6 a checkpoint in the log folder: a rerun of
     `--first_seed=5 --seeds=3` skips 5, resumes 6 and runs 7."""

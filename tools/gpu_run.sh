@@ -25,7 +25,7 @@ nvidia-smi -L 2>/dev/null; nproc
 echo "== 1. smoke run and checks ($SECONDS s)"
 $PYTHON train_model.py --device=$DEVICE --target_market=in --seeds=1 --pretrain_epochs=1 --finetune_epochs=1 \
   --max_batches_per_epoch=3 --log_dir="$OUT/smoke" >"$OUT/smoke.log" 2>&1 || { tail -30 "$OUT/smoke.log"; exit 1; }
-echo "in seed 0 test candidates sha256: $(zcat "$OUT"/smoke/in-*/seed0/test_candidates.tsv.gz | sha256sum)"
+echo "in seed 0 test candidates sha256: $(zcat "$OUT"/smoke/acmr-in-seed0-*/seed0/test_candidates.tsv.gz | sha256sum)"
 $PYTHON - "$DEVICE" <<'PY' || exit 1
 import sys, torch
 from model import ACMR
@@ -47,9 +47,9 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 echo "== 2. bench uk, then uk seed 0 alone ($SECONDS s)"
-$PYTHON tools/bench.py --device=$DEVICE --target_market=uk --baseline_batches=0 --json="$OUT/bench_uk_graphs.json" $EXTRA \
+$PYTHON -m tools.bench --device=$DEVICE --target_market=uk --baseline_batches=0 --json="$OUT/bench_uk_graphs.json" $EXTRA \
   2>&1 | grep -v "it/s\]" | tail -8
-$PYTHON tools/bench.py --device=$DEVICE --target_market=uk --baseline_batches=5 --json="$OUT/bench_uk_eager.json" $EXTRA \
+$PYTHON -m tools.bench --device=$DEVICE --target_market=uk --baseline_batches=5 --json="$OUT/bench_uk_eager.json" $EXTRA \
   --cuda_graphs=false 2>&1 | grep -v "it/s\]" | tail -8
 started=$SECONDS
 $PYTHON train_model.py --device=$DEVICE --target_market=uk --seeds=1 --log_dir="$OUT/uk_alone" $EXTRA \
@@ -66,7 +66,7 @@ if [ -n "$PLAN" ]; then
       unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
     fi
   fi
-  $PYTHON tools/sweep.py --plan="$PLAN" --jobs=$JOBS --device=$DEVICE $EXTRA 2>&1 | tee "$OUT/sweep.log" | tail -20
+  $PYTHON -m tools.sweep --plan="$PLAN" --jobs=$JOBS --device=$DEVICE $EXTRA 2>&1 | tee "$OUT/sweep.log" | tail -20
   [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 fi
 echo "done at $SECONDS s; output in $OUT"

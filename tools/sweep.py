@@ -38,7 +38,7 @@ on C threads (--num_threads=C unless given); by default 1, except for a lone job
 machine (--jobs=1), which gets all its cores and torch's default threads. --gpus_per_job=F
 reserves F of a GPU for each job: 0.125 puts eight jobs on each GPU (small jobs leave a GPU
 mostly idle; eight at once measured best, docs/SPEED.md); 0 (the default) reserves none and lets
-every job see every GPU, as before Ray. A job whose process, Ray worker or node dies (killed,
+every job see every GPU. A job whose process, Ray worker or node dies (killed,
 out of memory, node lost) runs again, resumed from its last checkpoint, up to --retries=R
 times (default 3); a job that fails on its own (exit 1) is not run again.
 
@@ -174,7 +174,10 @@ def parse_seeds(text: str) -> list[int]:
     if not match:
         raise ConfigError(f"seeds {text!r}: expected a count N or a range A-B")
     first, last = match.groups()
-    return list(range(int(first))) if last is None else list(range(int(first), int(last) + 1))
+    seeds = list(range(int(first))) if last is None else list(range(int(first), int(last) + 1))
+    if not seeds:
+        raise ConfigError(f"seeds {text!r}: no seed in it (a count of at least 1, or a range A-B with A <= B)")
+    return seeds
 
 
 def plan_jobs(lines: list[str], common: list[str]) -> list[Job]:
@@ -195,8 +198,6 @@ def plan_jobs(lines: list[str], common: list[str]) -> list[Job]:
             unknown = [v for v in values if v not in allowed]
             if unknown:
                 raise ConfigError(f"unknown {name} {unknown[0]!r}; allowed: {', '.join(allowed)}")
-        own = {f[2:].split("=", 1)[0] for f in fields[3:]}  # a line's setting overrides the command's
-        settings = [s for s in common if s[2:].split("=", 1)[0] not in own] + fields[3:]
         first_seed, settings = grid_first_seed(settings)
         jobs += [Job(model, market, first_seed + seed, settings)
                  for model in models for market in markets for seed in parse_seeds(fields[2])]
@@ -555,11 +556,17 @@ def main(argv: list[str]) -> None:
     unknown = [arg for arg in argv if not (arg.startswith("--") and "=" in arg)]
     if unknown:
         raise ConfigError(f"bad argument {unknown[0]!r}: expected --key=value")
+    for key, kind in SWEEP_OPTIONS.items():
+        if kind in (int, float) and key in options:
+            try:
+                kind(options[key])
+            except ValueError:
+                raise ConfigError(f"{key}={options[key]}: expected {'an integer' if kind is int else 'a number'}") from None
     address, given_jobs = options.pop("ray_address", ""), options.pop("jobs", None)
     parallel, retries = int(given_jobs or 1), int(options.pop("retries", "3"))
     cpus, gpus = options.pop("cpus_per_job", None), float(options.pop("gpus_per_job", "0"))
     if cpus is None and not address and parallel == 1:
-        cpus = os.cpu_count() or 1  # a lone job here: all cores, torch's default threads (as before Ray)
+        cpus = os.cpu_count() or 1  # a lone job here: all cores, torch's default threads
     else:
         cpus = int(cpus or 1)
         options.setdefault("num_threads", str(cpus))  # N jobs on N x C cores, not N x all cores

@@ -45,6 +45,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from config import (
     REPO,
     RUN_ONLY_SETTINGS,
@@ -56,7 +58,7 @@ from config import (
     run_command,
     validate,
 )
-from data_loader import build_dataset, load_markets
+from data_loader import DataError, build_dataset, load_markets
 from plans.presets import (
     PRESETS,
     SEARCH_DIR,
@@ -66,10 +68,11 @@ from plans.presets import (
 )
 from reporting.metrics import SELECTION_METRIC
 from runfolder.checkpoints import Progress
-from runfolder.files import write_file, write_json, write_text
+from runfolder.files import WriteError, write_file, write_json, write_text
 from speed.host import configure_host, resolve_device
 from train_model import Diverged, next_stage, start_training, train_stage
 
+Frames = dict[str, pd.DataFrame]  # market -> its ratings (data_loader.load_markets)
 MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # presets of plans/presets.py
 CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC then fine-tuned)
 SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
@@ -122,7 +125,7 @@ def ray_space(model: str) -> dict:
 
 # ---------------------------------------------------------------- one trial
 
-def validation_run(config, frames, seed: int = DATA_SEED) -> dict:
+def validation_run(config: Config, frames: Frames, seed: int = DATA_SEED) -> dict:
     """Train `config`'s model through its stages (the target market alone, or all markets and
     then the target) with train_model.train_stage, as train_model.run_seed does (same
     generators, batches, early stopping, each stage from the previous one's best epoch; eager
@@ -165,7 +168,7 @@ def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
     return {**PRESETS[model], "target_market": market, **fixed_settings(model), **base, **sampled}
 
 
-def real_objective(settings: dict, frames) -> dict:
+def real_objective(settings: dict, frames: Frames) -> dict:
     config = dataclasses.replace(Config(), **settings)
     validate(config)
     return validation_run(config, frames)
@@ -176,7 +179,7 @@ def result_settings(settings: dict) -> dict:
     return {k: v for k, v in sorted(settings.items()) if k not in RUN_ONLY_SETTINGS}
 
 
-def finished_or_run(model: str, settings: dict, frames, objective: Callable, folder: Path | None) -> dict:
+def finished_or_run(model: str, settings: dict, frames: Frames, objective: Callable, folder: Path | None) -> dict:
     """The trial's result: from `folder` where this trial has finished before, else trained now
     and kept there, in `<model>-<market>-<hash of result_settings>.json`. A kept trial is used
     only if its settings are exactly these."""
@@ -194,7 +197,7 @@ def finished_or_run(model: str, settings: dict, frames, objective: Callable, fol
     return result
 
 
-def trainable(sampled: dict, model: str, market: str, base: dict, frames, objective: Callable,
+def trainable(sampled: dict, model: str, market: str, base: dict, frames: Frames, objective: Callable,
               trials_dir: Path | None = None) -> None:
     """Ray Tune's function trainable: one trial (or its kept result), one report."""
     from ray import tune
@@ -219,7 +222,7 @@ def preset_settings(model: str, settings: dict) -> dict:
 
 
 def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, seed: int = SEARCH_SEED,
-               base: dict | None = None, frames=None, objective: Callable = real_objective,
+               base: dict | None = None, frames: Frames | None = None, objective: Callable = real_objective,
                storage: Path = REPO / "log" / "tune") -> dict:
     """One Ray Tune search (ray must be initialised); writes out/<model>-<market>.json and returns
     its record. Finished trials are kept in out/trials/ and not trained again."""
@@ -294,6 +297,8 @@ def main(argv: list[str]) -> None:
     if "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         return
+    if not options["trials"].isdigit() or int(options["trials"]) < 1:
+        raise ConfigError(f"--trials={options['trials']}: expected an integer >= 1")
     config, _ = parse_overrides(settings)  # type-checked; only the given ones go to the trials
     base = {k: v for k, v in dataclasses.asdict(config).items() if v != getattr(Config(), k)}
     base.setdefault("num_threads", 1)
@@ -323,4 +328,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_command(main, (ValueError,))  # ConfigError among them
+    run_command(main, (ConfigError, DataError, WriteError))
