@@ -2,6 +2,7 @@
 
     python evaluate.py report --log_dir=log             # report of run folders (reporting/report.py)
     python evaluate.py report --docs                    # the documents' generated tables
+    python evaluate.py report --docs --check            # only check them (exit 1 if one is out of date)
 
 Each user has one relevant item, its held-out positive, in column 0 of its candidate row.
 Its rank is 1 + the number of other candidates scored at least as high: a tie never favours
@@ -111,8 +112,8 @@ def main(argv: list[str]) -> None:
         print("\n\n".join(doc.strip() for doc in (__doc__, report.__doc__, documents.__doc__)))
     elif argv[:1] != ["report"]:
         sys.exit(report.USAGE)
-    elif argv[1:] == ["--docs"]:
-        documents.main()
+    elif argv[1:2] == ["--docs"] and argv[2:] in ([], ["--check"]):
+        documents.main(check=argv[2:] == ["--check"])
     else:
         report.main(argv[1:])
 

@@ -1,7 +1,8 @@
 """The documents' generated tables: each block `<!-- report:NAME -->` ... `<!-- /report:NAME -->`
 of DOCUMENTS is what DOC_BLOCKS[NAME] gives from the committed run folders under results/.
 
-    python evaluate.py report --docs       # rewrite every block from the committed runs
+    python evaluate.py report --docs           # rewrite every block from the committed runs
+    python evaluate.py report --docs --check   # only say which documents are out of date (exit 1 if any)
 
 tests/test_docs.py fails when a block differs from what the runs give, and when a document's
 prose or a table outside the blocks holds metrics typed by hand.
@@ -12,6 +13,7 @@ import functools
 import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,6 +158,7 @@ def bench_table(folder: Path) -> list[str]:
         env, name = bench["environment"], path.relative_to(REPO)
         commit = env["git_commit"][:7] + ("-dirty" if env["git_commit"].endswith("-dirty") else "")
         command = re.sub(r" --json=\S+", "", bench["command"])  # the file is the first column
+        command = re.sub(r"^python (tools/)?bench\.py", "python -m tools.bench", command)  # as it runs now
         second = f" ({bench['pretrain_second_epoch_s']:.2f} s)" if "pretrain_second_epoch_s" in bench else ""
         baseline = (f"{bench['baseline_epoch_s_extrapolated']:.0f} s"
                     if bench.get("baseline_epoch_s_extrapolated") else "-")
@@ -399,19 +402,27 @@ def render_document(text: str, name: str = "README.md") -> str:
     return BLOCK.sub(block, text)
 
 
-def update_documents() -> list[str]:
-    """Rewrite the generated blocks of DOCUMENTS; the names of those that changed."""
+def update_documents(write: bool = True) -> list[str]:
+    """The names of the DOCUMENTS whose generated blocks differ from what the runs give; rewritten
+    unless `write` is false."""
     changed = []
     for name in DOCUMENTS:
         path = REPO / name
         text = path.read_text()
         rendered = render_document(text, name)
         if rendered != text:
-            write_text(path, rendered)
+            if write:
+                write_text(path, rendered)
             changed.append(name)
     return changed
 
 
-def main() -> None:
-    changed = update_documents()
+def main(check: bool = False) -> None:
+    """Rewrite the stale documents; with `check`, only name them and exit 1 if there are any."""
+    changed = update_documents(write=not check)
+    if check:
+        if changed:
+            sys.exit(f"error: generated tables out of date in {', '.join(changed)} (python evaluate.py report --docs rewrites them)")
+        print("every document's generated tables are up to date")
+        return
     print("rewrote the generated tables of " + (", ".join(changed) if changed else "no document: all up to date"))

@@ -70,7 +70,16 @@ def test_a_document_with_an_unknown_block_is_an_error():
 
 
 @pytest.mark.slow  # starts a process
-def test_the_docs_command_finds_every_document_up_to_date():
-    result = subprocess.run([sys.executable, "evaluate.py", "report", "--docs"], cwd=REPO, capture_output=True, text=True)
+def test_the_docs_check_finds_every_document_up_to_date_and_rewrites_nothing():
+    before = {name: (REPO / name).stat().st_mtime_ns for name in documents.DOCUMENTS}
+    result = subprocess.run([sys.executable, "evaluate.py", "report", "--docs", "--check"], cwd=REPO,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "rewrote the generated tables of no document: all up to date"
+    assert result.stdout.strip() == "every document's generated tables are up to date"
+    assert {name: (REPO / name).stat().st_mtime_ns for name in documents.DOCUMENTS} == before
+
+
+def test_the_docs_check_names_a_stale_document_and_exits_1(monkeypatch, capsys):
+    monkeypatch.setattr(documents, "render_document", lambda text, name=None: text + "stale")
+    with pytest.raises(SystemExit, match="generated tables out of date in README.md"):
+        documents.main(check=True)
