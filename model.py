@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.models import Popularity, build_baseline
+from config import Config
+from data_loader import Dataset
 from speed import cpu_kernels
 
 
@@ -172,7 +174,7 @@ def activation_floats(model: nn.Module, num_sequences: int, num_tokens: int) -> 
     return num_sequences * num_tokens * (ff_size + num_heads * num_tokens)
 
 
-def build_model(config, dataset) -> nn.Module:
+def build_model(config: Config, dataset: Dataset) -> nn.Module:
     """The model `config.model` names, sized for `dataset` (a data_loader.Dataset)."""
 
     num_users, num_items, num_markets = len(dataset.user_names), dataset.num_items, len(dataset.markets)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from config import Config
+
 
 def init_embeddings(module: nn.Module, std: float) -> None:
     """Redraw the module's own embeddings from N(0, std); std 1 keeps torch's draw (N(0, 1)), so
@@ -69,7 +71,8 @@ class GMF(nn.Module):
     def tower(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.user_embedding(users) * self.item_embedding(items)  # (B, dim)
 
-    def forward(self, users, history_items, candidate_item, market_ids):
+    def forward(self, users: torch.Tensor, history_items: torch.Tensor, candidate_item: torch.Tensor,
+                market_ids: torch.Tensor) -> torch.Tensor:
         return self.score(self.tower(users, candidate_item)).squeeze(-1)
 
 
@@ -91,7 +94,8 @@ class MLP(nn.Module):
         pair = torch.cat([self.user_embedding(users), self.item_embedding(items)], dim=-1)
         return self.layers(pair)  # (B, layers[-1])
 
-    def forward(self, users, history_items, candidate_item, market_ids):
+    def forward(self, users: torch.Tensor, history_items: torch.Tensor, candidate_item: torch.Tensor,
+                market_ids: torch.Tensor) -> torch.Tensor:
         return self.score(self.tower(users, candidate_item)).squeeze(-1)
 
 
@@ -105,13 +109,14 @@ class NMF(nn.Module):
         self.mlp = MLP(num_users, num_items, dim, layers, init_std)
         self.score = nn.Linear(self.gmf.out_size + self.mlp.out_size, 1)
 
-    def forward(self, users, history_items, candidate_item, market_ids):
+    def forward(self, users: torch.Tensor, history_items: torch.Tensor, candidate_item: torch.Tensor,
+                market_ids: torch.Tensor) -> torch.Tensor:
         gmf, mlp = self.gmf.tower(users, candidate_item), self.mlp.tower(users, candidate_item)
         both = torch.cat([gmf, mlp], dim=-1)
         return self.score(both).squeeze(-1)
 
 
-def build_baseline(name: str, num_users: int, num_items: int, config) -> nn.Module:
+def build_baseline(name: str, num_users: int, num_items: int, config: Config) -> nn.Module:
     """GMF, MLP or NMF (`name`) sized by the settings of `config` (a config.Config)."""
     dim, init_std = config.embedding_size, config.embedding_init_std
     if name == "gmf":

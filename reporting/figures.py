@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,13 +28,17 @@ from reporting.runs import (
 )
 from runfolder.files import write_file
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 
 def slug(text: str) -> str:
     """A file-name part for a variant: `acmr (lr=0.01)` -> `acmr_lr=0.01`."""
     return re.sub(r"[^A-Za-z0-9=.+-]+", "_", text).strip("_")
 
 
-def panel_grid(count: int, columns: int = 4, size: tuple[float, float] = (3.2, 2.6)):
+def panel_grid(count: int, columns: int = 4, size: tuple[float, float] = (3.2, 2.6)) -> tuple[Figure, list[Axes]]:
     """A figure with `count` panels in rows of `columns` (the unused ones hidden), constrained
     layout so that a legend can sit outside the panels."""
     import matplotlib
@@ -48,7 +53,7 @@ def panel_grid(count: int, columns: int = 4, size: tuple[float, float] = (3.2, 2
     return figure, list(axes.flat[:count])
 
 
-def legend_entries(axes: list) -> dict:
+def legend_entries(axes: list[Axes]) -> dict:
     """label -> handle over all panels, each label once."""
     entries = {}
     for axis in axes:
@@ -57,7 +62,7 @@ def legend_entries(axes: list) -> dict:
     return entries
 
 
-def save_figure(figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
     """The figure as a PNG at `path`, written whole or not at all (files.write_file)."""
     import matplotlib.pyplot as plt
     try:

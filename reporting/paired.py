@@ -29,6 +29,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from reporting import runs
 from reporting.metrics import metric_per_user
 from reporting.runs import start_time
 from runfolder.files import write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RANKS = "ranks.json"
 RANKS_FORMAT = "acmr-ranks/1"
@@ -229,7 +233,7 @@ def comparison_lines(models: list[Model], variant: str | None = None) -> list[st
 
 # ---------------------------------------------------------------- the report's section
 
-def comparison_section(folders: list[Path], results) -> list[str]:
+def comparison_section(folders: list[Path], results: pd.DataFrame) -> list[str]:
     """Markdown lines for report.md: the paired comparison of the runs of `folders` that have
     ranks.json ([] where none has). `results` is runs.collect's table (it names the variants)."""
     if not len(results):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,7 @@ def authors_numbers() -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["market", "stage"])
 
 
-def market_order(markets) -> list[str]:
+def market_order(markets: Iterable[str]) -> list[str]:
     """The markets among `markets` in docs/SPEC.md section 6's order, any others after them by name,
     `average` last."""
     present = set(markets)

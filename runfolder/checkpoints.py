@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from config import RUN_ONLY_SETTINGS, Config, ConfigError
+from data_loader import Dataset
 from runfolder.files import CHECKPOINT, DIVERGED, write_file
 from runfolder.migration import config_from_saved, upgrade_saved
 
@@ -88,7 +89,7 @@ def weights_path(run_dir: Path, seed: int, stage: str) -> Path:
 
 
 def save_weights(run_dir: Path, config: Config, seed: int, stage: str, best_epoch: int,
-                 state: dict[str, torch.Tensor], dataset) -> Path:
+                 state: dict[str, torch.Tensor], dataset: Dataset) -> Path:
     """The kept weights of a seed's stage and what is needed to use them: the settings, the raw
     item id of each item row and the name of each market row (and, for a model with user
     embeddings, the raw (market, user) of each user row). Loadable with weights_only=True."""

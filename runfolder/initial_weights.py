@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from config import ELECTRONICS_MARKETS, STAGES, Config, ConfigError
-from data_loader import DataError
+from data_loader import DataError, Dataset
 from runfolder import authors_release
 from runfolder.checkpoints import WEIGHTS_FORMAT
 from runfolder.files import write_json
@@ -200,7 +200,7 @@ def check_sources(config: Config, frames: dict[str, pd.DataFrame]) -> None:
         row_indices(weights, item_names, tuple(sorted(frames)))
 
 
-def initialise(model: torch.nn.Module, config: Config, dataset, frames: dict[str, pd.DataFrame], seed: int,
+def initialise(model: torch.nn.Module, config: Config, dataset: Dataset, frames: dict[str, pd.DataFrame], seed: int,
                run_dir: Path) -> dict[str, str]:
     """Load the seed's weights into the freshly built `model`, rows translated into `dataset`'s.
     The source's path and SHA-256 are recorded in the run folder when the seed first reads it;

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from config import ConfigError, parse_overrides, run_command
-from data_loader import DataError, DeviceData, build_dataset, load_markets
+from config import Config, ConfigError, parse_overrides, run_command
+from data_loader import DataError, Dataset, DeviceData, build_dataset, load_markets
 from evaluate import evaluate_candidates
 from model import ACMR, build_model
 from runfolder.checkpoints import Progress
@@ -62,7 +62,7 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return peak
 
 
-def baseline_seconds_per_batch(dataset, data: DeviceData, config, device: torch.device,
+def baseline_seconds_per_batch(dataset: Dataset, data: DeviceData, config: Config, device: torch.device,
                                batches: int) -> float:
     """Seconds per training batch the authors' way: nn.TransformerEncoder, torch's dropout, 50
     padded history slots."""

@@ -235,7 +235,8 @@ class UserRows(nn.Module):
         super().__init__()
         self.model, self.rows = model, rows
 
-    def forward(self, users, history_items, candidate_item, market_ids):
+    def forward(self, users: torch.Tensor, history_items: torch.Tensor, candidate_item: torch.Tensor,
+                market_ids: torch.Tensor) -> torch.Tensor:
         return self.model(self.rows[users], history_items, candidate_item, market_ids)
 
 
@@ -400,7 +401,7 @@ def rescore(run_dir: Path, changes: dict[str, object] | None = None, seeds: Sequ
 
 
 def rescore_run(run_dir: Path, changes: dict[str, object] | None = None, name: str | None = None,
-                overwrite: bool = False, **options) -> tuple[Path, dict[str, object]]:
+                overwrite: bool = False, **options: object) -> tuple[Path, dict[str, object]]:
     """`rescore`, written to <run>/rescored/<name>.json (name: rescoring_name). An earlier file of
     that name is refused, unless `overwrite`."""
     changes = dict(changes or {})
