@@ -52,7 +52,7 @@ class Config:
     device: str = setting("auto", "auto (GPU when present, else CPU), cpu, cuda or cuda:N", SPEED)
     num_threads: int = setting(0, "CPU threads for torch; 0 = torch's default (all cores)", SPEED)
     keep_freed_memory: bool = setting(True, "glibc keeps freed memory for the next tensors instead of "
-                                            "returning it to the kernel (host.configure_host)", SPEED)
+                                            "returning it to the kernel (speed/host.py's configure_host)", SPEED)
 
     # ---- where things are ----
     data_dir: str = setting("data", "folder of the market files (data_file); else $XMREC_DIR; else the XMarket "
@@ -121,7 +121,7 @@ class Config:
                                                    "(and bucketing saves nothing there: ~8 batches per "
                                                    "epoch on in)")
     cuda_graphs: bool = setting(True, "on a GPU, replay each training step as a CUDA graph "
-                                      "(train_model.CudaGraphSteps; other dropout masks, as another device "
+                                      "(speed/cuda_graphs.py's CudaGraphSteps; other dropout masks, as another device "
                                       "draws); false = eager steps. No effect on CPU", SPEED)
     fast_kernels: bool = setting(True, "on CPU, ACMR's dropout, attention and evaluation layers run as "
                                        "compiled kernels (speed/cpu_kernels.py, docs/SPEED.md): the same results to "

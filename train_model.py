@@ -536,7 +536,8 @@ def run_seeds(run_dir: Path, frames: dict[str, pd.DataFrame], config: Config, de
                      f"continue with: {resume_command(run_dir)}")
         raise
     except WriteError as error:
-        raise WriteError(f"{error}; make room on the disk, then continue with: {resume_command(run_dir)}") from None
+        raise WriteError(f"{error}; once it can be written (room on the disk, permissions), continue with: "
+                         f"{resume_command(run_dir)}") from None
     except Exception:
         if not (run_dir / CHECKPOINT).is_file():
             log.info(f"stopped by the error below after the run completed: {completed(run_dir)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from config import REPO, ConfigError
+from config import REPO
 
 SEARCH_DIR = REPO / "results" / "baselines" / "search"  # tools/tune.py's records and chosen.json
 
@@ -65,14 +65,6 @@ def tuned_names(tuned: dict[tuple[str, str], dict[str, object]]) -> dict[tuple[s
 
 TUNED = read_tuned()
 TUNED_NAMES = tuned_names(TUNED)
-
-
-def tuned_preset(model: str, market: str) -> str:
-    """The name of the preset tools/tune.py chose for `model` on `market`."""
-    if (model, market) not in TUNED_NAMES:
-        raise ConfigError(f"no tuned preset of {model} on {market}: {SEARCH_DIR / 'chosen.json'} holds the "
-                          f"choices of the searches ({'none: the file is missing' if not TUNED else 'not this one'})")
-    return TUNED_NAMES[(model, market)]
 
 
 UNTUNED = tuple(PRESETS)  # the tuned presets follow, in the order of their models here, market by market

@@ -172,7 +172,7 @@ def tuned_section(results: pd.DataFrame) -> list[str]:
         return []
     return ["## Tuned baselines (tools/tune.py)", "",
             "Test HR@10 / NDCG@10 after each model's last stage, mean ± sample std (seeds); the untuned "
-            "rows are config.py's presets (ACMR's optimiser and early stopping), the tuned rows each "
+            "rows are plans/presets.py's presets (ACMR's optimiser and early stopping), the tuned rows each "
             "market's preset chosen on validation NDCG@5 alone, the trained cross-market rows (gmf++-trained, "
             "forec-trained; NMF++ is FOREC after pre-training) FOREC's code's settings with NCF's "
             "initialisation and early stopping, not searched. A random ranking of 100 candidates scores "

@@ -68,7 +68,7 @@ def test_a_full_disk_leaves_no_temporary_file_and_says_how_to_resume(real_config
     (run_dir,) = tmp_path.iterdir()
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"error: cannot write {run_dir / 'checkpoint.pt'}: the write failed (")
-    assert result.stderr.strip().endswith(f"; make room on the disk, then continue with: "
+    assert result.stderr.strip().endswith(f"; once it can be written (room on the disk, permissions), continue with: "
                                           f"python train_model.py --resume={run_dir}")
     assert not list(run_dir.rglob("*.tmp"))
     result = train([f"--resume={run_dir}"], real_config.data_dir)  # room again

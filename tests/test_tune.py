@@ -13,7 +13,7 @@ import torch
 
 from config import RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config
 from data_loader import build_dataset
-from plans.presets import PRESETS, TUNED, tuned_names, tuned_preset
+from plans.presets import PRESETS, TUNED, TUNED_NAMES, tuned_names
 from reporting import report
 from runfolder.checkpoints import Progress
 from runfolder.migration import upgrade_saved
@@ -125,7 +125,7 @@ def test_another_number_of_training_negatives_draws_other_candidates_the_searche
     assert np.array_equal(reference.test_candidates, other.test_candidates)
     assert np.array_equal(reference.valid_candidates, other.valid_candidates)
     for model, market in TUNED:  # each tuned preset scores ACMR's candidates (config.py's defaults)
-        tuned = build_dataset(frames, "in", 0, dataclasses.replace(base, **PRESETS[tuned_preset(model, market)]))
+        tuned = build_dataset(frames, "in", 0, dataclasses.replace(base, **PRESETS[TUNED_NAMES[(model, market)]]))
         assert np.array_equal(reference.test_candidates, tuned.test_candidates)
 
 
@@ -136,7 +136,7 @@ def test_the_tuned_presets_are_the_committed_choices_and_name_their_runs():
     assert {(model, market) for model in chosen for market in chosen[model]} == set(TUNED)
     defaults = dataclasses.asdict(Config())
     for model, market in TUNED:
-        name = tuned_preset(model, market)
+        name = TUNED_NAMES[(model, market)]
         assert PRESETS[name] == chosen[model][market] and market in name.split("-tuned-")[1].split("+")
         assert all(value != defaults[key] for key, value in PRESETS[name].items())  # else the report misnames it
         run_config = {**defaults, **PRESETS[name], "target_market": market}
@@ -156,10 +156,10 @@ def test_each_tuned_preset_is_the_settings_its_committed_runs_ran_with():
     defaults = dataclasses.asdict(Config())
     assert len(TUNED) == 15  # gmf, mlp, nmf, gmf++, forec on in, jp, mx
     for model, market in TUNED:
-        preset = {k: v for k, v in {**defaults, **PRESETS[tuned_preset(model, market)]}.items()
+        preset = {k: v for k, v in {**defaults, **PRESETS[TUNED_NAMES[(model, market)]]}.items()
                   if k not in not_experiment}
         seeds = sorted(seed for other_market, seed, settings in committed if other_market == market and settings == preset)
-        assert seeds == [0, 1, 2], f"{tuned_preset(model, market)} on {market}: committed seeds {seeds}"
+        assert seeds == [0, 1, 2], f"{TUNED_NAMES[(model, market)]} on {market}: committed seeds {seeds}"
 
 
 def test_the_fixed_settings_are_those_the_committed_searches_ran_with():
