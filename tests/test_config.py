@@ -127,15 +127,25 @@ def test_every_setting_has_a_help_line_and_a_kind_and_the_run_only_ones_are_deri
 @pytest.mark.slow  # starts processes
 @pytest.mark.parametrize("script, flag", [("train_model.py", "--help"), ("train_model.py", "-h"),
                                           ("data_loader.py", "--help"), ("-m tools.bench", "--help"),
-                                          ("-m tools.authors_weights", "-h"), ("-m tools.sweep", "--help"),
-                                          ("evaluate.py", "--help")])
+                                          ("-m tools.authors_weights", "-h"), ("-m tools.sweep", "--help")])
 def test_help_lists_every_setting_from_config_py(script, flag):
     result = subprocess.run([sys.executable, *script.split(), flag], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and not result.stderr, result.stderr[-2000:]
-    if script == "evaluate.py":  # its command line is reporting/report.py's and reporting/documents.py's
-        assert "python evaluate.py report" in result.stdout
-        return
     assert f"usage: python {script} [--key=value ...]" in result.stdout
     text = " ".join(result.stdout.split())  # the help lines are wrapped
     for f in dataclasses.fields(Config):
         assert f"--{f.name}=" in text and " ".join(f.metadata["help"].split()) in text, f.name
+
+
+@pytest.mark.slow  # starts processes
+@pytest.mark.parametrize("script, commands", [
+    ("evaluate.py", ["python evaluate.py report --log_dir=", "python evaluate.py report --docs --check"]),
+    ("-m tools.trained", ["python -m tools.trained recommend --run=", "python -m tools.trained rescore --run=",
+                          "python -m tools.trained protocol-table --runs="]),
+    ("-m tools.tune", ["python -m tools.tune --models=acmr --markets=in,jp,mx"]),
+])
+def test_the_help_of_a_command_without_config_settings_shows_its_own_commands(script, commands):
+    result = subprocess.run([sys.executable, *script.split(), "--help"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr, result.stderr[-2000:]
+    for command in commands:
+        assert command in result.stdout, command

@@ -57,7 +57,11 @@ def test_source_markets_keep_all_interactions_for_training(frames, small_config)
     dataset = build_dataset(frames, "in", seed=0, config=small_config)
     positive = dataset.train_label == 1
     source_rows = positive & (dataset.user_market[dataset.train_user] != dataset.target_id)
-    assert source_rows.sum() == len(frames["ca"]) + len(frames["de"])
+    users, items = dataset.train_user[source_rows], dataset.train_item[source_rows]
+    kept = Counter(zip(np.array(dataset.markets)[dataset.user_market[users]], dataset.user_names[users],
+                       dataset.item_names[items]))
+    assert kept == Counter((market, user, item) for market in ("ca", "de")
+                           for user, item in zip(frames[market]["userId"], frames[market]["itemId"]))
     assert len(dataset.target_rows()) == (dataset.user_market[dataset.train_user] == dataset.target_id).sum()
 
 
