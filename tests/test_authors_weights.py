@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -218,8 +219,13 @@ def test_a_local_checkpoint_with_the_wrong_checksum_is_refused(tmp_path):
 def test_the_release_folder_is_used_before_the_cache(tmp_path):
     checkpoint = released("ACMR_uk_finetune.pt")
     unreachable = "http://127.0.0.1:9/{market}{stage}"
-    assert locate_checkpoint("uk", "finetune", str(RELEASE), tmp_path, unreachable) == checkpoint
-    assert not any(tmp_path.iterdir())
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(checkpoint, cache)  # a verified copy in the cache too: the release folder still wins
+    assert locate_checkpoint("uk", "finetune", str(RELEASE), cache, unreachable) == checkpoint
+    empty = tmp_path / "empty_release"
+    empty.mkdir()
+    assert locate_checkpoint("uk", "finetune", str(empty), cache, unreachable) == cache / checkpoint.name
 
 
 def test_the_checksum_file_lists_all_fourteen_checkpoints():

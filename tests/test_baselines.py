@@ -79,9 +79,9 @@ def test_popularity_scores_target_training_counts(frames, small_config):
     dataset = build_dataset(frames, "in", 0, small_config)
     model = build_model(dataclasses.replace(small_config, model="popularity"), dataset)
     target_positive = (dataset.train_label == 1) & (dataset.user_market[dataset.train_user] == dataset.target_id)
-    item = np.bincount(dataset.train_item[target_positive]).argmax()
-    scores = model(None, None, torch.tensor([item, 0]), None)
-    assert scores.tolist() == [np.bincount(dataset.train_item[target_positive]).max(), 0]
+    counts = np.bincount(dataset.train_item[target_positive], minlength=dataset.num_items + 1)
+    scores = model(None, None, torch.arange(dataset.num_items + 1), None)
+    assert scores.tolist() == counts.tolist() and counts[0] == 0 and counts.max() > 1
     assert not list(model.parameters())
 
 
@@ -89,6 +89,19 @@ def test_item_market_embedding_gives_each_market_its_own_item_vectors(frames, sm
     dataset = build_dataset(frames, "in", 0, small_config)
     model = build_model(dataclasses.replace(small_config, market_embedding="item"), dataset)
     assert model.market_embedding.num_embeddings == (dataset.num_items + 1) * len(dataset.markets)
+    model.eval()
+    item, markets = 5, len(dataset.markets)
+    history, candidate = torch.tensor([[3, 4]]), torch.tensor([item])
+
+    def scores() -> list[float]:
+        with torch.no_grad():
+            return [model(None, history, candidate, torch.tensor([market])).item() for market in range(markets)]
+
+    before = scores()
+    with torch.no_grad():
+        model.market_embedding.weight[item * markets + 2] += 1.0  # the candidate's vector in market 2 alone
+    after = scores()
+    assert after[2] != before[2] and after[:2] == before[:2]
     assert not hasattr(build_model(dataclasses.replace(small_config, market_embedding="none"), dataset),
                        "market_embedding")
 

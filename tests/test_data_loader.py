@@ -184,7 +184,11 @@ def test_export_writes_raw_ids_one_row_per_target_user(frames, small_config, tmp
     assert list(table["positive"]) == list(dataset.item_names[dataset.test_candidates[:, 0]])
     negatives = table["negatives"].str.split(" ")
     assert (negatives.str.len() == small_config.num_eval_negatives).all()
-    assert negatives.iloc[0] == list(dataset.item_names[dataset.test_candidates[0, 1:]])
+    assert negatives.tolist() == dataset.item_names[dataset.test_candidates[:, 1:]].tolist()
+    valid = pd.read_csv(tmp_path / "valid_candidates.tsv.gz", sep="\t")
+    assert list(valid["user_id"]) == list(dataset.user_names[dataset.target_users])
+    assert valid["negatives"].str.split(" ").tolist() == dataset.item_names[dataset.valid_candidates[:, 1:]].tolist()
+    assert list(valid["positive"]) == list(dataset.item_names[dataset.valid_candidates[:, 0]])
 
 
 # ---------------------------------------------------------------- reading and validating files

@@ -104,7 +104,7 @@ def test_grouped_scoring_equals_scoring_each_pair_alone(frames, small_config):
     scores = score_candidates(model, data, data.test_candidates, batch_floats=100_000)  # many groups
     users = data.target_users
     with torch.no_grad():
-        for row in (0, 7, len(users) - 1):
+        for row in range(len(users)):
             user = users[row]
             candidates = data.test_candidates[row]
             alone = model(None, data.user_history[user].expand(len(candidates), -1), candidates,

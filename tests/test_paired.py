@@ -11,7 +11,7 @@ import torch
 
 from config import Config
 from reporting import paired
-from reporting.metrics import metric_per_user
+from reporting.metrics import METRICS, metric_per_user
 from runfolder.checkpoints import Progress
 from tests.conftest import synthetic_frames
 from train_model import run_seed
@@ -121,7 +121,7 @@ def test_a_run_saves_each_test_users_rank_and_they_give_its_metrics(tmp_path):
     assert "ranks" not in progress.runs[0]["finetune"]  # results.json keeps the metrics only
     ranks = saved["finetune"]
     assert len(ranks) == 30 and ranks.min() >= 1 and ranks.max() <= 21
-    for metric in ("HR@10", "NDCG@10"):
+    for metric in METRICS:
         assert metric_per_user(ranks, metric).mean() == pytest.approx(progress.runs[0]["finetune"][metric])
 
 

@@ -12,6 +12,7 @@ import train_model
 from data_loader import DeviceData, build_dataset, resample_train_negatives
 from evaluate import score_candidates
 from model import ACMR
+from reporting.paired import load_ranks
 from runfolder.checkpoints import Progress
 from train_model import run_seed
 
@@ -130,16 +131,22 @@ def test_the_early_stopping_budget_can_reset_on_improvement(resets, epochs, fram
 
 
 def test_training_negatives_are_redrawn_every_epoch_when_asked(frames, small_config, tmp_path, monkeypatch):
-    calls = []
-    original = train_model.resample_train_negatives
-    monkeypatch.setattr(train_model, "resample_train_negatives",
-                        lambda *args: calls.append(1) or original(*args))
+    trained_on = []  # the training items each epoch trains on
+    original = train_model.train_epoch
+    monkeypatch.setattr(train_model, "train_epoch",
+                        lambda model, optimizer, data, *args, **kwargs:
+                        trained_on.append(data.train_item.clone()) or original(model, optimizer, data, *args, **kwargs))
+    negative = torch.as_tensor(build_dataset(frames, "in", 0, small_config).train_label == 0)
     for resample in (False, True):
-        calls.clear()
+        trained_on.clear()
         config = dataclasses.replace(small_config, resample_train_negatives=resample, pretrain_epochs=2, finetune_epochs=2,
                                      max_batches_per_epoch=1)
         run_seed(tmp_path, frames, "in", config, torch.device("cpu"), Progress(), None)
-        assert len(calls) == (3 if resample else 0)  # every epoch of both stages but the first
+        assert len(trained_on) == 4  # both epochs of both stages
+        for before, after in zip(trained_on, trained_on[1:]):
+            assert torch.equal(before[~negative], after[~negative])  # the positives stay
+            # every epoch of both stages but the first draws new negatives
+            assert torch.equal(before[negative], after[negative]) != resample
 
 
 def test_results_break_down_repeat_purchases_and_unseen_items(frames, small_config, tmp_path):
@@ -147,9 +154,22 @@ def test_results_break_down_repeat_purchases_and_unseen_items(frames, small_conf
     progress = Progress()
     run_seed(tmp_path, frames, "in", config, torch.device("cpu"), progress, None)
     parts = progress.runs[0]["finetune"]["breakdown"]
-    users = len(frames["in"]["userId"].unique())
-    assert parts["repeat_purchase"]["users"] + parts["new_purchase"]["users"] == users
-    assert (parts["item_seen_in_target_training"]["users"]
-            + (parts["item_unseen_in_target_training"] or {"users": 0})["users"]) == users
+    ranks = load_ranks(tmp_path)[0]["finetune"]
     dataset = build_dataset(frames, "in", 0, config)
-    assert parts["repeat_purchase"]["users"] == dataset.test_repeat.sum() > 0
+    # the groups by hand: the test item among the user's own target training positives (repeat),
+    # or among any target training positive (seen)
+    rows = dataset.target_rows()
+    positive = rows[dataset.train_label[rows] == 1]
+    bought = {(u, i) for u, i in zip(dataset.train_user[positive], dataset.train_item[positive])}
+    test_items = dataset.test_candidates[:, 0]
+    repeat = np.array([(u, i) in bought for u, i in zip(dataset.target_users, test_items)])
+    seen = np.isin(test_items, dataset.train_item[positive])
+    assert 0 < repeat.sum() < len(repeat)
+    for name, mask in (("repeat_purchase", repeat), ("new_purchase", ~repeat),
+                       ("item_seen_in_target_training", seen), ("item_unseen_in_target_training", ~seen)):
+        if not mask.any():
+            assert parts[name] is None, name
+            continue
+        assert parts[name]["users"] == mask.sum(), name
+        assert parts[name]["HR@10"] == pytest.approx(np.mean(ranks[mask] <= 10)), name
+        assert parts[name]["NDCG@5"] == pytest.approx(np.mean(np.where(ranks[mask] <= 5, 1 / np.log2(ranks[mask] + 1), 0))), name

@@ -25,6 +25,7 @@ def test_every_released_weights_file_is_seed_0_fine_tuned_of_the_run_folder_it_s
         payload = torch.load(path, map_location="cpu", weights_only=True)
         assert payload["format"] == WEIGHTS_FORMAT
         trained = from_weights_file(path)
+        assert (trained.seed, trained.stage) == (0, "finetune")  # what the payload says, not the file name
         assert trained.config.target_market == folder_config["target_market"]
         assert (trained.config.first_seed, trained.config.seeds) == (folder_config["first_seed"], folder_config["seeds"]) == (0, 1)
         logged = json.loads((path.parent / "results.json").read_text())["runs"][0]

@@ -274,7 +274,7 @@ def test_a_sweep_with_first_seed_skips_the_seeds_it_has_done_and_resumes_the_one
     assert lines[3] == "2 jobs to run"
 
 
-def test_the_sweep_runs_models_and_writes_one_report_row_per_model(real_config, tmp_path, monkeypatch):
+def test_the_sweep_runs_each_model_and_its_report_has_a_row_for_each(real_config, tmp_path, monkeypatch):
     monkeypatch.setenv("XMREC_DIR", real_config.data_dir)
     sweep.main(["--models=popularity,gmf", "--markets=in", "--seeds=2", "--pretrain_epochs=1", "--finetune_epochs=1",
                 "--max_batches_per_epoch=1", f"--log_dir={tmp_path}"])

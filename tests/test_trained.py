@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from config import Config, ConfigError
+from config import STAGES, Config, ConfigError
 from data_loader import build_dataset
 from reporting import documents
 from reporting.metrics import METRICS
@@ -61,7 +61,7 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 
 # ---------------------------------------------------------------- loading
 
-def test_a_run_folder_loads_its_first_seed_and_last_stage_by_default_in_eval_mode_on_the_cpu(run_dir):
+def test_a_run_folder_loads_its_last_stage_by_default_in_eval_mode_on_the_cpu(run_dir):
     model = trained.load_trained(run_dir)
     assert (model.seed, model.stage, model.target_market) == (0, "finetune", "in")
     assert not model.model.training and all(p.device.type == "cpu" for p in model.model.parameters())
@@ -71,6 +71,15 @@ def test_a_run_folder_loads_its_first_seed_and_last_stage_by_default_in_eval_mod
     for a, b in zip(pretrained.model.state_dict().values(), by_file.model.state_dict().values()):
         assert torch.equal(a, b)
     assert not torch.equal(pretrained.model.score.weight, model.model.score.weight)
+
+
+def test_the_default_weights_are_the_numerically_first_seed_and_its_last_stage(run_dir, tmp_path):
+    for seed, stages in ((10, STAGES), (9, STAGES), (2, ("pretrain",))):
+        for stage in stages:
+            shutil.copy(weights_path(run_dir, 0, stage), weights_path(tmp_path, seed, stage))
+    assert trained.resolve_weights(tmp_path) == weights_path(tmp_path, 2, "pretrain")
+    weights_path(tmp_path, 2, "pretrain").unlink()
+    assert trained.resolve_weights(tmp_path) == weights_path(tmp_path, 9, "finetune")
 
 
 def test_loading_errors_are_one_line(run_dir, tmp_path):
@@ -137,12 +146,15 @@ def test_a_long_history_is_subsampled_the_same_whoever_else_is_asked_for(run_dir
 
 def test_a_baseline_recommends_with_each_users_embedding_row(gmf_run_dir, frames):
     model = trained.load_trained(gmf_run_dir)
-    table = trained.recommend(model, ["Uin004"], k=5, frames=frames)
-    row = trained.baseline_rows(model, ["Uin004"], "in")[0]
-    items = trained.item_rows(model, table["item"].to_numpy(dtype=str), "in")
-    with torch.inference_mode():
-        logits = model.model(torch.full((5,), int(row)), None, torch.as_tensor(items), None)
-    np.testing.assert_allclose(table["score"], logits.numpy(), rtol=1e-6)
+    users = ["Uin004", "Uin001", "Uin007"]
+    table = trained.recommend(model, users, k=5, frames=frames)
+    for user in users:
+        row = list(zip(model.user_markets, model.user_ids)).index(("in", user))  # the weights' own order
+        mine = table[table["user"] == user]
+        items = trained.item_rows(model, mine["item"].to_numpy(dtype=str), "in")
+        with torch.inference_mode():
+            logits = model.model(torch.full((5,), row), None, torch.as_tensor(items), None)
+        np.testing.assert_allclose(mine["score"], logits.numpy(), rtol=1e-6)
 
 
 def test_recommendation_errors_are_one_line(run_dir, frames):
