@@ -556,19 +556,19 @@ def main(argv: list[str]) -> None:
     unknown = [arg for arg in argv if not (arg.startswith("--") and "=" in arg)]
     if unknown:
         raise ConfigError(f"bad argument {unknown[0]!r}: expected --key=value")
-    for key, kind in SWEEP_OPTIONS.items():
+    for key, kind in SWEEP_OPTIONS.items():  # the numbers, parsed once
         if kind in (int, float) and key in options:
             try:
-                kind(options[key])
+                options[key] = kind(options[key])
             except ValueError:
                 raise ConfigError(f"{key}={options[key]}: expected {'an integer' if kind is int else 'a number'}") from None
     address, given_jobs = options.pop("ray_address", ""), options.pop("jobs", None)
-    parallel, retries = int(given_jobs or 1), int(options.pop("retries", "3"))
-    cpus, gpus = options.pop("cpus_per_job", None), float(options.pop("gpus_per_job", "0"))
+    parallel, retries = 1 if given_jobs is None else given_jobs, options.pop("retries", 3)
+    cpus, gpus = options.pop("cpus_per_job", None), options.pop("gpus_per_job", 0.0)
     if cpus is None and not address and parallel == 1:
         cpus = os.cpu_count() or 1  # a lone job here: all cores, torch's default threads
     else:
-        cpus = int(cpus or 1)
+        cpus = 1 if cpus is None else cpus
         options.setdefault("num_threads", str(cpus))  # N jobs on N x C cores, not N x all cores
     for key, value, least in (("jobs", parallel, 1), ("cpus_per_job", cpus, 1), ("retries", retries, 0)):
         if value < least:
@@ -582,7 +582,7 @@ def main(argv: list[str]) -> None:
         if value not in ("true", "false"):
             raise ConfigError(f"{key}={value}: expected true or false")
     redo, dry_run = redo == "true", dry_run == "true"
-    deadline = time.time() + 60 * float(minutes) if minutes else None
+    deadline = None if minutes is None else time.time() + 60 * minutes
     options.setdefault("log_dir", "log/sweep")
     if "plan" in options:
         path = Path(options.pop("plan"))

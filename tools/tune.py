@@ -72,7 +72,6 @@ from runfolder.files import WriteError, write_file, write_json, write_text
 from speed.host import configure_host, resolve_device
 from train_model import Diverged, next_stage, start_training, train_stage
 
-Frames = dict[str, pd.DataFrame]  # market -> its ratings (data_loader.load_markets)
 MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # presets of plans/presets.py
 CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC then fine-tuned)
 SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
@@ -125,7 +124,7 @@ def ray_space(model: str) -> dict:
 
 # ---------------------------------------------------------------- one trial
 
-def validation_run(config: Config, frames: Frames, seed: int = DATA_SEED) -> dict:
+def validation_run(config: Config, frames: dict[str, pd.DataFrame], seed: int = DATA_SEED) -> dict:
     """Train `config`'s model through its stages (the target market alone, or all markets and
     then the target) with train_model.train_stage, as train_model.run_seed does (same
     generators, batches, early stopping, each stage from the previous one's best epoch; eager
@@ -168,7 +167,7 @@ def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
     return {**PRESETS[model], "target_market": market, **fixed_settings(model), **base, **sampled}
 
 
-def real_objective(settings: dict, frames: Frames) -> dict:
+def real_objective(settings: dict, frames: dict[str, pd.DataFrame]) -> dict:
     config = dataclasses.replace(Config(), **settings)
     validate(config)
     return validation_run(config, frames)
@@ -179,7 +178,7 @@ def result_settings(settings: dict) -> dict:
     return {k: v for k, v in sorted(settings.items()) if k not in RUN_ONLY_SETTINGS}
 
 
-def finished_or_run(model: str, settings: dict, frames: Frames, objective: Callable, folder: Path | None) -> dict:
+def finished_or_run(model: str, settings: dict, frames: dict[str, pd.DataFrame], objective: Callable, folder: Path | None) -> dict:
     """The trial's result: from `folder` where this trial has finished before, else trained now
     and kept there, in `<model>-<market>-<hash of result_settings>.json`. A kept trial is used
     only if its settings are exactly these."""
@@ -197,7 +196,7 @@ def finished_or_run(model: str, settings: dict, frames: Frames, objective: Calla
     return result
 
 
-def trainable(sampled: dict, model: str, market: str, base: dict, frames: Frames, objective: Callable,
+def trainable(sampled: dict, model: str, market: str, base: dict, frames: dict[str, pd.DataFrame], objective: Callable,
               trials_dir: Path | None = None) -> None:
     """Ray Tune's function trainable: one trial (or its kept result), one report."""
     from ray import tune
@@ -222,7 +221,7 @@ def preset_settings(model: str, settings: dict) -> dict:
 
 
 def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, seed: int = SEARCH_SEED,
-               base: dict | None = None, frames: Frames | None = None, objective: Callable = real_objective,
+               base: dict | None = None, frames: dict[str, pd.DataFrame] | None = None, objective: Callable = real_objective,
                storage: Path = REPO / "log" / "tune") -> dict:
     """One Ray Tune search (ray must be initialised); writes out/<model>-<market>.json and returns
     its record. Finished trials are kept in out/trials/ and not trained again."""
