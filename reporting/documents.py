@@ -42,14 +42,13 @@ from reporting.runs import (
     RESULTS,
     SPEC_MARKETS,
     STAGE_TITLES,
-    best_preset,
     collect,
     comparable_variants,
     find_run_folders,
     last_stage,
     market_order,
     protocol_table,
-    result_settings,
+    run_label,
     summary_table,
 )
 from runfolder.files import write_text
@@ -323,18 +322,18 @@ def rescored_protocol_table(folder: Path = RESULTS) -> list[str]:
 
 def results_index(folder: Path = RESULTS) -> list[str]:
     """Markdown lines: per folder under `folder` that holds run folders (their parent), how many,
-    their presets (the start of their names, runs.run_folder_name), target markets and seeds."""
+    their labels (the start of their names, runs.run_label), target markets and seeds."""
     sets: dict[Path, list[dict]] = {}
     for run_folder in find_run_folders([folder]):
         sets.setdefault(run_folder.parent, []).append(upgrade_saved(json.loads((run_folder / "config.json").read_text())))
-    lines = ["| folder | run folders | presets | markets | seeds |", "|---|---|---|---|---|"]
+    lines = ["| folder | run folders | run labels | markets | seeds |", "|---|---|---|---|---|"]
     for parent, configs in sorted(sets.items()):
-        presets = sorted({best_preset(result_settings(config)) for config in configs})
+        labels = sorted({run_label(config) for config in configs})
         markets = market_order({config["target_market"] for config in configs})
         seeds = sorted({seed for config in configs
                         for seed in range(config["first_seed"], config["first_seed"] + config["seeds"])})
         name = parent.relative_to(folder)
-        lines.append(f"| [{name}]({parent.relative_to(REPO)}) | {len(configs)} | {', '.join(presets)} | {', '.join(markets)} | "
+        lines.append(f"| [{name}]({parent.relative_to(REPO)}) | {len(configs)} | {', '.join(labels)} | {', '.join(markets)} | "
                      f"{', '.join(map(str, seeds))} |")
     return lines
 

@@ -109,9 +109,27 @@ def result_settings(config: dict) -> dict:
 
 
 def best_preset(changed: dict) -> str:
-    """The preset (plans/presets.py) that the changed settings match with the most settings."""
-    matching = [name for name, preset in PRESETS.items() if preset.items() <= changed.items()]
-    return max(matching, key=lambda name: len(PRESETS[name]))  # "acmr" ({}) always matches
+    """The preset (plans/presets.py) that the changed settings match with the most settings. A
+    run from given weights (init_weights) is matched without `stages`: a preset's stages say how
+    a fresh model trains (`acmr-no-pretraining`), and given weights may be pre-trained ones."""
+    if changed.get("init_weights"):
+        candidates = {name: {k: v for k, v in preset.items() if k != "stages"} for name, preset in PRESETS.items()}
+    else:
+        candidates = PRESETS
+    matching = [name for name, preset in candidates.items() if preset.items() <= changed.items()]
+    return max(matching, key=lambda name: len(candidates[name]))  # "acmr" ({}) always matches; ties: the first
+
+
+def run_label(config: dict) -> str:
+    """The start of a run folder's name: the preset its settings match best (best_preset); a run
+    from given weights adds its stages and where the weights come from, e.g.
+    `acmr-finetune-from-authors-in-pretrain` (`-from-weights` for a run folder's file)."""
+    preset = best_preset(result_settings(config))
+    source = config.get("init_weights", "")
+    if not source:
+        return preset
+    origin = source.replace(":", "-") if source.startswith("authors:") else "weights"
+    return f"{preset}-{config['stages']}-from-{origin}"
 
 
 def model_settings(config: dict) -> dict:
@@ -137,12 +155,12 @@ def variant_parts(config: dict, shared: dict | None = None) -> tuple[str, str, s
 
 
 def run_folder_name(config: dict, stamp: str) -> str:
-    """A run folder's name: the preset its settings match best (best_preset), the target market,
-    its seeds and its start time `stamp`, e.g. `acmr-in-seed0-20261202-082431`,
-    `popularity-jp-seeds0-2-20261202-082431` (`seeds<first>-<last>` for several seeds)."""
+    """A run folder's name: its run_label, the target market, its seeds and its start time
+    `stamp`, e.g. `acmr-in-seed0-20261202-082431`, `popularity-jp-seeds0-2-20261202-082431`
+    (`seeds<first>-<last>` for several seeds)."""
     first, count = config.get("first_seed", 0), config["seeds"]
     seeds = f"seed{first}" if count == 1 else f"seeds{first}-{first + count - 1}"
-    return f"{best_preset(result_settings(config))}-{config['target_market']}-{seeds}-{stamp}"
+    return f"{run_label(config)}-{config['target_market']}-{seeds}-{stamp}"
 
 
 def start_time(name: str) -> tuple[str, str, int, str]:

@@ -528,3 +528,16 @@ def test_a_run_folder_is_named_by_preset_market_seeds_and_start_time():
     assert runs.run_folder_name(config, "20260102-030405") == "gmf-jp-seed0-20260102-030405"
     several = dataclasses.asdict(dataclasses.replace(Config(), target_market="in", first_seed=2, seeds=3))
     assert runs.run_folder_name(several, "20260102-030405") == "acmr-in-seeds2-4-20260102-030405"
+
+
+def test_a_run_from_given_weights_is_named_by_where_they_come_from_not_as_without_pretraining():
+    fresh = dataclasses.asdict(dataclasses.replace(Config(), stages="finetune", seeds=5))
+    assert runs.run_folder_name(fresh, "20260102-030405") == "acmr-no-pretraining-in-seeds0-4-20260102-030405"
+    authors = {**fresh, "init_weights": "authors:in:pretrain"}
+    assert runs.run_folder_name(authors, "20260102-030405") == \
+        "acmr-finetune-from-authors-in-pretrain-in-seeds0-4-20260102-030405"
+    assert runs.variant_parts(authors)[0] == "acmr (stages=finetune init_weights=authors:in:pretrain)"
+    own = {**fresh, "stages": "pretrain+finetune", "init_weights": "log/x/seed{seed}_pretrain_weights.pt"}
+    assert runs.run_label(own) == "acmr-pretrain+finetune-from-weights"
+    gmf = {**fresh, "model": "gmf", "init_weights": "log/x/seed0_finetune_weights.pt"}
+    assert runs.run_label(gmf) == "gmf-finetune-from-weights"
