@@ -56,8 +56,8 @@ from runfolder.migration import upgrade_saved
 
 DOCUMENTS = ("README.md", "CHANGELOG.md", "docs/RESULTS.md", "docs/PROTOCOL.md", "docs/SPEED.md", "docs/SPEC.md",
              "docs/RUNNING.md", "results/README.md", "results/baselines/README.md", "results/in_seeds/README.md", "results/stage2/README.md")
-BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
-                   re.S)
+BLOCK = re.compile(r"(?P<open>(?P<indent>^ *)<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+                   r"(?P<close> *<!-- /report:(?P=name) -->)", re.S | re.M)  # indented as its opening line
 
 
 @functools.cache
@@ -338,14 +338,24 @@ def results_index(folder: Path = RESULTS) -> list[str]:
     return lines
 
 
-def in_seeds_table() -> list[str]:
-    """ACMR's test metrics on `in` after fine-tuning, one row per seed (results/paper's and
-    results/in_seeds'), the authors' logged run, and how many of our runs score below it per
-    metric (its rank among ours)."""
+def in_seed_runs() -> tuple[pd.DataFrame, dict]:
+    """ACMR's runs on `in` after fine-tuning with config.py's defaults, one row per seed
+    (results/paper's and results/in_seeds'), and the authors' logged run's test metrics."""
     results = committed("results/paper", "results/in_seeds")
     runs = results[(results["market"] == "in") & (results["stage"] == "finetune")
                    & (results["variant"] == "acmr")].sort_values("seed")
-    logged = json.loads(AUTHORS_RUNS.read_text())["markets"]["in"]["finetune"]
+    return runs, json.loads(AUTHORS_RUNS.read_text())["markets"]["in"]["finetune"]
+
+
+def percentile_among(values: pd.Series, value: float) -> float:
+    """The percentile of `value` among `values`: the share below it, ties counting half, in %."""
+    return 100 * float((values < value).mean() + 0.5 * (values == value).mean())
+
+
+def in_seeds_table() -> list[str]:
+    """in_seed_runs' test metrics, one row per seed, the authors' logged run, how many of our
+    runs score below it per metric and its percentile among them (percentile_among)."""
+    runs, logged = in_seed_runs()
     paths = {folder.name: folder.relative_to(REPO) for folder in find_run_folders([RESULTS / "paper", RESULTS / "in_seeds"])}
     lines = ["| seed | run folder | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for _, run in runs.iterrows():
@@ -354,13 +364,25 @@ def in_seeds_table() -> list[str]:
     lines.append("| the authors' logged run | | " + " | ".join(f"{logged[m]:.4f}" for m in METRICS) + " |")
     lines.append("| our runs below it | | " + " | ".join(f"{int((runs[m] < logged[m]).sum())} of {len(runs)}"
                                                     for m in METRICS) + " |")
+    lines.append("| its percentile among ours (ties count half) | | "
+                 + " | ".join(f"{percentile_among(runs[m], logged[m]):.0f}" for m in METRICS) + " |")
     return lines
+
+
+def in_percentile_sentence() -> list[str]:
+    """One sentence for docs/RESULTS.md: where the authors' logged `in` run lies among our seeds."""
+    runs, logged = in_seed_runs()
+    seeds = runs["seed"].tolist()
+    where = ", ".join(f"{m} {percentile_among(runs[m], logged[m]):.0f}" for m in METRICS)
+    return [f"Over our {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}), the authors' logged `in` run lies at "
+            f"percentile {where} of ours (ties count half)."]
 
 
 DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "authors": authors_table,
     "authors-weights": authors_weights_table,
     "in-seeds": in_seeds_table,
+    "in-percentile": in_percentile_sentence,
     "paper-table": lambda: paper_table_block(headline(), HEADLINE_METRICS),
     "paper-table-full": lambda: paper_table_block(headline(), METRICS),
     "paper-gaps": lambda: gaps_table(headline()),
@@ -377,9 +399,9 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
     "acmr-paired": acmr_paired_lines,
     "bench": lambda: bench_table(RESULTS / "bench"),
     "concurrency": lambda: concurrency_table(RESULTS / "bench"),
-    "protocol-rescored": rescored_protocol_table,
+    "protocol-rescored": rescored_protocol_table,  # the kept seed-0 weights rescored (tools/trained.py)
     "results-index": results_index,
-    "stage2": stage2_table,  # results/stage2: fine-tuning the authors' pre-trained weights, both procedures  # the kept seed-0 weights rescored (tools/trained.py)
+    "stage2": stage2_table,  # results/stage2: fine-tuning the authors' pre-trained weights, both procedures
 }
 
 
@@ -396,8 +418,8 @@ def render_document(text: str, name: str = "README.md") -> str:
         if match["name"] not in DOC_BLOCKS:
             raise KeyError(f"unknown block <!-- report:{match['name']} -->; known: {', '.join(DOC_BLOCKS)}")
         body = LINK.sub(lambda link: f"]({Path(os.path.relpath(link['target'], folder)).as_posix()})",
-                        "\n".join(DOC_BLOCKS[match["name"]]()))
-        return match["open"] + body + "\n" + match["close"]
+                        "\n".join(match["indent"] + line for line in DOC_BLOCKS[match["name"]]()))
+        return match["open"] + body + "\n" + match["indent"] + match["close"].lstrip(" ")
     return BLOCK.sub(block, text)
 
 

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from reporting import documents, runs
@@ -83,3 +84,20 @@ def test_the_docs_check_names_a_stale_document_and_exits_1(monkeypatch, capsys):
     monkeypatch.setattr(documents, "render_document", lambda text, name=None: text + "stale")
     with pytest.raises(SystemExit, match="generated tables out of date in README.md"):
         documents.main(check=True)
+
+
+def test_a_block_indented_inside_a_list_item_is_generated_with_the_same_indentation(monkeypatch):
+    monkeypatch.setitem(documents.DOC_BLOCKS, "two-lines", lambda: ["first", "second"])
+    text = "- item:\n  <!-- report:two-lines -->\n  stale\n  <!-- /report:two-lines -->\n- next\n"
+    assert documents.render_document(text) == \
+        "- item:\n  <!-- report:two-lines -->\n  first\n  second\n  <!-- /report:two-lines -->\n- next\n"
+    assert documents.render_document("<!-- report:two-lines -->\n<!-- /report:two-lines -->") == \
+        "<!-- report:two-lines -->\nfirst\nsecond\n<!-- /report:two-lines -->"
+
+
+def test_the_percentile_of_a_value_among_runs_counts_those_below_it_and_ties_as_half():
+    values = pd.Series([0.1, 0.2, 0.3, 0.3])
+    assert documents.percentile_among(values, 0.35) == 100.0  # above all four
+    assert documents.percentile_among(values, 0.3) == 75.0  # 2 below, 2 tied: (2 + 1) / 4
+    assert documents.percentile_among(values, 0.15) == 25.0
+    assert documents.percentile_among(values, 0.05) == 0.0
