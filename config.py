@@ -66,9 +66,11 @@ class Config:
                                                    "they are", SPEED)
     data_url: str = setting(DATA_URL, "public source of the files, {market} is replaced; files are "
                                       "checksum-verified", SPEED)
-    log_dir: str = setting("log", "one run folder <log_dir>/<preset>-<target>-<seeds>-<timestamp>/ per "
-                                  "target market. The default `log` is the repository's log/ wherever you "
-                                  "run from; any other relative path is relative to the current folder", SPEED)
+    log_dir: str = setting("log", "one run folder <log_dir>/<label>-<target>-<seeds>-<timestamp>/ per "
+                                  "target market (the label: the preset its settings match, "
+                                  "reporting/runs.run_label). The default `log` is the repository's log/ "
+                                  "wherever you run from; any other relative path is relative to the "
+                                  "current folder", SPEED)
 
     # ---- model (SPEC section 4) ----
     model: str = setting("acmr", "acmr, or a baseline of baselines/models.py: popularity, gmf, mlp, nmf")

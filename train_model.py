@@ -5,10 +5,10 @@
     python train_model.py --resume=log/acmr-in-seed0-20261127-040027  # continue an interrupted run
     python train_model.py --help                           # every setting
 
-Each target market gets a run folder <log_dir>/<preset>-<target>-<seeds>-<timestamp>/ (e.g.
-log/acmr-in-seeds0-4-20261127-040027) with the resolved config, the command, the environment,
-the log, per-epoch metrics, the results, each seed's evaluation candidates and kept weights
-(docs/RUNNING.md lists them).
+Each target market gets a run folder <log_dir>/<label>-<target>-<seeds>-<timestamp>/ (the label:
+the preset its settings match, reporting/runs.run_label; e.g. log/acmr-in-seeds0-4-20261127-040027)
+with the resolved config, the command, the environment, the log, per-epoch metrics, the results,
+each seed's evaluation candidates and kept weights (docs/RUNNING.md lists them).
 """
 from __future__ import annotations
 

@@ -176,12 +176,17 @@ def variant_name(config: dict) -> str:
     return variant_parts(config)[0]
 
 
+ALWAYS_NAMED = ("stages", "init_weights")  # where a model starts and what it trains: in its name even when shared
+
+
 def shared_settings(configs: list[dict]) -> dict:
-    """The model settings (model_settings) that every one of `configs` has, with the same value."""
+    """The model settings (model_settings) that every one of `configs` has, with the same value,
+    except ALWAYS_NAMED."""
     if not configs:
         return {}
     first, *others = [model_settings(config) for config in configs]
-    return {k: v for k, v in first.items() if all(other.get(k, object()) == v for other in others)}
+    return {k: v for k, v in first.items()
+            if k not in ALWAYS_NAMED and all(other.get(k, object()) == v for other in others)}
 
 
 def find_run_folders(paths: list[Path]) -> list[Path]:
@@ -339,9 +344,11 @@ def protocol_order(protocol: str) -> tuple:
 
 
 def comparable_variants(results: pd.DataFrame) -> list[str]:
-    """The variants that the authors' logged runs compare with: ACMR itself (no other preset)
-    under the authors' protocol, on the seven Electronics markets."""
+    """The variants that the authors' logged runs compare with: ACMR itself (no other preset),
+    trained from a fresh start (no init_weights), under the authors' protocol, on the seven
+    Electronics markets."""
     picked = results[(results["protocol"] == "") & results["model"].str.match(r"acmr( \(|$)")
+                     & ~results["model"].str.contains("init_weights=", regex=False)
                      & (results["data_markets"] == ELECTRONICS)]
     return list(dict.fromkeys(picked["variant"]))
 

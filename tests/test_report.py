@@ -178,6 +178,16 @@ def test_settings_every_run_shares_are_stated_once_not_in_every_name(tmp_path):
     assert "lr=0.01" in comparison_text([tmp_path / "in-20260102-000000"])
 
 
+def test_a_run_from_given_weights_keeps_them_in_its_name_and_is_not_compared_with_the_authors_log(tmp_path):
+    fabricate(tmp_path, "acmr-in-seed0-20260102-000000", "in", {0: 0.5})
+    fabricate(tmp_path, "acmr-finetune-from-authors-in-pretrain-in-seed0-20260102-000000", "in", {0: 0.5},
+              stages="finetune", init_weights="authors:in:pretrain")
+    alone, _ = collect([tmp_path / "acmr-finetune-from-authors-in-pretrain-in-seed0-20260102-000000"])
+    assert set(alone["variant"]) == {"acmr (stages=finetune init_weights=authors:in:pretrain)"}
+    both, _ = collect(sorted(tmp_path.iterdir()))
+    assert runs.comparable_variants(both) == ["acmr"]
+
+
 def test_the_training_log_comparison_uses_the_same_numbers(log_dir):
     text = comparison_text([log_dir / "in-20260102-000000"])
     assert "0.7000+-0.1000 [0.6695]" in text
