@@ -373,17 +373,17 @@ def seed_result(runs: list[dict], seed: int, stage: str, path: Path) -> dict:
 
 def protocol_table(run_dirs: Sequence[Path], seed: int = 0, stage: str = "finetune") -> list[str]:
     """Markdown lines: per run folder (market), the test metrics of seed `seed`'s `stage` under the
-    run's own protocol (results.json) and under each of PROTOCOL_RESCORINGS (rescored/<name>.json)."""
+    run's own protocol (results.json) and under each of PROTOCOL_RESCORINGS (rescored/<name>.json).
+    A file that is missing or damaged is a RunFolderError naming it."""
     lines = ["| market | protocol | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
-    for run_dir in sorted(map(Path, run_dirs), key=lambda folder: json.loads(
-            (folder / "results.json").read_text())["target_market"]):
-        results = json.loads((run_dir / "results.json").read_text())
-        own = json.loads((run_dir / "config.json").read_text())
+    for run_dir in sorted(map(Path, run_dirs), key=lambda folder: read_json(folder / "results.json")["target_market"]):
+        results = read_json(run_dir / "results.json")
+        own = read_json(run_dir / "config.json")
         rows = [(f"{protocol_label(own)} (the run's)",
                  seed_result(results["runs"], seed, stage, run_dir / "results.json"))]
         for name in PROTOCOL_RESCORINGS:
             path = run_dir / RESCORED / f"{name}.json"
-            rescored = json.loads(path.read_text())
+            rescored = read_json(path)
             rows.append((protocol_label(rescored["settings"]), seed_result(rescored["runs"], seed, stage, path)))
         for label, run in rows:
             lines.append(f"| {results['target_market']} | {label} | "

@@ -5,7 +5,7 @@
     --init_weights=authors:in:pretrain      the authors' released checkpoint ACMR_in_pretrain.pt
 
 A weights file is one a run folder keeps per seed and stage (checkpoints.save_weights); the
-authors' checkpoints are found as tools/authors_release.py finds them ($ACMR_AUTHORS_RELEASE, else its
+authors' checkpoints are found as runfolder/authors_release.py finds them ($ACMR_AUTHORS_RELEASE, else its
 cache, else downloaded and verified). Their item and market rows are translated by raw item id
 and market name into this run's dataset, so the weights may list items and markets in another
 order, and more of them; an item or market of the dataset that the weights lack is an error.

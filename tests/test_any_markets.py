@@ -55,3 +55,10 @@ def test_a_tiny_run_on_three_other_markets_trains_both_stages_and_reports(tmp_pa
     assert text.count(no_authors) == 1 and "nan" not in text
     assert "| bb | after pre-training | 1 |" in text and "| bb | after fine-tuning | 1 |" in text
     assert "Markets without runs: aa, cc." in text
+
+    table = subprocess.run([sys.executable, "-m", "tools.trained", "protocol-table", f"--runs={run_dir}",
+                            f"--data_dir={tmp_path / 'data'}", "--num_threads=1"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert table.returncode == 0, table.stderr[-2000:]  # the runs' own markets are read, not config.py's
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| bb | ")]
+    assert len(rows) == 3 and rows[0].startswith("| bb | 1 + 20 sampled, negatives from all markets (the run's) | ")

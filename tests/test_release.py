@@ -36,8 +36,9 @@ def test_every_released_weights_file_is_seed_0_fine_tuned_of_the_run_folder_it_s
 @pytest.mark.parametrize("path", RELEASED, ids=[path.parent.name for path in RELEASED])
 def test_rescoring_released_weights_reproduces_the_runs_committed_test_metrics_exactly(path, real_config):
     logged = json.loads((path.parent / "results.json").read_text())["runs"][0]["finetune"]
-    rescored = rescore(path.parent, seeds=[0], stages=["finetune"],
-                       frames=load_markets(real_config))["runs"][0]["finetune"]
+    ran_on = json.loads((path.parent / "environment.json").read_text())["device"]  # exact on the same device kind
+    rescored = rescore(path.parent, seeds=[0], stages=["finetune"], frames=load_markets(real_config),
+                       device=torch.device(ran_on))["runs"][0]["finetune"]
     for metric in ("HR@5", "HR@10", "NDCG@5", "NDCG@10"):
         assert rescored[metric] == logged[metric], metric
 
@@ -52,3 +53,23 @@ def test_the_readmes_example_loads_the_release_and_prints_a_users_top_10(real_co
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert [int(row[2]) for row in rows] == list(range(1, 11))  # index, user, rank, item, score
     assert {row[1] for row in rows} == {"AF5LCYDTUOE5OISH7WTSYTYKDE3Q"}
+
+
+@pytest.mark.slow  # starts a process
+def test_the_recommendations_docs_running_shows_are_what_the_released_in_model_prints(real_config, tmp_path):
+    text = (REPO / "docs" / "RUNNING.md").read_text()
+    command = next(line for line in text.splitlines()
+                   if line.startswith("python -m tools.trained recommend --run=results/paper/"))
+    shown = text.split(command, 1)[1].split("```\n```\n", 1)[1].split("```", 1)[0].splitlines()
+    args = [arg for arg in command.split()[3:] if not arg.startswith("--out=")]
+    result = subprocess.run([sys.executable, "-m", "tools.trained", *args, f"--out={tmp_path / 'top.json'}",
+                             "--num_threads=1"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "XMREC_DIR": real_config.data_dir})
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = result.stdout.splitlines()
+    assert printed[:2] == shown[:2]  # the source line and the header
+    rows = [line.split() for line in shown[2:] if line != "..." and not line.startswith("wrote ")]
+    assert rows, "RUNNING.md shows no recommendation"
+    for user, rank, item, score in rows:
+        (line,) = [line.split() for line in printed if line.split()[:3] == [user, rank, item]]
+        assert float(line[3]) == pytest.approx(float(score), abs=2e-6), line

@@ -199,7 +199,8 @@ def test_the_training_log_comparison_uses_the_same_numbers(log_dir):
 def test_no_run_folder_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "evaluate.py", "report", f"--log_dir={tmp_path}"],
                             cwd=REPO, capture_output=True, text=True)
-    assert result.returncode != 0 and "error: no run folder with a results.json" in result.stderr
+    assert result.returncode == 1 and result.stderr.startswith("error: no run folder with a results.json")
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 

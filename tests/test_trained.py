@@ -18,6 +18,7 @@ from config import STAGES, Config, ConfigError
 from data_loader import build_dataset
 from reporting import documents
 from reporting.metrics import METRICS
+from reporting.runs import RunFolderError
 from runfolder.checkpoints import CheckpointError, save_torch, weights_path
 from runfolder.environment import start_run_folder
 from tests.conftest import REPO, synthetic_frames
@@ -144,17 +145,21 @@ def test_a_long_history_is_subsampled_the_same_whoever_else_is_asked_for(run_dir
     assert not np.array_equal(history, trained.histories(model, frames["in"], [user], "in", seed=1)[0])
 
 
-def test_a_baseline_recommends_with_each_users_embedding_row(gmf_run_dir, frames):
+def test_a_baseline_recommends_the_top_k_unbought_items_by_each_users_embedding_row(gmf_run_dir, frames):
     model = trained.load_trained(gmf_run_dir)
     users = ["Uin004", "Uin001", "Uin007"]
     table = trained.recommend(model, users, k=5, frames=frames)
+    market_items = trained.item_rows(model, frames["in"]["itemId"].unique().astype(str), "in")
     for user in users:
         row = list(zip(model.user_markets, model.user_ids)).index(("in", user))  # the weights' own order
-        mine = table[table["user"] == user]
-        items = trained.item_rows(model, mine["item"].to_numpy(dtype=str), "in")
+        bought = trained.item_rows(model, frames["in"].loc[frames["in"]["userId"] == user, "itemId"].to_numpy(dtype=str), "in")
+        items = np.setdiff1d(market_items, bought)
         with torch.inference_mode():
-            logits = model.model(torch.full((5,), row), None, torch.as_tensor(items), None)
-        np.testing.assert_allclose(mine["score"], logits.numpy(), rtol=1e-6)
+            logits = model.model(torch.full((len(items),), row), None, torch.as_tensor(items), None).numpy()
+        best = np.argsort(-logits, kind="stable")[:5]
+        mine = table[table["user"] == user]
+        assert list(mine["item"]) == list(model.item_ids[items[best]])
+        np.testing.assert_allclose(mine["score"], logits[best], rtol=1e-6)
 
 
 def test_recommendation_errors_are_one_line(run_dir, frames):
@@ -165,6 +170,9 @@ def test_recommendation_errors_are_one_line(run_dir, frames):
     with pytest.raises(ConfigError) as error:
         trained.recommend(model, ["Uin003"], market="br", frames=frames)
     assert one_line(error) == "unknown market 'br': the model knows ca, de, in"
+    with pytest.raises(ConfigError) as error:
+        trained.recommend(model, ["Uin003"], frames=frames, seed=-1)
+    assert one_line(error) == "history seed -1: must be >= 0 (--history_seed)"
 
 
 def test_recommendations_are_written_as_tsv_and_json(run_dir, frames, tmp_path):
@@ -173,7 +181,11 @@ def test_recommendations_are_written_as_tsv_and_json(run_dir, frames, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "top.tsv", sep="\t"), table, check_dtype=False)
     trained.write_recommendations(table, tmp_path / "top.json")
     saved = json.loads((tmp_path / "top.json").read_text())
-    assert [entry["item"] for entry in saved["Uin004"]] == list(table.loc[table["user"] == "Uin004", "item"])
+    assert list(saved) == ["Uin003", "Uin004"]
+    for user, entries in saved.items():
+        mine = table[table["user"] == user]
+        assert [entry["item"] for entry in entries] == list(mine["item"])
+        assert [entry["score"] for entry in entries] == pytest.approx(list(mine["score"]))
 
 
 # ---------------------------------------------------------------- rescoring
@@ -242,6 +254,10 @@ def test_the_protocol_table_rescores_seed_0_fine_tuned_and_renders_in_a_document
     with pytest.raises(ConfigError) as error:  # not what the table needs: refused, not replaced
         trained.protocol_rescorings([other], frames=frames)
     assert "an earlier rescoring, but not of seed 0 finetune with eval_negative_pool=target alone" in one_line(error)
+    (other / "rescored" / "eval_negative_pool=target.json").write_text('{"changed": ')  # damaged
+    with pytest.raises(RunFolderError) as error:
+        trained.protocol_rescorings([other], frames=frames)
+    assert one_line(error).startswith(f"{other / 'rescored' / 'eval_negative_pool=target.json'}: not valid JSON")
 
 
 # ---------------------------------------------------------------- the command, on the real data
@@ -287,7 +303,7 @@ def test_the_recommend_command_prints_and_writes_the_top_k(real_run_dir, real_co
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["unknown user", "unknown market", "missing folder", "corrupted weights",
-                                  "another model size"])
+                                  "another model size", "empty folder option", "negative history seed"])
 def test_the_recommend_commands_errors_are_one_line_and_exit_1(case, real_run_dir, real_config, tmp_path):
     weights = weights_path(real_run_dir, 3, "finetune")
     if case == "corrupted weights":
@@ -302,6 +318,9 @@ def test_the_recommend_commands_errors_are_one_line_and_exit_1(case, real_run_di
         "missing folder": ([f"--run={tmp_path / 'nowhere'}", "--users=X"], "no such run folder"),
         "corrupted weights": ([f"--weights={tmp_path / 'w.pt'}", "--users=X"], "unreadable weights file"),
         "another model size": ([f"--weights={tmp_path / 'w.pt'}", "--users=X"], "weights of another model size"),
+        "empty folder option": (["--run=", "--users=X"], "--run= is empty"),
+        "negative history seed": ([f"--run={real_run_dir}", "--users=X", "--history_seed=-1"],
+                                  "history seed -1: must be >= 0"),
     }[case]
     result = run_command(["recommend", *args], real_config)
     assert result.returncode == 1 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr

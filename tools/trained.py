@@ -24,13 +24,15 @@ change; any other changes the split, the histories or the training data that the
 trained on (data_loader.build_dataset draws those first, then the evaluation candidates, from
 the same generator).
 
-    python -m tools.trained recommend --run=FOLDER --users=U1,U2 [--seed=S] [--stage=STAGE] [--k=10] [--market=M] [--out=FILE.tsv|.json]
+    python -m tools.trained recommend --run=FOLDER --users=U1,U2 [--seed=S] [--stage=STAGE] [--k=10] [--market=M] [--history_seed=0] [--out=FILE.tsv|.json]
     python -m tools.trained recommend --weights=FILE --users=U1 ...
-    python -m tools.trained recommend --authors=in [--stage=finetune] --users=U1 ...
+    python -m tools.trained recommend --authors=in [--stage=finetune] [--authors_dir=DIR] --users=U1 ...
     python -m tools.trained rescore --run=FOLDER [--eval_mode=full] [--eval_negative_pool=target] [--seed=S] [--stage=STAGE] [--name=NAME] [--overwrite=true]
     python -m tools.trained protocol-table --runs=FOLDER,FOLDER,... [--seed=0] [--stage=finetune] [--out=FILE.md]
 
-`--users_file=PATH` reads the users one per line. `rescore` writes `<run>/rescored/<name>.json`
+`--users_file=PATH` reads the users one per line; `--history_seed` seeds the subsample of a
+history longer than max_history; `--authors_dir` is the folder of the authors' checkpoints
+(default: runfolder/authors_release.py's search). `rescore` writes `<run>/rescored/<name>.json`
 (name: the changed settings, e.g. `eval_mode=full`, or `own`); it refuses to replace an earlier
 one unless `--overwrite=true`. `protocol-table` rescores each run's seed-0 fine-tuned weights
 (`--seed`, `--stage`) under runs.PROTOCOL_RESCORINGS (reusing earlier rescorings) and prints
@@ -40,7 +42,6 @@ from the committed runs).
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import sys
 import zlib
@@ -72,7 +73,13 @@ from data_loader import (
 from evaluate import evaluate_candidates, score_candidates
 from model import build_model
 from reporting.metrics import METRICS
-from reporting.runs import PROTOCOL_RESCORINGS, RESCORED, protocol_table
+from reporting.runs import (
+    PROTOCOL_RESCORINGS,
+    RESCORED,
+    RunFolderError,
+    protocol_table,
+    read_json,
+)
 from runfolder.authors_release import (
     authors_model,
     authors_order,
@@ -288,6 +295,8 @@ def recommend(trained: Trained, users: Sequence[str], k: int = 10, market: str |
         raise ConfigError(f"unknown market {market!r}: the model knows {', '.join(trained.markets)}")
     if k < 1:
         raise ConfigError(f"k={k}: must be >= 1")
+    if seed < 0:
+        raise ConfigError(f"history seed {seed}: must be >= 0 (--history_seed)")
     users = list(dict.fromkeys(str(user) for user in users))  # each once, in the order given
     if not users:
         raise ConfigError("no user given")
@@ -422,11 +431,14 @@ def rescore_run(run_dir: Path, changes: dict[str, object] | None = None, name: s
 # ---------------------------------------------------------------- the protocol table
 
 def protocol_rescorings(run_dirs: Sequence[Path], seed: int = 0, stage: str = "finetune",
-                        frames: dict[str, pd.DataFrame] | None = None,
+                        frames: dict[str, pd.DataFrame] | None = None, where: dict[str, object] | None = None,
                         say: Callable[[str], object] = print) -> list[str]:
     """Rescore each run's kept `seed` `stage` weights under PROTOCOL_RESCORINGS, then their
     protocol_table. An earlier rescoring of that name is used if it holds that seed and stage of
-    that protocol, and refused otherwise (never replaced)."""
+    that protocol, and refused otherwise (never replaced). `where`: the run-only settings of every
+    rescoring (data_dir, device, ...); the data files are read once per data set the runs were
+    trained on (their data_file and data_markets), unless `frames` are given."""
+    where = dict(where or {})
     todo = []
     for run_dir in map(Path, run_dirs):  # everything checked before any work
         resolve_weights(run_dir, seed, stage)
@@ -435,13 +447,21 @@ def protocol_rescorings(run_dirs: Sequence[Path], seed: int = 0, stage: str = "f
             if not path.is_file():
                 todo.append((run_dir, name, changes))
                 continue
-            earlier = json.loads(path.read_text())
+            earlier = read_json(path)
             if earlier.get("changed") != changes or not any(r["seed"] == seed and stage in r for r in earlier["runs"]):
                 raise ConfigError(f"{path}: an earlier rescoring, but not of seed {seed} {stage} with {name} alone; "
                                   f"move it away to rescore")
             say(f"kept the earlier {path}")
+    loaded: dict[tuple[str, str, str], dict[str, pd.DataFrame]] = {}
     for run_dir, name, changes in todo:
-        written, _ = rescore_run(run_dir, changes, name, seeds=[seed], stages=[stage], frames=frames)
+        data = frames
+        if data is None:
+            saved = rescoring_config(from_weights_file(resolve_weights(run_dir, seed, stage)).config, where)
+            key = (saved.data_dir, saved.data_file, saved.data_markets)
+            if key not in loaded:
+                loaded[key] = load_markets(saved)
+            data = loaded[key]
+        written, _ = rescore_run(run_dir, {**where, **changes}, name, seeds=[seed], stages=[stage], frames=data)
         say(f"wrote {written}")
     return protocol_table(run_dirs, seed, stage)
 
@@ -466,6 +486,14 @@ def given_settings(argv: list[str], config: Config) -> dict[str, object]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(Config) if f.name in keys}
 
 
+def refuse_model_settings(given: dict[str, object], why: str) -> None:
+    """ConfigError for the first of config.py's settings given on the command line that is not
+    one of where and how fast it runs (RUN_ONLY_SETTINGS)."""
+    not_run = sorted(set(given) - set(RUN_ONLY_SETTINGS))
+    if not_run:
+        raise ConfigError(f"--{not_run[0]}: {why}; only where it runs may be given")
+
+
 def main(argv: list[str]) -> None:
     command, argv = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     if command not in ("recommend", "rescore", "protocol-table"):
@@ -480,19 +508,24 @@ def main(argv: list[str]) -> None:
     config, extra = parse_overrides(argv, extra=options)
     given = given_settings(argv, config)
     configure_host(config)
+    empty = [key for key, value in extra.items() if value == ""]
+    if empty:
+        raise ConfigError(f"--{empty[0]}= is empty: give it a value or leave it out")
     if command == "recommend":
-        not_run = sorted(set(given) - set(RUN_ONLY_SETTINGS))
-        if not_run:
-            raise ConfigError(f"--{not_run[0]}: the model keeps its settings; only where it runs may be given")
+        hint = " (--market=M: the market whose items it recommends)" if "target_market" in given else ""
+        refuse_model_settings(given, f"the model keeps its settings{hint}")
         sources = [key for key in ("run", "weights", "authors") if key in extra]
         if len(sources) != 1:
             raise ConfigError("give one of --run=FOLDER, --weights=FILE, --authors=MARKET")
+        if "authors" in extra and "seed" in extra:
+            raise ConfigError("--seed: the authors released one model per market and stage; --seed selects among "
+                              "a run folder's")
         users = read_users(extra)
         if "authors" in extra:
             trained = load_trained(authors=extra["authors"], stage=extra.get("stage"), config=config,
                                    authors_dir=extra.get("authors_dir"))
         else:
-            trained = load_trained(extra.get("run") or extra["weights"], seed=extra.get("seed"),
+            trained = load_trained(extra["run"] if "run" in extra else extra["weights"], seed=extra.get("seed"),
                                    stage=extra.get("stage"))
         trained.config = dataclasses.replace(trained.config, **given)  # where it runs: data_dir, ...
         market = extra.get("market") or trained.target_market
@@ -521,10 +554,12 @@ def main(argv: list[str]) -> None:
         folders = [Path(folder) for folder in str(extra.get("runs", "")).split(",") if folder]
         if not folders:
             raise ConfigError("give --runs=FOLDER,FOLDER,...")
+        refuse_model_settings(given, "the table rescores each run under its own settings and the protocols of "
+                                     "runs.PROTOCOL_RESCORINGS")
         seed, stage = extra.get("seed", 0), extra.get("stage", "finetune")
         for folder in folders:  # before the data are read
             resolve_weights(folder, seed, stage)
-        lines = protocol_rescorings(folders, seed, stage, frames=load_markets(config))  # checksummed: the same anywhere
+        lines = protocol_rescorings(folders, seed, stage, where=given)
         print("\n".join(lines))
         if "out" in extra:
             write_text(Path(extra["out"]), "\n".join(lines) + "\n")
@@ -532,4 +567,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_command(main, (ConfigError, DataError, CheckpointError, WriteError))
+    run_command(main, (ConfigError, DataError, CheckpointError, RunFolderError, WriteError))
