@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Config, ConfigError
+from config import Config, ConfigError, parse_overrides
 from tests.conftest import REPO
 from tools import sweep
 
@@ -297,6 +297,15 @@ def test_a_plan_lists_grids_in_order_with_their_own_settings(tmp_path):
     for bad in ("acmr in", "acmr xx 1", "foo in 1", "acmr in x", "acmr in 1 split=temporal"):
         with pytest.raises(ConfigError):
             sweep.plan_jobs([bad], [])
+
+
+@pytest.mark.parametrize("plan", sorted((REPO / "plans").glob("*.txt")), ids=lambda path: path.name)
+def test_every_committed_plan_gives_jobs_whose_commands_are_valid_settings(plan):
+    jobs = sweep.plan_jobs(plan.read_text().splitlines(), [])
+    assert jobs, f"{plan.name} plans no job"
+    for job in jobs:
+        config, _ = parse_overrides(job.command()[2:])
+        assert (config.target_market, config.first_seed, config.seeds) == (job.market, job.seed, 1)
 
 
 def test_the_deadline_interrupts_running_jobs_and_leaves_them_resumable(real_config, tmp_path):
