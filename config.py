@@ -152,8 +152,12 @@ class Config:
 
 RUN_ONLY_SETTINGS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == SPEED)
 SELECTION_SETTINGS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["kind"] == SELECTION)
-KIND_TITLES = {SELECTION: "what to run", SPEED: "where and how fast it runs (no effect on results; a --resume "
-               "may change these)", EXPERIMENT: "what changes results (config.py's defaults are the paper's)"}
+KIND_TITLES = {SELECTION: "what to run",
+               SPEED: "where and how fast it runs, and where the data files are (a --resume may change these): "
+                      "the same computation up to the order of floating-point sums and, with fast_kernels or "
+                      "cuda_graphs, the dropout masks' random stream; data files the project does not know are "
+                      "used with a note, unchecked",
+               EXPERIMENT: "what changes results (config.py's defaults are the paper's)"}
 MAX_INT = 2**63 - 1  # integer settings, seeds included, are 64-bit in numpy and torch
 
 

@@ -128,18 +128,25 @@ def locate_data_file(market: str, config: Config) -> Path:
 
 def read_market_file(path: Path) -> pd.DataFrame:
     """Read and validate one market's file: columns userId, itemId (str), rate (float), date."""
-    with open(path) as f:
-        header = f.readline().split()
-    if header != COLUMNS:
-        raise DataError(f"{path}:1: header must be {' '.join(COLUMNS)!r}, got {' '.join(header)!r}")
     try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().split()
+        if header != COLUMNS:
+            raise DataError(f"{path}:1: header must be {' '.join(COLUMNS)!r}, got {' '.join(header)!r}")
         frame = pd.read_csv(path, sep=" ", skiprows=1, header=None, names=COLUMNS, dtype=str,
-                            keep_default_na=False, na_filter=False, engine="c")
+                            keep_default_na=False, na_filter=False, engine="c", encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start}): not a market file in the XMarket "
+                        f"format") from None
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame(columns=COLUMNS)
     except pd.errors.ParserError as error:
         line = re.search(r"line (\d+)", str(error))
         where = f":{line.group(1)}" if line else ""
         raise DataError(f"{path}{where}: malformed line, expected 4 space-separated fields "
                         f"({error})") from None
+    if frame.empty:
+        raise DataError(f"{path}: no interaction after the header")
     rate = pd.to_numeric(frame["rate"], errors="coerce")
     date = pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")
     problems = {
@@ -202,6 +209,25 @@ def check_train_negatives(frames: dict[str, pd.DataFrame], config: Config) -> No
                           f"{pool - others[first]} of the {pool} items of all markets and needs "
                           f"{config.num_train_negatives * per[first]} training negatives among the others; use at "
                           f"most {int((others // per).min())}")
+
+
+def check_target_users(frames: dict[str, pd.DataFrame], target_market: str) -> None:
+    """Raise DataError if some user of the target has fewer than 2 interactions there: his last
+    two are his validation and test items."""
+    counts = frames[target_market]["userId"].value_counts()
+    if counts.min() < 2:
+        raise DataError(f"{target_market}: every user needs at least 2 interactions (validation and test); "
+                        f"user {counts.idxmin()} has {counts.min()}")
+
+
+def check_data(frames: dict[str, pd.DataFrame], targets: list[str], config: Config) -> None:
+    """The checks of the data against the settings that a run would otherwise fail later
+    (check_train_negatives, then check_target_users and check_eval_negatives per target):
+    run before any run folder, trial or export is made."""
+    check_train_negatives(frames, config)
+    for target in targets:
+        check_target_users(frames, target)
+        check_eval_negatives(frames, target, config)
 
 
 def market_statistics(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -315,6 +341,7 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
     protocol settings of `config` (docs/PROTOCOL.md)."""
     if target_market not in frames:
         raise ConfigError(f"unknown target market {target_market!r}; allowed: {', '.join(frames)}")
+    check_target_users(frames, target_market)
     rng = np.random.default_rng(seed)
     markets = tuple(sorted(frames))
     target_id = markets.index(target_market)
@@ -340,9 +367,7 @@ def build_dataset(frames: dict[str, pd.DataFrame], target_market: str, seed: int
     valid_rows = data[in_target & (from_end == 1)].sort_values("user")
     test_rows = data[in_target & (from_end == 0)].sort_values("user")
     train = data[~(in_target & (from_end <= 1))]
-    target_users = test_rows["user"].to_numpy()
-    if not np.array_equal(target_users, valid_rows["user"].to_numpy()):
-        raise DataError(f"{target_market}: every user needs at least 2 interactions")
+    target_users = test_rows["user"].to_numpy()  # = valid_rows' users: each has 2 or more (check_target_users)
     train_user_pos = train["user"].to_numpy()
     train_item_pos = train["item"].to_numpy()
 
@@ -457,6 +482,9 @@ def export_candidates(dataset: Dataset, folder: Path) -> dict[str, str]:
 
 def main(argv: list[str]) -> None:
     config, extra = parse_overrides(argv, extra={"seed": int, "export": str})
+    runs_seeds = [arg.split("=", 1)[0] for arg in argv if arg.startswith(("--first_seed=", "--seeds="))]
+    if runs_seeds:
+        raise ConfigError(f"{runs_seeds[0]}: a run's seeds; the split of one seed is --seed=S")
     seed = extra.get("seed", 0)
     if not 0 <= seed <= MAX_INT:
         raise ConfigError(f"--seed={seed}: must be in 0 .. 2**63-1")
@@ -470,9 +498,7 @@ def main(argv: list[str]) -> None:
     if "export" not in extra:
         print(market_statistics(frames).to_string())
         return
-    check_train_negatives(frames, config)
-    for target in target_markets(config):
-        check_eval_negatives(frames, target, config)
+    check_data(frames, target_markets(config), config)
     for target in target_markets(config):
         dataset = build_dataset(frames, target, seed, config)
         folder = Path(extra["export"])

@@ -53,8 +53,7 @@ from data_loader import (
     Dataset,
     DeviceData,
     build_dataset,
-    check_eval_negatives,
-    check_train_negatives,
+    check_data,
     export_candidates,
     load_markets,
     resample_train_negatives,
@@ -615,9 +614,7 @@ def start(config: Config, argv: list[str]) -> None:
     configure_host(config)
     frames = load_markets(config)
     targets = target_markets(config)
-    check_train_negatives(frames, config)  # before any run folder
-    for target in targets:
-        check_eval_negatives(frames, target, config)
+    check_data(frames, targets, config)  # before any run folder
     check_sources(config, frames)
     run_dirs, turn = [], Turn(markets=len(targets))
     for number, target in enumerate(targets, 1):

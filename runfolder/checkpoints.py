@@ -114,9 +114,12 @@ def load_checkpoint(run_dir: Path, config: Config) -> dict:
     settings, or if metrics.jsonl lacks records that it follows."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
-        done = (run_dir / "results.json").is_file() and not (run_dir / CHECKPOINT).exists()
+        try:
+            complete = json.loads((run_dir / "results.json").read_text()).get("complete") is True
+        except (OSError, ValueError, AttributeError):
+            complete = False
         raise CheckpointError(f"{path}: no checkpoint" + (
-            "; this run is complete (see results.json)" if done else "; not a resumable run folder"))
+            "; this run is complete (see results.json)" if complete else "; not a resumable run folder"))
     if (run_dir / DIVERGED).is_file():
         raise CheckpointError(f"{run_dir / DIVERGED}: this run diverged, and a resume continues exactly, so it "
                               f"would diverge again: start a new run with a smaller --lr (or delete "

@@ -112,8 +112,16 @@ def start_run_folder(run_dir: Path, config: Config, device: torch.device, comman
 
 
 def continue_run_folder(run_dir: Path, device: torch.device, command: str) -> None:
-    """A resumed run's command and environment, added to the run folder's."""
-    write_text(run_dir / "command.txt", (run_dir / "command.txt").read_text() + command + "\n")
-    started = json.loads((run_dir / "environment.json").read_text())  # the code may have changed since
+    """A resumed run's command and environment, added to the run folder's (a missing or damaged
+    file is written afresh, and says so)."""
+    try:
+        earlier = (run_dir / "command.txt").read_text()
+    except (OSError, UnicodeDecodeError):
+        earlier = "# command.txt was missing or unreadable at this resume; the earlier commands are lost\n"
+    write_text(run_dir / "command.txt", earlier + command + "\n")
+    try:
+        started = json.loads((run_dir / "environment.json").read_text())  # the code may have changed since
+    except (OSError, UnicodeDecodeError, ValueError):
+        started = {"lost": "environment.json was missing or damaged at a resume"}
     started.setdefault("resumed", []).append(environment(device))
     write_json(run_dir / "environment.json", started)

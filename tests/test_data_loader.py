@@ -227,6 +227,28 @@ def test_a_wrong_header_is_reported(tmp_path):
         read_market_file(path)
 
 
+def test_a_file_without_interactions_or_not_utf8_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match=r"in_5core\.txt: no interaction after the header$"):
+        read_market_file(write(tmp_path / "in_5core.txt", ""))
+    path = tmp_path / "jp_5core.txt"
+    path.write_bytes(HEADER.encode() + b"u1 i\xff1 5.0 2016-01-03\n")
+    with pytest.raises(DataError, match=r"jp_5core\.txt: not UTF-8 text \(byte 28\)"):
+        read_market_file(path)
+
+
+def test_a_target_user_with_one_interaction_is_a_data_error_of_the_checks_and_of_the_split(tmp_path):
+    frames = {"aa": read_market_file(write(tmp_path / "aa_5core.txt", "u1 i1 5.0 2016-01-03\nu1 i2 5.0 2016-01-04\n"
+                                                                       "u2 i1 5.0 2016-01-03\n")),
+              "bb": read_market_file(write(tmp_path / "bb_5core.txt", "u3 i3 5.0 2016-01-03\nu3 i4 5.0 2016-01-04\n"))}
+    config = Config(data_markets="aa,bb", num_train_negatives=1, num_eval_negatives=1)
+    data_loader.check_data(frames, ["bb"], config)  # every bb user has two
+    with pytest.raises(DataError, match=r"^aa: every user needs at least 2 interactions \(validation and test\); "
+                                        r"user u2 has 1$"):
+        data_loader.check_data(frames, ["aa"], config)
+    with pytest.raises(DataError, match="user u2 has 1"):
+        build_dataset(frames, "aa", 0, config)
+
+
 # ---------------------------------------------------------------- finding, downloading, verifying
 
 @pytest.fixture

@@ -88,6 +88,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, real_config, tmp_p
     (["--seed=-1"], "--seed=-1: must be in 0 .. 2**63-1"),
     (["--export={tmp}/a_file/candidates"], "--export={tmp}/a_file/candidates: cannot create that folder"),
     (["--export={tmp}/out", "--num_eval_negatives=9000"], "num_eval_negatives=9000: the global pool of in holds"),
+    (["--export={tmp}/out", "--first_seed=3"], "--first_seed: a run's seeds; the split of one seed is --seed=S"),
 ])
 def test_bad_export_input_is_one_clear_line_and_writes_nothing(args, message, real_config, tmp_path):
     result = run_script("data_loader.py", args, {}, real_config, tmp_path)

@@ -26,6 +26,7 @@ from runfolder.checkpoints import (
     resume_config,
     save_checkpoint,
 )
+from runfolder.environment import continue_run_folder
 from tests.conftest import REPO
 from train_model import check_candidates, keep_lines
 
@@ -219,6 +220,30 @@ def test_a_checkpoint_written_with_other_settings_than_config_json_names_the_set
                                 f"{tmp_path / 'config.json'} (lr=0.01 in the checkpoint, 0.001 in config.json; "
                                 f"patience=5 in the checkpoint, 3 in config.json): one of the two files was "
                                 f"changed or replaced")
+
+
+@pytest.mark.parametrize("results, says", [
+    ({"complete": True, "runs": [{"seed": 0}]}, "; this run is complete (see results.json)"),
+    ({"complete": False, "runs": [{"seed": 0}]}, "; not a resumable run folder"),  # seed 1's checkpoint lost
+    (None, "; not a resumable run folder"),
+])
+def test_a_folder_without_checkpoint_is_called_complete_only_when_results_json_says_so(results, says, tmp_path):
+    if results is not None:
+        (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path, Config())
+    assert str(error.value) == f"{tmp_path / 'checkpoint.pt'}: no checkpoint{says}"
+
+
+def test_a_resume_with_its_command_or_environment_file_lost_writes_them_afresh_and_says_so(tmp_path):
+    (tmp_path / "environment.json").write_text('{"device": ')  # damaged; command.txt missing
+    continue_run_folder(tmp_path, torch.device("cpu"), "python train_model.py --resume=x")
+    assert (tmp_path / "command.txt").read_text().splitlines() == [
+        "# command.txt was missing or unreadable at this resume; the earlier commands are lost",
+        "python train_model.py --resume=x"]
+    saved = json.loads((tmp_path / "environment.json").read_text())
+    assert saved["lost"] == "environment.json was missing or damaged at a resume"
+    assert saved["resumed"][0]["device"] == "cpu"
 
 
 def test_a_finished_seeds_damaged_candidate_file_is_written_again_on_resume(real_config, tmp_path):

@@ -244,6 +244,7 @@ def test_a_setting_that_each_job_sets_itself_is_refused_in_one_line(argv, says, 
     (["--deadline_minutes=soon"], "deadline_minutes=soon: expected a number"),
     (["--seeds=0"], "seeds '0': no seed in it"),
     (["--seeds=5-3"], "seeds '5-3': no seed in it"),
+    (["--lrr=1", "--redo=true"], "unknown setting --lrr"),
 ])
 def test_a_malformed_sweep_option_or_an_empty_seed_range_is_refused_in_one_line(argv, says, tmp_path):
     with pytest.raises(ConfigError) as error:
@@ -272,6 +273,20 @@ def test_a_sweep_with_first_seed_skips_the_seeds_it_has_done_and_resumes_the_one
     assert lines[2].startswith("run acmr in seed 7: python train_model.py ")
     assert "--first_seed=7 --seeds=1" in lines[2] and lines[2].count("--first_seed=") == 1
     assert lines[3] == "2 jobs to run"
+
+
+def test_a_sweep_skips_a_job_whose_training_diverged_and_says_how_to_run_it_afresh(tmp_path, capsys):
+    folder = tmp_path / "acmr-in-seed0-20260101-000000"
+    folder.mkdir()
+    config = dataclasses.asdict(dataclasses.replace(Config(), seeds=1, log_dir=str(tmp_path)))
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "checkpoint.pt").write_bytes(b"")
+    (folder / "diverged.txt").write_text("seed 0 pretrain epoch 3: loss nan\n")
+    sweep.main(["--models=acmr", "--markets=in", "--seeds=2", f"--log_dir={tmp_path}", "--dry_run=true"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"skip acmr in seed 0: its training diverged in {folder} (diverged.txt says where); "
+                        f"--redo=true runs it afresh")
+    assert lines[1].startswith("run acmr in seed 1: ") and lines[2] == "1 jobs to run"
 
 
 def test_the_sweep_runs_each_model_and_its_report_has_a_row_for_each(real_config, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from config import RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config
+from config import RUN_ONLY_SETTINGS, SELECTION_SETTINGS, Config, ConfigError
 from data_loader import build_dataset
 from plans.presets import PRESETS, TUNED, TUNED_NAMES, tuned_names
 from reporting import report
@@ -203,3 +203,23 @@ def test_a_finished_trial_is_taken_from_its_file_and_not_trained_again(tmp_path)
     other = {**first, "lr": 2e-3}
     assert tune.finished_or_run("acmr", other, None, objective, tmp_path)[tune.OBJECTIVE] == 2e-2
     assert calls == [1e-3, 2e-3] and len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--target_market=jp", "--target_market: the markets searched are --markets=M,M"),
+    ("--model=mlp", "--model: the models searched are --models=M,M"),
+    ("--first_seed=5", "--first_seed: every trial trains and validates on seed 0's split"),
+    ("--init_weights=authors:in:pretrain", "--init_weights: every trial starts from a fresh initialisation"),
+    ("--resample_train_negatives=true", "--resample_train_negatives: a search trial draws its training negatives once"),
+])
+def test_settings_the_search_sets_itself_are_refused_before_any_trial(arg, message, tmp_path):
+    with pytest.raises(ConfigError) as error:
+        tune.main(["--models=gmf", "--markets=in", arg, f"--out={tmp_path / 'search'}"])
+    assert str(error.value) == message
+    assert not (tmp_path / "search").exists()
+
+
+def test_data_a_trial_would_fail_on_is_refused_before_any_trial(real_config, tmp_path):
+    with pytest.raises(ConfigError, match="^num_eval_negatives=9000: the global pool of in holds"):
+        tune.main(["--models=gmf", "--markets=in", "--num_eval_negatives=9000", f"--out={tmp_path / 'search'}"])
+    assert not (tmp_path / "search").exists()

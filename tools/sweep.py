@@ -81,7 +81,7 @@ from config import (
 )
 from plans.presets import PRESETS
 from reporting import report, runs
-from runfolder.files import CHECKPOINT
+from runfolder.files import CHECKPOINT, DIVERGED
 from runfolder.migration import upgrade_saved
 
 FORWARDED_ENV = ("XMREC_DIR",)  # the sweep's own goes to every job, on whichever node it runs
@@ -155,8 +155,9 @@ def run_folders(log_dir: str, market: str) -> list[tuple[Path, dict, set[int]]]:
 
 def previous_run(job: Job) -> tuple[str, Path] | None:
     """("done", folder) if a run folder in the job's log_dir holds this job's test results,
-    ("resume", folder) if one holds its checkpoint, else None. A folder is this job's when the
-    report would count it as the same (variant, market, seed)."""
+    ("diverged", folder) if its training diverged there (diverged.txt: a resume refuses it, and
+    the same seed would diverge again), ("resume", folder) if one holds its checkpoint, else None.
+    A folder is this job's when the report would count it as the same (variant, market, seed)."""
     config, _ = parse_overrides(job.command()[2:])
     variant = runs.variant_name(dataclasses.asdict(config))
     for folder, saved, done in run_folders(config.log_dir, job.market):
@@ -164,7 +165,10 @@ def previous_run(job: Job) -> tuple[str, Path] | None:
             continue
         if job.seed in done:
             return "done", folder
-        if (folder / CHECKPOINT).is_file() and (saved.get("first_seed", 0), saved.get("seeds")) == (job.seed, 1):
+        this_job = (saved.get("first_seed", 0), saved.get("seeds")) == (job.seed, 1)
+        if (folder / DIVERGED).is_file() and this_job:
+            return "diverged", folder
+        if (folder / CHECKPOINT).is_file() and this_job:
             return "resume", folder
     return None
 
@@ -201,6 +205,8 @@ def plan_jobs(lines: list[str], common: list[str]) -> list[Job]:
         first_seed, settings = grid_first_seed(settings)
         jobs += [Job(model, market, first_seed + seed, settings)
                  for model in models for market in markets for seed in parse_seeds(fields[2])]
+    for job in jobs:  # every setting checked here, whatever --redo says
+        parse_overrides(job.command()[2:])
     return jobs
 
 
@@ -599,6 +605,10 @@ def main(argv: list[str]) -> None:
             previous = previous_run(job)
             if previous is not None and previous[0] == "done":
                 print(f"skip {job.name}: done in {previous[1]}")
+                jobs.remove(job)
+            elif previous is not None and previous[0] == "diverged":
+                print(f"skip {job.name}: its training diverged in {previous[1]} ({DIVERGED} says where); "
+                      f"--redo=true runs it afresh")
                 jobs.remove(job)
             elif previous is not None:
                 job.resume = previous[1]

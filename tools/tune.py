@@ -58,7 +58,7 @@ from config import (
     run_command,
     validate,
 )
-from data_loader import DataError, build_dataset, load_markets
+from data_loader import DataError, build_dataset, check_data, load_markets
 from plans.presets import (
     PRESETS,
     SEARCH_DIR,
@@ -282,8 +282,17 @@ def write_tables(out: Path) -> dict:
     return chosen
 
 
-def main(argv: list[str]) -> None:
+NOT_GIVEN = {  # settings the search sets itself, and why
+    "target_market": "the markets searched are --markets=M,M",
+    "model": "the models searched are --models=M,M",
+    "first_seed": f"every trial trains and validates on seed {DATA_SEED}'s split",
+    "seeds": f"every trial trains and validates on seed {DATA_SEED}'s split",
+    "init_weights": "every trial starts from a fresh initialisation",
+    "resample_train_negatives": "a search trial draws its training negatives once",
+}
 
+
+def main(argv: list[str]) -> None:
     options = {"models": ",".join(MODELS), "markets": "in,jp,mx", "trials": str(NUM_TRIALS),
                "out": str(SEARCH_DIR)}
     settings = []
@@ -300,15 +309,24 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"--trials={options['trials']}: expected an integer >= 1")
     config, _ = parse_overrides(settings)  # type-checked; only the given ones go to the trials
     base = {k: v for k, v in dataclasses.asdict(config).items() if v != getattr(Config(), k)}
+    given = {arg[2:].split("=", 1)[0] for arg in settings if arg.startswith("--")}
+    for key, why in NOT_GIVEN.items():
+        if key in given:
+            raise ConfigError(f"--{key}: {why}")
     base.setdefault("num_threads", 1)
     models, markets = options["models"].split(","), options["markets"].split(",")
-    for name, allowed, given in (("models", MODELS, models), ("markets", market_names(config), markets)):
-        if not set(given) <= set(allowed):
-            raise ConfigError(f"--{name}={','.join(given)}: allowed {', '.join(allowed)}")
+    for name, allowed, chosen in (("models", MODELS, models), ("markets", market_names(config), markets)):
+        if not set(chosen) <= set(allowed):
+            raise ConfigError(f"--{name}={','.join(chosen)}: allowed {', '.join(allowed)}")
+    resolve_device(config.device)
+    frames = load_markets(config)
+    for model in models:  # what a trial would otherwise fail at, inside Ray
+        for market in markets:
+            trial = dataclasses.replace(Config(), **trial_settings(model, market, {}, base))
+            validate(trial)
+            check_data(frames, [market], trial)
     import ray
 
-
-    frames = load_markets(config)
     out = Path(options["out"])
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="error",
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
