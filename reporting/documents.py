@@ -42,6 +42,7 @@ from reporting.runs import (
     RESULTS,
     SPEC_MARKETS,
     STAGE_TITLES,
+    RunFolderError,
     collect,
     comparable_variants,
     find_run_folders,
@@ -279,7 +280,7 @@ def stage2_table(markets: tuple[str, ...] = ("in", "uk")) -> list[str]:
                          + " | ".join(cells) + " |")
         if ours or theirs:
             logged = json.loads(AUTHORS_RUNS.read_text())["markets"][market]["finetune"]
-            lines.append(f"| {market} | their logged run (their split) | 1 | {logged['epochs']} | | "
+            lines.append(f"| {market} | their logged run (their split) | | {logged['epochs']} | | "
                          f"{logged['valid_at_best_epoch']['HR@10']:.4f} | {logged['valid_at_best_epoch']['NDCG@10']:.4f} | "
                          + " | ".join(f"{logged[m]:.4f}" for m in METRICS) + " |")
         if ours and theirs:
@@ -408,6 +409,10 @@ DOC_BLOCKS: dict[str, Callable[[], list[str]]] = {
 LINK = re.compile(r"\]\((?![a-z]+:|#)(?P<target>[^)\s]+)\)")  # a relative markdown link
 
 
+class DocumentError(ValueError):
+    """A document that cannot be rendered; the message names it."""
+
+
 def render_document(text: str, name: str = "README.md") -> str:
     """`text`, the document `name` (relative to the repository), with each generated block
     rewritten from the committed runs. The blocks link to files relative to the repository;
@@ -416,7 +421,7 @@ def render_document(text: str, name: str = "README.md") -> str:
 
     def block(match: re.Match) -> str:
         if match["name"] not in DOC_BLOCKS:
-            raise KeyError(f"unknown block <!-- report:{match['name']} -->; known: {', '.join(DOC_BLOCKS)}")
+            raise DocumentError(f"{name}: unknown block <!-- report:{match['name']} -->; known: {', '.join(DOC_BLOCKS)}")
         body = LINK.sub(lambda link: f"]({Path(os.path.relpath(link['target'], folder)).as_posix()})",
                         "\n".join(match["indent"] + line for line in DOC_BLOCKS[match["name"]]()))
         return match["open"] + body + "\n" + match["indent"] + match["close"].lstrip(" ")
@@ -440,7 +445,10 @@ def update_documents(write: bool = True) -> list[str]:
 
 def main(check: bool = False) -> None:
     """Rewrite the stale documents; with `check`, only name them and exit 1 if there are any."""
-    changed = update_documents(write=not check)
+    try:
+        changed = update_documents(write=not check)
+    except (DocumentError, RunFolderError) as error:
+        sys.exit(f"error: {error}")
     if check:
         if changed:
             sys.exit(f"error: generated tables out of date in {', '.join(changed)} (python evaluate.py report --docs rewrites them)")

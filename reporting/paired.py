@@ -68,9 +68,9 @@ def load_ranks(run_dir: Path) -> dict[int, dict]:
     path = run_dir / RANKS
     if not path.is_file():
         return {}
-    payload = json.loads(path.read_text())
-    if payload.get("format") != RANKS_FORMAT:
-        raise ValueError(f"{path}: not a ranks file of format {RANKS_FORMAT}")
+    payload = runs.read_json(path)
+    if not isinstance(payload, dict) or payload.get("format") != RANKS_FORMAT:
+        raise runs.RunFolderError(f"{path}: not a ranks file of format {RANKS_FORMAT}")
     return {int(seed): {key: (np.array(value.split(), dtype=np.int64) if key in STAGES else value)
                         for key, value in entry.items()}
             for seed, entry in payload["seeds"].items()}
@@ -162,14 +162,18 @@ def family_of(variant: str, model: str) -> str:
 
 def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
     """The (variant, market) groups of run folders that have ranks.json; `variants` maps a
-    folder's name to its variant (reporting/runs.py's, or the folder name itself)."""
+    folder's name to its variant (reporting/runs.py's, or the folder name itself). Only the seeds
+    that results.json lists count: ranks.json gets a seed's stage when the stage ends, results.json
+    the seed when all its stages have (a seed still training, or diverged, has no last stage yet)."""
 
     grouped: dict[tuple[str, str], Model] = {}
     for folder in sorted(folders, key=lambda folder: start_time(folder.name)):
         ranks = load_ranks(folder)
         if not ranks or folder.name not in variants:
             continue
-        config = json.loads((folder / "config.json").read_text())
+        finished = {run["seed"] for run in runs.read_json(folder / "results.json")["runs"]}
+        ranks = {seed: entry for seed, entry in ranks.items() if seed in finished}
+        config = runs.read_json(folder / "config.json")
         variant = variants[folder.name]
         key = (variant, config["target_market"])
         family = family_of(variant, config.get("model", "acmr"))
@@ -179,9 +183,8 @@ def models_of(folders: list[Path], variants: dict[str, str]) -> list[Model]:
 
 
 def pairs_of(models: list[Model]) -> list[tuple[Model, Model]]:
-    """(A, B) to compare in each market: every ACMR variant against every other model; where
-    there is no ACMR, each baseline against popularity; each tuned baseline against the untuned
-    one of its family."""
+    """(A, B) to compare in each market: every ACMR variant against every other model; each
+    baseline against popularity; each tuned baseline against the untuned one of its family."""
     pairs = []
     for a in models:
         for b in models:

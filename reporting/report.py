@@ -175,8 +175,8 @@ def tuned_section(results: pd.DataFrame) -> list[str]:
             "rows are plans/presets.py's presets (ACMR's optimiser and early stopping), the tuned rows each "
             "market's preset chosen on validation NDCG@5 alone, the trained cross-market rows (gmf++-trained, "
             "forec-trained; NMF++ is FOREC after pre-training) FOREC's code's settings with NCF's "
-            "initialisation and early stopping, not searched. A random ranking of 100 candidates scores "
-            "HR@10 0.10, NDCG@10 about 0.045.", "", *table, "", *search_lines(), ""]
+            "initialisation and early stopping, not searched. Under the authors' protocol (1 + 99 sampled "
+            "candidates) a random ranking scores HR@10 0.10, NDCG@10 about 0.045.", "", *table, "", *search_lines(), ""]
 
 
 def trained_with(records: list[dict]) -> dict[str, list[str]]:
@@ -208,14 +208,14 @@ def search_lines(out: Path = RESULTS / "baselines" / "search") -> list[str]:
                 else " ACMR is not searched: it keeps the paper's settings (config.py's defaults)."), ""]
     for model, space in dict.fromkeys((r["model"], r["space"]) for r in records):
         lines.append(f"- {model}: {space}.")
-    lines += ["", "| model | market | chosen trial | valid NDCG@5 (best epoch) | trials' valid NDCG@5, min / median "
+    lines += ["", "| model | market | chosen trial (in the order drawn) | valid NDCG@5 (best epoch) | trials' valid NDCG@5, min / median "
               "/ max | chosen settings |", "|---|---|---|---|---|---|"]
     for r in records:
         objective = r["objective"]
         scores = sorted(t["result"][objective] for t in r["all_trials"])
         best = r["all_trials"][r["chosen_trial"]]["result"]
         settings = " ".join(f"{k}={v}" for k, v in r["chosen"].items() if k not in ("model", "stages"))
-        lines.append(f"| {r['model']} | {r['market']} | {r['chosen_trial']} of {len(scores)} | "
+        lines.append(f"| {r['model']} | {r['market']} | {r['chosen_trial'] + 1} of {len(scores)} | "
                      f"{best[objective]:.4f} ({best['best_epoch']} of {best['epochs']}) | {scores[0]:.4f} / "
                      f"{statistics.median(scores):.4f} / {scores[-1]:.4f} | `{settings}` |")
     return lines
@@ -437,7 +437,13 @@ def main(argv: list[str]) -> None:
     unknown = set(options) - {"log_dir", "out"}
     if unknown or any(arg.startswith("--") and "=" not in arg for arg in argv):
         sys.exit(USAGE)
+    empty = [key for key, value in options.items() if value == ""]
+    if empty:
+        sys.exit(f"error: --{empty[0]}= is empty: give it a folder or leave it out")
     paths = [Path(arg) for arg in argv if not arg.startswith("--")]
+    missing = [path for path in paths if not path.exists()]
+    if missing:
+        sys.exit(f"error: {missing[0]}: no such run folder or folder of run folders")
     log_dir = repository_or_given(Config(log_dir=options.get("log_dir", Config().log_dir)), "log_dir")
     if "log_dir" in options or not paths:
         paths.append(log_dir)

@@ -13,10 +13,11 @@ this module loads neither torch nor matplotlib.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,48 @@ def kept_validation(run: dict, stage: str, by_epoch: dict[tuple, dict]) -> dict[
     return {f"valid {k}": valid.get(k, np.nan) for k in METRICS}
 
 
+@contextlib.contextmanager
+def run_folder_shape(folder: Path) -> Iterator[None]:
+    """Turn an error of a run folder's files that are valid JSON of another shape (a missing key, a
+    list for a dict) into a RunFolderError that names the folder."""
+    try:
+        yield
+    except RunFolderError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise RunFolderError(f"{folder}: config.json, results.json or metrics.jsonl is not a run folder's "
+                             f"({type(error).__name__}: {error}); repair it, or move the folder out of the "
+                             f"folders of the report") from None
+
+
+def folder_rows(folder: Path, config: dict, shared: dict) -> tuple[list[dict], list[dict]]:
+    """collect's rows of one run folder (its config.json `config`): one per (seed, stage) that
+    results.json holds, and one per metrics.jsonl record."""
+    variant, model, protocol = variant_parts(config, shared)
+    diverged = (folder / DIVERGED).is_file()
+    lacks = " ".join(k for k in dataclasses.asdict(Config()) if k not in config and k not in NOT_EXPERIMENT)
+    stored = read_json(folder / "results.json")
+    records = epoch_records(folder)
+    by_epoch = {(r["seed"], r["stage"], r["epoch"]): r["valid"] for r in records}  # the last of repeats
+    rows = []
+    for run in stored["runs"]:
+        for stage in (s for s in STAGES if s in run):  # a run may skip a stage (config.stages)
+            rows.append({"variant": variant, "model": model, "protocol": protocol,
+                         "market": config["target_market"], "seed": run["seed"], "stage": stage,
+                         "data_markets": ",".join(sorted(config["data_markets"].split(","))),
+                         "folder": folder.name, "complete": stored.get("complete", True),
+                         "diverged": diverged, "config_lacks": lacks,
+                         "epochs": run[stage]["epochs"], "best_epoch": run[stage].get("best_epoch"),
+                         "test_candidates": run.get("candidates_sha256", {}).get("test"),
+                         **{k: run[stage][k] for k in METRICS},
+                         **kept_validation(run, stage, by_epoch),
+                         **breakdown_columns(run[stage].get("breakdown"))})
+    curves = [{"variant": variant, "market": config["target_market"], "folder": folder.name,
+               "seed": r["seed"], "stage": r["stage"], "epoch": r["epoch"],
+               f"valid_{SELECTION_METRIC}": r["valid"][SELECTION_METRIC]} for r in records]
+    return rows, curves
+
+
 def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test metrics, validation at the kept epoch and break-downs, one row per (variant, market,
     seed, stage), and the per-epoch records. Both carry a `shared_settings` column: the model
@@ -232,33 +275,17 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     row's `also_in` names the others. `diverged`: the folder has a diverged.txt (its results are
     the seeds before); `config_lacks`: the settings that change results and that its config.json
     lacks, which count as config.py's defaults in the variant's name."""
-    configs = {folder: upgrade_saved(read_json(folder / "config.json")) for folder in folders}
-    defaults = dataclasses.asdict(Config())
+    configs = {}
+    for folder in folders:
+        with run_folder_shape(folder):
+            configs[folder] = upgrade_saved(read_json(folder / "config.json"))
     shared = shared_settings(list(configs.values()))
-    shared_text = " ".join(f"{k}={v}" for k, v in shared.items())
     results, curves = [], []
     for folder, config in configs.items():
-        variant, model, protocol = variant_parts(config, shared)
-        diverged = (folder / DIVERGED).is_file()
-        lacks = " ".join(k for k in defaults if k not in config and k not in NOT_EXPERIMENT)
-        stored = read_json(folder / "results.json")
-        records = epoch_records(folder)
-        by_epoch = {(r["seed"], r["stage"], r["epoch"]): r["valid"] for r in records}  # the last of repeats
-        for run in stored["runs"]:
-            for stage in (s for s in STAGES if s in run):  # a run may skip a stage (config.stages)
-                results.append({"variant": variant, "model": model, "protocol": protocol,
-                                "market": config["target_market"], "seed": run["seed"], "stage": stage,
-                                "data_markets": ",".join(sorted(config["data_markets"].split(","))),
-                                "folder": folder.name, "complete": stored.get("complete", True),
-                                "diverged": diverged, "config_lacks": lacks,
-                                "epochs": run[stage]["epochs"], "best_epoch": run[stage].get("best_epoch"),
-                                "test_candidates": run.get("candidates_sha256", {}).get("test"),
-                                **{k: run[stage][k] for k in METRICS},
-                                **kept_validation(run, stage, by_epoch),
-                                **breakdown_columns(run[stage].get("breakdown"))})
-        curves += [{"variant": variant, "market": config["target_market"], "folder": folder.name,
-                    "seed": r["seed"], "stage": r["stage"], "epoch": r["epoch"],
-                    f"valid_{SELECTION_METRIC}": r["valid"][SELECTION_METRIC]} for r in records]
+        with run_folder_shape(folder):
+            rows, records = folder_rows(folder, config, shared)
+        results += rows
+        curves += records
     results = pd.DataFrame(results)
     if len(results):  # a (variant, market, seed) run in several folders counts once: the newest
         key = ["variant", "market", "seed"]
@@ -270,7 +297,7 @@ def collect(folders: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     curves = pd.DataFrame(curves)
     if len(curves):
         curves = curves.merge(results[["variant", "market", "seed", "folder"]].drop_duplicates())
-    results["shared_settings"] = curves["shared_settings"] = shared_text
+    results["shared_settings"] = curves["shared_settings"] = " ".join(f"{k}={v}" for k, v in shared.items())
     return results, curves
 
 

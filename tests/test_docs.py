@@ -65,9 +65,13 @@ def test_every_run_folder_the_protocol_study_borrows_is_committed():
         assert runs.find_run_folders([REPO / path]), path
 
 
-def test_a_document_with_an_unknown_block_is_an_error():
-    with pytest.raises(KeyError, match="unknown block"):
+def test_a_document_with_an_unknown_block_is_a_one_line_error_of_the_docs_command(monkeypatch):
+    with pytest.raises(documents.DocumentError, match="^README.md: unknown block <!-- report:no-such-table -->"):
         documents.render_document("<!-- report:no-such-table -->\n<!-- /report:no-such-table -->\n")
+    monkeypatch.setattr(documents, "update_documents", lambda write: documents.render_document(
+        "<!-- report:no-such-table -->\n<!-- /report:no-such-table -->\n", "docs/X.md"))
+    with pytest.raises(SystemExit, match="^error: docs/X.md: unknown block <!-- report:no-such-table -->; known: "):
+        documents.main(check=True)
 
 
 @pytest.mark.slow  # starts a process

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from config import Config
-from reporting import paired
+from reporting import paired, runs
 from reporting.metrics import METRICS, metric_per_user
 from runfolder.checkpoints import Progress
 from tests.conftest import synthetic_frames
@@ -44,13 +45,17 @@ def test_identical_models_differ_by_nothing():
     assert (same.mean, same.low, same.high, same.p, same.better, same.worse) == (0.0, 0.0, 0.0, 1.0, 0, 0)
 
 
-def fabricate_run(folder, model, market, seeds: dict[int, tuple[str, dict[str, list[int]]]]):
-    """A run folder with config.json and ranks.json: seed -> (candidates sha, stage -> ranks)."""
+def fabricate_run(folder, model, market, seeds: dict[int, tuple[str, dict[str, list[int]]]],
+                  unfinished: tuple[int, ...] = ()):
+    """A run folder with config.json, ranks.json (seed -> (candidates sha, stage -> ranks)) and
+    results.json, which lists the seeds but the `unfinished` ones."""
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"model": model, "target_market": market}))
     for seed, (sha, stages) in seeds.items():
         for stage, ranks in stages.items():
             paired.save_ranks(folder, seed, stage, ranks, {"test": sha, "valid": "v"})
+    (folder / "results.json").write_text(json.dumps({"target_market": market, "runs": [
+        {"seed": seed} for seed in seeds if seed not in unfinished]}))
     return folder
 
 
@@ -75,6 +80,28 @@ def test_runs_pair_up_only_on_the_same_candidates_and_at_their_last_stage(tmp_pa
     assert not any("No ACMR run" in line for line in lines)
 
 
+def test_a_seed_that_results_json_does_not_list_is_left_out_of_the_pairs(tmp_path):
+    """ACMR's seed 1 has ended pre-training only (still fine-tuning, or diverged there): its
+    pre-training ranks must not meet GMF's fine-tuned ones."""
+    acmr = fabricate_run(tmp_path / "in-1", "acmr", "in", {
+        0: ("s0", {"pretrain": [50, 50], "finetune": [1, 1]}), 1: ("s1", {"pretrain": [50, 50]})}, unfinished=(1,))
+    gmf = fabricate_run(tmp_path / "in-2", "gmf", "in", {0: ("s0", {"finetune": [1, 20]}),
+                                                         1: ("s1", {"finetune": [1, 20]})})
+    models = paired.models_of([acmr, gmf], {"in-1": "acmr", "in-2": "gmf"})
+    assert sorted(next(m for m in models if m.variant == "acmr").ranks) == [0]
+    assert paired.comparison_lines(models)[2].startswith("| acmr | gmf | in | 0 | 2 | +0.5000 [")
+
+
+def test_a_damaged_ranks_file_is_a_one_line_run_folder_error(tmp_path):
+    folder = fabricate_run(tmp_path / "in-1", "acmr", "in", {0: ("s0", {"finetune": [1, 1]})})
+    (folder / "ranks.json").write_text('{"format": ')
+    with pytest.raises(runs.RunFolderError, match=r"ranks\.json: not valid JSON"):
+        paired.load_ranks(folder)
+    (folder / "ranks.json").write_text('{"format": "other"}')
+    with pytest.raises(runs.RunFolderError, match=r"ranks\.json: not a ranks file of format acmr-ranks/1$"):
+        paired.load_ranks(folder)
+
+
 def test_a_user_is_one_unit_his_differences_averaged_over_the_seeds(tmp_path):
     """Two seeds of three users. HR@10 differences per seed: seed 0: 1 0 0, seed 1: 1 1 -1; per
     user averaged: 1, 0.5, -0.5 (n = 3 users, not 6 user-seeds); per seed: 1/3 and 1/3."""
@@ -89,12 +116,14 @@ def test_a_user_is_one_unit_his_differences_averaged_over_the_seeds(tmp_path):
     assert (hr.n, hr.mean) == (3, pytest.approx(1 / 3))
     assert (hr.low, hr.high) == pytest.approx((1 / 3 - half, 1 / 3 + half))
     assert (hr.better, hr.worse) == (2, 1)
+    assert hr.p == pytest.approx(stats.wilcoxon(d).pvalue)  # over the 3 users, not the 6 user-seeds
+    assert hr.p != pytest.approx(stats.wilcoxon([1, 0, 0, 1, 1, -1]).pvalue)
     assert result.per_seed["HR@10"] == pytest.approx([1 / 3, 1 / 3])
     line = paired.comparison_lines(paired.models_of([a, b], {"in-a": "acmr", "in-b": "gmf"}))[2]
     assert line.startswith("| acmr | gmf | in | 0,1 | 3 | +0.3333 [")
 
 
-def test_without_acmr_each_baseline_is_compared_with_popularity_and_its_untuned_self(tmp_path):
+def test_each_baseline_is_compared_with_popularity_and_its_untuned_self_and_a_missing_acmr_is_said(tmp_path):
     folders = [fabricate_run(tmp_path / f"in-{i}", model, "in", {0: ("s", {"finetune": ranks})})
                for i, (model, ranks) in enumerate([("popularity", [5, 5]), ("gmf", [9, 9]), ("gmf", [1, 1]),
                                                    ("gmf", [2, 2])])]
@@ -134,7 +163,9 @@ def test_two_models_on_the_same_seed_pair_up_end_to_end(tmp_path):
         folder.mkdir()
         config = dataclasses.replace(base, model=model)
         (folder / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
-        run_seed(folder, frames, "in", config, torch.device("cpu"), Progress(seed=0, stage="finetune"), None)
+        progress = Progress(seed=0, stage="finetune")
+        run_seed(folder, frames, "in", config, torch.device("cpu"), progress, None)
+        (folder / "results.json").write_text(json.dumps({"target_market": "in", "runs": progress.runs}))
         folders.append(folder)
     models = paired.models_of(folders, {f.name: f.name.removeprefix("in-") for f in folders})
     assert [(a.variant, b.variant) for a, b in paired.pairs_of(models)] == [("gmf", "popularity")]

@@ -175,7 +175,7 @@ def test_settings_every_run_shares_are_stated_once_not_in_every_name(tmp_path):
     results, _ = collect(sorted(tmp_path.iterdir()))
     assert set(results["variant"]) == {"acmr", "acmr-no-pretraining", "acmr (split=temporal)"}
     assert set(results["shared_settings"]) == {"lr=0.01"}
-    assert "lr=0.01" in comparison_text([tmp_path / "in-20260102-000000"])
+    assert comparison_text([tmp_path / "in-20260102-000000"]).count("lr=0.01") == 1  # said once, in no name
 
 
 def test_a_run_from_given_weights_keeps_them_in_its_name_and_is_not_compared_with_the_authors_log(tmp_path):
@@ -552,3 +552,26 @@ def test_a_run_from_given_weights_is_named_by_where_they_come_from_not_as_withou
     assert runs.run_label(own) == "acmr-pretrain+finetune-from-weights"
     gmf = {**fresh, "model": "gmf", "init_weights": "log/x/seed0_finetune_weights.pt"}
     assert runs.run_label(gmf) == "gmf-finetune-from-weights"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--log_dir="], "error: --log_dir= is empty: give it a folder or leave it out"),
+    (["--out="], "error: --out= is empty: give it a folder or leave it out"),
+    (["{tmp}/nowhere"], "error: {tmp}/nowhere: no such run folder or folder of run folders"),
+])
+def test_an_empty_option_or_a_missing_folder_is_refused_in_one_line(argv, says, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        report.main([arg.format(tmp=tmp_path) for arg in argv])
+    assert str(stop.value.code) == says.format(tmp=tmp_path)
+
+
+@pytest.mark.parametrize("file, text, missing", [("results.json", "{}", "'runs'"), ("config.json", "[]", "'target_market'"),
+                                                 ("metrics.jsonl", "{}\n", "'seed'")])
+def test_a_run_folder_file_of_another_shape_is_one_line_naming_the_folder(file, text, missing, tmp_path):
+    folder = fabricate(tmp_path, "acmr-in-seed0-20260102-000000", "in", {0: 0.5})
+    (folder / file).write_text(text)
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(tmp_path)])
+    assert str(stop.value.code) == (f"error: {folder}: config.json, results.json or metrics.jsonl is not a run "
+                                    f"folder's (KeyError: {missing}); repair it, or move the folder out of the "
+                                    f"folders of the report")
