@@ -253,8 +253,9 @@ def study_table(results: pd.DataFrame, group: str | None = None) -> list[str]:
 
 def breakdown_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (variant, stage, market, break-down group): mean test HR@10 and NDCG@10 over
-    the seeds whose results.json has the break-down, their number, and the group's mean number
-    of test users per seed. Ordered as the summary table."""
+    the seeds where the group has test users (`scored`), the seeds whose results.json has the
+    break-down (`seeds`), and the group's mean number of test users over those. Ordered as the
+    summary table."""
     parts = []
     for group in BREAKDOWN_GROUPS:
         part = results[["variant", "stage", "market", "seed"]].assign(group=group)
@@ -263,14 +264,16 @@ def breakdown_table(results: pd.DataFrame) -> pd.DataFrame:
         parts.append(part)
     long = pd.concat(parts).dropna(subset=["users"])
     table = long.groupby(["variant", "stage", "market", "group"]).agg(
-        **{"HR@10": ("HR@10", "mean"), "NDCG@10": ("NDCG@10", "mean"), "seeds": ("seed", "count"),
-           "users": ("users", "mean")}).reset_index()
+        **{"HR@10": ("HR@10", "mean"), "NDCG@10": ("NDCG@10", "mean"), "scored": ("HR@10", "count"),
+           "seeds": ("seed", "count"), "users": ("users", "mean")}).reset_index()
     return sort_rows(table, {"stage": list(STAGES), "market": market_order(table["market"]),
                              "group": list(BREAKDOWN_GROUPS)})
 
 
 def breakdown_lines(table: pd.DataFrame) -> list[str]:
-    """Markdown lines of the break-down table: a row per (variant, stage, market), a column per group."""
+    """Markdown lines of the break-down table: a row per (variant, stage, market), a column per
+    group: HR@10 / NDCG@10 (mean test users per seed), and how many of the seeds the metrics
+    average where the group has no test user on some."""
     lines = ["| model | stage | market | " + " | ".join(BREAKDOWN_GROUPS.values()) + " | seeds |",
              "|---|---|---|" + "---|" * (len(BREAKDOWN_GROUPS) + 1)]
     for (variant, stage, market), rows in table.groupby(["variant", "stage", "market"], sort=False):
@@ -281,7 +284,8 @@ def breakdown_lines(table: pd.DataFrame) -> list[str]:
             if row is None or pd.isna(row["HR@10"]):
                 cells.append("-")
             else:
-                cells.append(f"{row['HR@10']:.4f} / {row['NDCG@10']:.4f} ({row['users']:.0f})")
+                some = f"; {row['scored']} of {row['seeds']} seeds" if row["scored"] < row["seeds"] else ""
+                cells.append(f"{row['HR@10']:.4f} / {row['NDCG@10']:.4f} ({row['users']:.0f}{some})")
         lines.append(f"| {variant} | {STAGE_TITLES[stage]} | {market} | " + " | ".join(cells)
                      + f" | {rows['seeds'].max()} |")
     return lines

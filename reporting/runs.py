@@ -203,10 +203,13 @@ def find_run_folders(paths: list[Path]) -> list[Path]:
 
 def breakdown_columns(breakdown: dict | None) -> dict[str, float]:
     """A stage's break-down (results.json) as `<group> <metric>` and `<group> users` columns;
-    NaN where the run has none (older runs) or the group has no test user."""
+    NaN where the run has none (older runs); a group without test users has 0 users and NaN
+    metrics."""
     groups = breakdown or {}
-    return {f"{group} {key}": groups[group][key] if groups.get(group) else np.nan
-            for group in BREAKDOWN_GROUPS for key in ("HR@10", "NDCG@10", "users")}
+    columns = {f"{group} {key}": groups[group][key] if groups.get(group) else np.nan
+               for group in BREAKDOWN_GROUPS for key in ("HR@10", "NDCG@10", "users")}
+    columns.update({f"{group} users": 0 for group in BREAKDOWN_GROUPS if group in groups and not groups[group]})
+    return columns
 
 
 def epoch_records(folder: Path) -> list[dict]:

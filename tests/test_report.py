@@ -308,7 +308,7 @@ def add_breakdowns(folder: Path, by_seed: dict[int, dict[str, tuple[float, int] 
 
 
 @pytest.mark.slow  # starts a process
-def test_the_breakdown_table_averages_each_group_over_the_seeds_that_have_it(tmp_path):
+def test_the_breakdown_table_averages_each_groups_metrics_over_the_seeds_where_it_has_users(tmp_path):
     folder = fabricate(tmp_path, "in-20260102-000000", "in", {0: 0.5, 1: 0.5, 2: 0.5})
     groups = ("repeat_purchase", "new_purchase", "item_seen_in_target_training", "item_unseen_in_target_training")
     add_breakdowns(folder, {0: dict(zip(groups, ((1.0, 6), (0.6, 233), (0.8, 200), (0.2, 39)))),
@@ -321,10 +321,10 @@ def test_the_breakdown_table_averages_each_group_over_the_seeds_that_have_it(tmp
     new = table.loc[("finetune", "in", "new_purchase")]
     assert (new["HR@10"], new["NDCG@10"], new["users"], new["seeds"]) == (
         pytest.approx(0.65), pytest.approx(0.325), pytest.approx(236.5), 2)
-    repeat = table.loc[("finetune", "in", "repeat_purchase")]  # empty on seed 1: seed 0 alone
-    assert (repeat["HR@10"], repeat["seeds"]) == (pytest.approx(1.0), 1)
+    repeat = table.loc[("finetune", "in", "repeat_purchase")]  # no user on seed 1: its metrics are seed 0's
+    assert (repeat["HR@10"], repeat["scored"], repeat["seeds"], repeat["users"]) == (pytest.approx(1.0), 1, 2, 3.0)
     report = (tmp_path / "report.md").read_text()
-    assert ("| acmr | after fine-tuning | in | 1.0000 / 0.5000 (6) | 0.6500 / 0.3250 (236) "
+    assert ("| acmr | after fine-tuning | in | 1.0000 / 0.5000 (3; 1 of 2 seeds) | 0.6500 / 0.3250 (236) "
             "| 0.8500 / 0.4250 (205) | 0.3000 / 0.1500 (34) | 2 |") in report
 
 
