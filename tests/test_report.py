@@ -445,7 +445,7 @@ def test_the_authors_weights_table_puts_their_log_beside_each_split(tmp_path):
         "0.2000 ± 0.0000 [0.3000] | 0.2500 ± 0.0000 [0.4000] | 50% |"]
 
 
-def test_the_search_prose_names_the_fixed_settings_of_each_group_of_models():
+def test_the_search_prose_groups_the_models_trained_with_the_same_fixed_settings():
     records = [{"model": model, "fixed": fixed} for model, fixed in
                [("gmf", {"stages": "finetune", "patience": 10}), ("mlp", {"stages": "finetune", "patience": 10}),
                 ("gmf++", {"patience": 10, "pretrain_epochs": 100}), ("gmf", {"stages": "finetune", "patience": 10})]]
