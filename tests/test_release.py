@@ -10,12 +10,18 @@ import sys
 import pytest
 import torch
 
+from config import ELECTRONICS_MARKETS
 from data_loader import load_markets
 from runfolder.checkpoints import WEIGHTS_FORMAT
 from tests.conftest import REPO
 from tools.trained import from_weights_file, rescore
 
 RELEASED = sorted((REPO / "results" / "paper").glob("*/seed0_finetune_weights.pt"))
+
+
+def test_the_release_holds_seed_0_fine_tuned_weights_of_each_of_the_seven_markets():
+    markets = sorted(json.loads((path.parent / "config.json").read_text())["target_market"] for path in RELEASED)
+    assert markets == sorted(ELECTRONICS_MARKETS)
 
 
 def test_every_released_weights_file_is_seed_0_fine_tuned_of_the_run_folder_it_sits_in():
