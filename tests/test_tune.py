@@ -22,7 +22,7 @@ from tools import tune
 from train_model import run_seed
 
 
-def fabricated_objective(settings: dict, frames) -> dict:
+def fabricated_objective(settings: dict, frames, checkpoint_dir) -> dict:
     """Validation prefers lr near 1e-3; the `test` number prefers the opposite and must never
     decide (nor be recorded)."""
     score = 1.0 - abs(math.log10(settings["lr"]) + 3)
@@ -191,7 +191,8 @@ def test_an_acmr_trial_has_the_baselines_early_stopping_and_searches_acmrs_own_s
 def test_a_finished_trial_is_taken_from_its_file_and_not_trained_again(tmp_path):
     calls = []
 
-    def objective(settings: dict, frames) -> dict:
+    def objective(settings: dict, frames, checkpoint_dir) -> dict:
+        assert checkpoint_dir.is_dir() and checkpoint_dir.parent == tmp_path / tune.UNFINISHED
         calls.append(settings["lr"])
         return {tune.OBJECTIVE: settings["lr"] * 10, "epochs": 3}
 
@@ -202,7 +203,36 @@ def test_a_finished_trial_is_taken_from_its_file_and_not_trained_again(tmp_path)
     assert calls == [1e-3]
     other = {**first, "lr": 2e-3}
     assert tune.finished_or_run("acmr", other, None, objective, tmp_path)[tune.OBJECTIVE] == 2e-2
-    assert calls == [1e-3, 2e-3] and len(list(tmp_path.iterdir())) == 2
+    assert calls == [1e-3, 2e-3] and len(list(tmp_path.glob("*.json"))) == 2
+    assert not any((tmp_path / tune.UNFINISHED).iterdir())  # a finished trial's checkpoint is deleted
+
+
+class Stopped(Exception):
+    """The process ends here (a kill, the end of a session)."""
+
+
+@pytest.mark.parametrize("stopped_after", [2, 4, 5])  # saves: pre-training epochs 1-3, the stage's end, fine-tuning
+def test_a_trial_stopped_after_a_checkpoint_continues_from_it_to_the_same_result(stopped_after, small_config, frames,
+                                                                                 tmp_path, monkeypatch):
+    config = dataclasses.replace(small_config, **{**PRESETS["acmr"], **tune.fixed_settings("acmr"),
+                                                  "pretrain_epochs": 3, "finetune_epochs": 4, "num_threads": 1,
+                                                  "num_layers": 1, "max_history": 10, "batch_size": 512})
+    whole = tune.validation_run(config, frames, seed=1)
+    saves, save_progress = [], tune.save_progress
+
+    def save_then_stop(*args) -> None:
+        save_progress(*args)
+        saves.append(1)
+        if len(saves) == stopped_after:
+            raise Stopped
+
+    monkeypatch.setattr(tune, "save_progress", save_then_stop)
+    with pytest.raises(Stopped):
+        tune.validation_run(config, frames, seed=1, checkpoint_dir=tmp_path)
+    monkeypatch.undo()
+    resumed = tune.validation_run(config, frames, seed=1, checkpoint_dir=tmp_path)
+    assert whole["epochs"] == 3 + 4 and whole[tune.OBJECTIVE] > 0
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
 
 
 @pytest.mark.parametrize("arg, message", [

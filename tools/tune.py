@@ -27,7 +27,9 @@ choice), `trials.csv` (every trial of every search so far, one row each) and `ch
 Ray Tune's own files go to log/tune (not committed). Each finished trial is also kept in
 `--out`/trials/ (its settings and result): a search that is stopped and started again draws the
 same settings (the seeded search) and takes the finished trials from there instead of training
-them again, so an interrupted search loses at most the trial it was in.
+them again; the trial it was in continues from its last finished epoch (its checkpoint, after
+every epoch, in `--out`/trials/unfinished/, not committed), so an interrupted search loses at
+most one epoch. Run the same command again to go on.
 
 Not searched: `num_train_negatives`. The training negatives are drawn from the same seeded
 generator before the evaluation candidates (data_loader.build_dataset), so another number of
@@ -41,6 +43,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,10 +70,17 @@ from plans.presets import (
     TRAINED_AS_NCF_IN_EVERY_STAGE,
 )
 from reporting.metrics import SELECTION_METRIC
-from runfolder.checkpoints import Progress
-from runfolder.files import WriteError, write_file, write_json, write_text
+from runfolder.checkpoints import Progress, load_checkpoint
+from runfolder.files import CHECKPOINT, WriteError, write_file, write_json, write_text
 from speed.host import configure_host, resolve_device
-from train_model import Diverged, next_stage, start_training, train_stage
+from train_model import (
+    Diverged,
+    next_stage,
+    restore_training,
+    save_progress,
+    start_training,
+    train_stage,
+)
 
 MODELS = ("gmf", "mlp", "nmf", "gmf++", "forec", "acmr")  # presets of plans/presets.py
 CROSS_MARKET = ("gmf++", "forec")  # pre-trained on all seven markets (FOREC then fine-tuned)
@@ -78,6 +88,7 @@ SEARCH_SEED = 2024  # Ray Tune's random_state for every (model, market)
 NUM_TRIALS = 8  # the budget: trials per (model, market), the same for every model and market
 DATA_SEED = 0  # the split, negatives and validation candidates the trials train and score on
 OBJECTIVE = f"valid {SELECTION_METRIC}"  # the best over a trial's epochs; the test candidates are never scored
+UNFINISHED = "unfinished"  # in a search's trials/: the checkpoints of trials not yet finished
 CURVE = f"valid_{SELECTION_METRIC}_curve"  # a trial's validation SELECTION_METRIC after each epoch
 # every trial: the NCF paper's initialisation (He et al. 2017: N(0, 0.01)), conventional early
 # stopping, enough epochs, the target market alone
@@ -124,13 +135,18 @@ def ray_space(model: str) -> dict:
 
 # ---------------------------------------------------------------- one trial
 
-def validation_run(config: Config, frames: dict[str, pd.DataFrame], seed: int = DATA_SEED) -> dict:
+def validation_run(config: Config, frames: dict[str, pd.DataFrame], seed: int = DATA_SEED,
+                   checkpoint_dir: Path | None = None) -> dict:
     """Train `config`'s model through its stages (the target market alone, or all markets and
     then the target) with train_model.train_stage, as train_model.run_seed does (same
     generators, batches, early stopping, each stage from the previous one's best epoch; eager
     steps, no CUDA graphs), scoring only the validation candidates after each epoch. Returns the
     best validation NDCG@5 of the last stage (OBJECTIVE), the validation metrics at that epoch,
     the epochs run (all stages) and the curve of validation NDCG@5 (all stages, in order).
+
+    With `checkpoint_dir`: a run's checkpoint there after every epoch and stage (train_model.
+    save_progress), and a trial that finds one continues from it exactly, as --resume does; the
+    caller deletes it once the result is kept.
 
     A trial that diverges (train_model.Diverged) ends there: the epochs so far count, the one
     that diverged as None in the curve; one that ends before its last stage scores 0."""
@@ -141,24 +157,37 @@ def validation_run(config: Config, frames: dict[str, pd.DataFrame], seed: int = 
     device = resolve_device(config.device)
     training = start_training(build_dataset(frames, config.target_market, seed, config), config, device, seed)
     stages = active_stages(config)
-    progress, curve, valid_at_best, started = Progress(seed=seed, stage=stages[0]), [], {}, time.perf_counter()
+    progress = Progress(seed=seed, stage=stages[0], seed_result={"curve": [], "valid_at_best": {}, "seconds": 0.0})
+    if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT).is_file():
+        checkpoint = load_checkpoint(checkpoint_dir, config)
+        progress = Progress(**checkpoint["progress"])
+        restore_training(training, checkpoint)
+    trial, started = progress.seed_result, time.perf_counter() - progress.seed_result["seconds"]
+
+    def save() -> None:
+        if checkpoint_dir is not None:
+            trial["seconds"] = time.perf_counter() - started
+            save_progress(checkpoint_dir, training, progress)
 
     def record(epoch: dict) -> None:
-        curve.append(round(epoch["valid"][SELECTION_METRIC], 6))
+        trial["curve"].append(round(epoch["valid"][SELECTION_METRIC], 6))
         if epoch["epoch"] == progress.best_epoch:
-            valid_at_best[progress.stage] = epoch["valid"]
+            trial["valid_at_best"][progress.stage] = epoch["valid"]
+        save()
 
     try:
-        for stage in stages:
-            next_stage(progress, stage)
+        for stage in stages[stages.index(progress.stage):]:
             train_stage(training, progress, record)
+            if stage != stages[-1]:  # the next stage starts from these weights with a fresh budget
+                next_stage(progress, stages[stages.index(stage) + 1])
+                save()
     except Diverged:
-        curve += [None] * (progress.epochs_trained - len(curve))  # the epoch that diverged, if one did
+        trial["curve"] += [None] * (progress.epochs_trained - len(trial["curve"]))  # the epoch that diverged, if one did
         if progress.stage != stages[-1]:
             next_stage(progress, stages[-1])
-    return {OBJECTIVE: progress.best_score, "best_epoch": progress.best_epoch, "epochs": len(curve),
-            "valid_at_best_epoch": valid_at_best.get(stages[-1], {}),
-            "seconds": round(time.perf_counter() - started, 1), CURVE: curve}
+    return {OBJECTIVE: progress.best_score, "best_epoch": progress.best_epoch, "epochs": len(trial["curve"]),
+            "valid_at_best_epoch": trial["valid_at_best"].get(stages[-1], {}),
+            "seconds": round(time.perf_counter() - started, 1), CURVE: trial["curve"]}
 
 
 def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
@@ -167,10 +196,10 @@ def trial_settings(model: str, market: str, sampled: dict, base: dict) -> dict:
     return {**PRESETS[model], "target_market": market, **fixed_settings(model), **base, **sampled}
 
 
-def real_objective(settings: dict, frames: dict[str, pd.DataFrame]) -> dict:
+def real_objective(settings: dict, frames: dict[str, pd.DataFrame], checkpoint_dir: Path | None) -> dict:
     config = dataclasses.replace(Config(), **settings)
     validate(config)
-    return validation_run(config, frames)
+    return validation_run(config, frames, checkpoint_dir=checkpoint_dir)
 
 
 def result_settings(settings: dict) -> dict:
@@ -181,9 +210,11 @@ def result_settings(settings: dict) -> dict:
 def finished_or_run(model: str, settings: dict, frames: dict[str, pd.DataFrame], objective: Callable, folder: Path | None) -> dict:
     """The trial's result: from `folder` where this trial has finished before, else trained now
     and kept there, in `<model>-<market>-<hash of result_settings>.json`. A kept trial is used
-    only if its settings are exactly these."""
+    only if its settings are exactly these. While it trains, its checkpoint is in
+    `folder`/unfinished/ under the same name (not committed: *.pt), so that a trial that is
+    stopped continues from its last epoch when the search runs again."""
     if folder is None:
-        return objective(settings, frames)
+        return objective(settings, frames, None)
     kept_settings = result_settings(settings)
     digest = hashlib.sha256(json.dumps(kept_settings).encode()).hexdigest()[:16]
     path = folder / f"{model}-{settings['target_market']}-{digest}.json"
@@ -191,8 +222,11 @@ def finished_or_run(model: str, settings: dict, frames: dict[str, pd.DataFrame],
         kept = json.loads(path.read_text())
         if kept["settings"] == kept_settings:
             return kept["result"]
-    result = objective(settings, frames)
+    unfinished = folder / UNFINISHED / path.stem
+    unfinished.mkdir(parents=True, exist_ok=True)
+    result = objective(settings, frames, unfinished)
     write_json(path, {"settings": kept_settings, "result": result})
+    shutil.rmtree(unfinished)
     return result
 
 
