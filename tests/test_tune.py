@@ -31,7 +31,7 @@ def fabricated_objective(settings: dict, frames, checkpoint_dir) -> dict:
 
 
 @pytest.mark.slow
-def test_the_search_records_every_trial_and_chooses_by_validation_alone(tmp_path):
+def test_the_search_records_every_trial_and_chooses_by_validation_alone(tmp_path, capsys):
     ray = pytest.importorskip("ray")
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="error",
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
@@ -39,9 +39,15 @@ def test_the_search_records_every_trial_and_chooses_by_validation_alone(tmp_path
         search = dict(trials=4, seed=7, base={"num_threads": 1}, objective=fabricated_objective,
                       storage=tmp_path / "ray")
         record = tune.run_search("mlp", "in", tmp_path / "out", **search)
+        printed = capsys.readouterr().out.splitlines()
         again = tune.run_search("mlp", "jp", tmp_path / "again", **search)
     finally:
         ray.shutdown()
+    for number, trial in enumerate(record["all_trials"], 1):  # a line as each trial starts and as it ends
+        name = tune.trial_name("mlp", trial["settings"])
+        assert (f"mlp in trial {number} of 4: {trial['sampled']}; its epochs, while it trains: "
+                f"{tmp_path / 'out' / 'trials' / tune.UNFINISHED / name / tune.EPOCH_LOG}") in printed
+        assert f"mlp in trial {number} of 4: valid NDCG@5 {trial['result'][tune.OBJECTIVE]:.4f} after 1 epochs, 0 s" in printed
     trials = record["all_trials"]
     assert [t["trial"] for t in trials] == list(range(4))
     assert [t["sampled"] for t in trials] == [t["sampled"] for t in again["all_trials"]]  # seeded draws
@@ -232,6 +238,10 @@ def test_a_trial_stopped_after_a_checkpoint_continues_from_it_to_the_same_result
     monkeypatch.undo()
     resumed = tune.validation_run(config, frames, seed=1, checkpoint_dir=tmp_path)
     assert whole["epochs"] == 3 + 4 and whole[tune.OBJECTIVE] > 0
+    log = (tmp_path / tune.EPOCH_LOG).read_text().splitlines()  # the epoch the stop cut short is logged once
+    assert [line.split(":")[0] for line in log] == [f"pretrain epoch {e}" for e in (1, 2, 3)] + [
+        f"finetune epoch {e}" for e in (1, 2, 3, 4)]
+    assert log[-1].startswith(f"finetune epoch 4: valid NDCG@5 {whole['valid_NDCG@5_curve'][-1]:.4f} (best ")
     assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
 
 

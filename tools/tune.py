@@ -71,10 +71,18 @@ from plans.presets import (
 )
 from reporting.metrics import SELECTION_METRIC
 from runfolder.checkpoints import Progress, load_checkpoint
-from runfolder.files import CHECKPOINT, WriteError, write_file, write_json, write_text
+from runfolder.files import (
+    CHECKPOINT,
+    WriteError,
+    append_line,
+    write_file,
+    write_json,
+    write_text,
+)
 from speed.host import configure_host, resolve_device
 from train_model import (
     Diverged,
+    keep_lines,
     next_stage,
     restore_training,
     save_progress,
@@ -89,6 +97,7 @@ NUM_TRIALS = 8  # the budget: trials per (model, market), the same for every mod
 DATA_SEED = 0  # the split, negatives and validation candidates the trials train and score on
 OBJECTIVE = f"valid {SELECTION_METRIC}"  # the best over a trial's epochs; the test candidates are never scored
 UNFINISHED = "unfinished"  # in a search's trials/: the checkpoints of trials not yet finished
+EPOCH_LOG = "epochs.log"  # in a trial's checkpoint folder: a line per epoch
 CURVE = f"valid_{SELECTION_METRIC}_curve"  # a trial's validation SELECTION_METRIC after each epoch
 # every trial: the NCF paper's initialisation (He et al. 2017: N(0, 0.01)), conventional early
 # stopping, enough epochs, the target market alone
@@ -145,8 +154,8 @@ def validation_run(config: Config, frames: dict[str, pd.DataFrame], seed: int = 
     the epochs run (all stages) and the curve of validation NDCG@5 (all stages, in order).
 
     With `checkpoint_dir`: a run's checkpoint there after every epoch and stage (train_model.
-    save_progress), and a trial that finds one continues from it exactly, as --resume does; the
-    caller deletes it once the result is kept.
+    save_progress), and a trial that finds one continues from it exactly, as --resume does; a
+    line per epoch in its EPOCH_LOG. The caller deletes the folder once the result is kept.
 
     A trial that diverges (train_model.Diverged) ends there: the epochs so far count, the one
     that diverged as None in the curve; one that ends before its last stage scores 0."""
@@ -162,6 +171,7 @@ def validation_run(config: Config, frames: dict[str, pd.DataFrame], seed: int = 
         checkpoint = load_checkpoint(checkpoint_dir, config)
         progress = Progress(**checkpoint["progress"])
         restore_training(training, checkpoint)
+        keep_lines(checkpoint_dir / EPOCH_LOG, len(progress.seed_result["curve"]))  # those of the epochs it has
     trial, started = progress.seed_result, time.perf_counter() - progress.seed_result["seconds"]
 
     def save() -> None:
@@ -173,6 +183,10 @@ def validation_run(config: Config, frames: dict[str, pd.DataFrame], seed: int = 
         trial["curve"].append(round(epoch["valid"][SELECTION_METRIC], 6))
         if epoch["epoch"] == progress.best_epoch:
             trial["valid_at_best"][progress.stage] = epoch["valid"]
+        if checkpoint_dir is not None:  # progress to read while it trains
+            append_line(checkpoint_dir / EPOCH_LOG, f"{epoch['stage']} epoch {epoch['epoch']}: valid {SELECTION_METRIC} "
+                        f"{epoch['valid'][SELECTION_METRIC]:.4f} (best {progress.best_score:.4f}, epoch "
+                        f"{progress.best_epoch}), {epoch['seconds']:.0f} s")
         save()
 
     try:
@@ -207,6 +221,13 @@ def result_settings(settings: dict) -> dict:
     return {k: v for k, v in sorted(settings.items()) if k not in RUN_ONLY_SETTINGS}
 
 
+def trial_name(model: str, settings: dict) -> str:
+    """`<model>-<market>-<hash of result_settings>`: a trial's file in trials/ and its folder in
+    trials/unfinished/."""
+    digest = hashlib.sha256(json.dumps(result_settings(settings)).encode()).hexdigest()[:16]
+    return f"{model}-{settings['target_market']}-{digest}"
+
+
 def finished_or_run(model: str, settings: dict, frames: dict[str, pd.DataFrame], objective: Callable, folder: Path | None) -> dict:
     """The trial's result: from `folder` where this trial has finished before, else trained now
     and kept there, in `<model>-<market>-<hash of result_settings>.json`. A kept trial is used
@@ -216,8 +237,7 @@ def finished_or_run(model: str, settings: dict, frames: dict[str, pd.DataFrame],
     if folder is None:
         return objective(settings, frames, None)
     kept_settings = result_settings(settings)
-    digest = hashlib.sha256(json.dumps(kept_settings).encode()).hexdigest()[:16]
-    path = folder / f"{model}-{settings['target_market']}-{digest}.json"
+    path = folder / f"{trial_name(model, settings)}.json"
     if path.is_file():
         kept = json.loads(path.read_text())
         if kept["settings"] == kept_settings:
@@ -239,6 +259,28 @@ def trainable(sampled: dict, model: str, market: str, base: dict, frames: dict[s
 
 
 # ---------------------------------------------------------------- the search
+
+def trial_lines(model: str, market: str, trials: int, base: dict, folder: Path):
+    """A Ray Tune callback that prints a line as each trial starts (its settings, where its epochs
+    are logged) and as it ends (its score): a trial of ACMR is hours at one thread."""
+    from ray import tune
+
+    def number(trial) -> str:
+        return f"{model} {market} trial {int(trial.trial_id.rsplit('_', 1)[-1]) + 1} of {trials}"
+
+    class TrialLines(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            log = folder / UNFINISHED / trial_name(model, trial_settings(model, market, trial.config, base)) / EPOCH_LOG
+            print(f"{number(trial)}: {trial.config}; its epochs, while it trains: {log}", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            result = trial.last_result
+            print(f"{number(trial)}: {OBJECTIVE} {result[OBJECTIVE]:.4f} after {result['epochs']} epochs, "
+                  f"{result['seconds']:.0f} s", flush=True)
+
+    return TrialLines()
+
+
 
 def choose(trials: list[dict]) -> dict:
     """The trial with the best OBJECTIVE (the first of equals). Reads nothing but validation."""
@@ -270,7 +312,8 @@ def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, 
         tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=trials, max_concurrent_trials=1,
                                     search_alg=BasicVariantGenerator(random_state=seed)),
         run_config=tune.RunConfig(name=f"{model}-{market}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(storage.resolve()), verbose=0))
+                                  storage_path=str(storage.resolve()), verbose=0,
+                                  callbacks=[trial_lines(model, market, trials, base, (out / "trials").resolve())]))
     grid = tuner.fit()
     records = []
     for result in grid:
