@@ -2,13 +2,14 @@
 
     python -m tools.tune --models=gmf,mlp,nmf --markets=in,jp,mx --num_threads=1     # the committed search
     python -m tools.tune --models=gmf++,forec --markets=in,jp,mx --num_threads=1     # the cross-market models
-    python -m tools.tune --models=acmr --markets=in,jp,mx --num_threads=1            # ACMR, on the same terms
+    python -m tools.tune --models=acmr --markets=in,jp,mx --num_threads=1 --at_once=2  # ACMR, on the same terms
     python -m tools.tune --models=gmf --markets=in --trials=4 --out=log/tune_try     # a smaller search
 
 For each (model, market): NUM_TRIALS settings drawn by Ray Tune's seeded random search
 (BasicVariantGenerator, random_state=SEARCH_SEED: the same draws on every market) from
 SEARCH_SPACE, one trial at a time (a one-CPU Ray instance, torch on one thread unless
---num_threads says otherwise). A trial trains the model's preset (plans/presets.py: GMF, MLP,
+--num_threads says otherwise), or --at_once=N trials of a market at once (an N-CPU instance):
+every trial seeds its own generators, so a trial's result does not depend on what runs beside it. A trial trains the model's preset (plans/presets.py: GMF, MLP,
 NMF on the target market alone; GMF++ on all seven markets; FOREC and ACMR on all seven, then
 on the target) with the fixed settings (FIXED; CROSS_MARKET_FIXED in every stage of GMF++ and
 FOREC; ACMR_FIXED: conventional early stopping, `patience` epochs without a better validation
@@ -297,7 +298,7 @@ def preset_settings(model: str, settings: dict) -> dict:
 
 
 def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, seed: int = SEARCH_SEED,
-               base: dict | None = None, frames: dict[str, pd.DataFrame] | None = None, objective: Callable = real_objective,
+               at_once: int = 1, base: dict | None = None, frames: dict[str, pd.DataFrame] | None = None, objective: Callable = real_objective,
                storage: Path = REPO / "log" / "tune") -> dict:
     """One Ray Tune search (ray must be initialised); writes out/<model>-<market>.json and returns
     its record. Finished trials are kept in out/trials/ and not trained again."""
@@ -309,7 +310,7 @@ def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, 
                                   objective=objective, trials_dir=(out / "trials").resolve())
     tuner = tune.Tuner(
         tune.with_resources(runner, {"cpu": 1}), param_space=ray_space(model),
-        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=trials, max_concurrent_trials=1,
+        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=trials, max_concurrent_trials=at_once,
                                     search_alg=BasicVariantGenerator(random_state=seed)),
         run_config=tune.RunConfig(name=f"{model}-{market}-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(storage.resolve()), verbose=0,
@@ -370,7 +371,7 @@ NOT_GIVEN = {  # settings the search sets itself, and why
 
 
 def main(argv: list[str]) -> None:
-    options = {"models": ",".join(MODELS), "markets": "in,jp,mx", "trials": str(NUM_TRIALS),
+    options = {"models": ",".join(MODELS), "markets": "in,jp,mx", "trials": str(NUM_TRIALS), "at_once": "1",
                "out": str(SEARCH_DIR)}
     settings = []
     for arg in argv:
@@ -382,8 +383,9 @@ def main(argv: list[str]) -> None:
     if "-h" in argv or "--help" in argv:
         print(__doc__.strip())
         return
-    if not options["trials"].isdigit() or int(options["trials"]) < 1:
-        raise ConfigError(f"--trials={options['trials']}: expected an integer >= 1")
+    for key in ("trials", "at_once"):
+        if not options[key].isdigit() or int(options[key]) < 1:
+            raise ConfigError(f"--{key}={options[key]}: expected an integer >= 1")
     config, _ = parse_overrides(settings)  # type-checked; only the given ones go to the trials
     base = {k: v for k, v in dataclasses.asdict(config).items() if v != getattr(Config(), k)}
     given = {arg[2:].split("=", 1)[0] for arg in settings if arg.startswith("--")}
@@ -404,13 +406,14 @@ def main(argv: list[str]) -> None:
     import ray
 
     out = Path(options["out"])
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="error",
+    ray.init(address="local", num_cpus=int(options["at_once"]), include_dashboard=False, log_to_driver=False, logging_level="error",
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     try:
         for model in models:
             for market in markets:
                 started = time.time()
-                record = run_search(model, market, out, trials=int(options["trials"]), base=base, frames=frames)
+                record = run_search(model, market, out, trials=int(options["trials"]), at_once=int(options["at_once"]),
+                                    base=base, frames=frames)
                 best = record["all_trials"][record["chosen_trial"]]["result"][OBJECTIVE]
                 print(f"{model} {market}: trial {record['chosen_trial']} of {record['trials']} chosen, "
                       f"{OBJECTIVE} {best:.4f}, {time.time() - started:.0f} s: {record['chosen']}", flush=True)
