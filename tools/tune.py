@@ -8,18 +8,19 @@
 For each (model, market): NUM_TRIALS settings drawn by Ray Tune's seeded random search
 (BasicVariantGenerator, random_state=SEARCH_SEED: the same draws on every market) from
 SEARCH_SPACE, one trial at a time (a one-CPU Ray instance, torch on one thread unless
---num_threads says otherwise), or --at_once=N trials of a market at once (an N-CPU instance):
-every trial seeds its own generators, so a trial's result does not depend on what runs beside it. A trial trains the model's preset (plans/presets.py: GMF, MLP,
-NMF on the target market alone; GMF++ on all seven markets; FOREC and ACMR on all seven, then
-on the target) with the fixed settings (FIXED; CROSS_MARKET_FIXED in every stage of GMF++ and
-FOREC; ACMR_FIXED: conventional early stopping, `patience` epochs without a better validation
-NDCG@5, reset by each improvement, at most 100 epochs a stage, except ACMR's pre-training,
-which keeps the paper's cap of 50: a pre-training epoch of ACMR costs about a hundred times a
-fine-tuning epoch) on the split, training negatives and validation candidates of seed
-DATA_SEED, and scores the best validation NDCG@5 of its last stage's epochs. It never scores the test candidates. The trial with the best score is chosen (the
-earlier trial on a tie); its settings, less those equal to config.py's defaults, are the preset
-`<model>-tuned-<market>` (plans/presets.py reads it from chosen.json), whose test runs
-(seeds 0-2) are ordinary train_model.py runs.
+--num_threads says otherwise), or --at_once=N trials of a market at once (an N-CPU instance;
+every trial seeds its own generators, so its result does not depend on what runs beside it). A
+trial trains the model's preset (plans/presets.py: GMF, MLP, NMF on the target market alone;
+GMF++ on all seven markets; FOREC and ACMR on all seven, then on the target) with the fixed
+settings (FIXED; CROSS_MARKET_FIXED in every stage of GMF++ and FOREC; ACMR_FIXED: conventional
+early stopping, `patience` epochs without a better validation NDCG@5, reset by each improvement,
+at most 100 epochs a stage, except ACMR's pre-training, which keeps the paper's cap of 50: a
+pre-training epoch of ACMR costs about a hundred times a fine-tuning epoch) on the split,
+training negatives and validation candidates of seed DATA_SEED, and scores the best validation
+NDCG@5 of its last stage's epochs. It never scores the test candidates. The trial with the best
+score is chosen (the earlier trial on a tie); its settings, less those equal to config.py's
+defaults, are the preset `<model>-tuned-<market>` (plans/presets.py reads it from chosen.json),
+whose test runs (seeds 0-2) are ordinary train_model.py runs.
 
 Writes, in --out (default results/baselines/search): `<model>-<market>.json` (the space, seed
 and budget, every trial's settings, validation score, epochs and validation curve, and the
@@ -233,8 +234,8 @@ def finished_or_run(model: str, settings: dict, frames: dict[str, pd.DataFrame],
     """The trial's result: from `folder` where this trial has finished before, else trained now
     and kept there, in `<model>-<market>-<hash of result_settings>.json`. A kept trial is used
     only if its settings are exactly these. While it trains, its checkpoint is in
-    `folder`/unfinished/ under the same name (not committed: *.pt), so that a trial that is
-    stopped continues from its last epoch when the search runs again."""
+    `folder`/unfinished/ under the same name (not committed), so that a trial that is stopped
+    continues from its last epoch when the search runs again."""
     if folder is None:
         return objective(settings, frames, None)
     kept_settings = result_settings(settings)
@@ -261,7 +262,7 @@ def trainable(sampled: dict, model: str, market: str, base: dict, frames: dict[s
 
 # ---------------------------------------------------------------- the search
 
-def trial_lines(model: str, market: str, trials: int, base: dict, folder: Path):
+def trial_lines(model: str, market: str, trials: int, base: dict, folder: Path) -> object:
     """A Ray Tune callback that prints a line as each trial starts (its settings, where its epochs
     are logged) and as it ends (its score): a trial of ACMR is hours at one thread."""
     from ray import tune
@@ -280,7 +281,6 @@ def trial_lines(model: str, market: str, trials: int, base: dict, folder: Path):
                   f"{result['seconds']:.0f} s", flush=True)
 
     return TrialLines()
-
 
 
 def choose(trials: list[dict]) -> dict:
