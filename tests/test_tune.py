@@ -70,6 +70,32 @@ def test_the_search_records_every_trial_and_chooses_by_validation_alone(tmp_path
     assert report.search_lines.__defaults__ == (tune.SEARCH_DIR,)  # the report reads where tune writes
 
 
+@pytest.mark.slow
+def test_a_trial_that_fails_is_started_again_within_the_search(tmp_path):
+    ray = pytest.importorskip("ray")
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+
+    def fails_once_per_trial(settings: dict, frames, checkpoint_dir) -> dict:
+        first = not (attempts / checkpoint_dir.name).exists()
+        (attempts / checkpoint_dir.name).touch()
+        if first:  # as a worker that is killed or loses its connection
+            raise RuntimeError("the worker is lost")
+        return fabricated_objective(settings, frames, checkpoint_dir)
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="error",
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        record = tune.run_search("gmf", "in", tmp_path / "out", trials=2, seed=7, base={"num_threads": 1},
+                                 objective=fails_once_per_trial, storage=tmp_path / "ray")
+    finally:
+        ray.shutdown()
+    assert len(list(attempts.iterdir())) == 2 and len(record["all_trials"]) == 2
+    assert [t["result"] for t in record["all_trials"]] == [
+        {k: v for k, v in fabricated_objective(t["settings"], None, None).items() if k in tune.RESULT_KEYS}
+        for t in record["all_trials"]]
+
+
 def test_choosing_reads_validation_only_and_prefers_the_earlier_trial_on_a_tie():
     trials = [{"trial": i, "result": {tune.OBJECTIVE: score, "test NDCG@5": 1.0 - score}}
               for i, score in enumerate([0.2, 0.5, 0.5, 0.1])]

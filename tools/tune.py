@@ -31,7 +31,8 @@ Ray Tune's own files go to log/tune (not committed). Each finished trial is also
 same settings (the seeded search) and takes the finished trials from there instead of training
 them again; the trial it was in continues from its last finished epoch (its checkpoint, after
 every epoch, in `--out`/trials/unfinished/, not committed), so an interrupted search loses at
-most one epoch. Run the same command again to go on.
+most one epoch. Run the same command again to go on. Within a search, a trial that fails (its
+Ray worker lost or killed) is started again, up to TRIAL_RETRIES times, from its checkpoint.
 
 Not searched: `num_train_negatives`. The training negatives are drawn from the same seeded
 generator before the evaluation candidates (data_loader.build_dataset), so another number of
@@ -100,6 +101,7 @@ DATA_SEED = 0  # the split, negatives and validation candidates the trials train
 OBJECTIVE = f"valid {SELECTION_METRIC}"  # the best over a trial's epochs; the test candidates are never scored
 UNFINISHED = "unfinished"  # in a search's trials/: the checkpoints of trials not yet finished
 EPOCH_LOG = "epochs.log"  # in a trial's checkpoint folder: a line per epoch
+TRIAL_RETRIES = 3  # a trial that fails (its worker lost, killed, out of memory) starts again, from its checkpoint
 CURVE = f"valid_{SELECTION_METRIC}_curve"  # a trial's validation SELECTION_METRIC after each epoch
 # every trial: the NCF paper's initialisation (He et al. 2017: N(0, 0.01)), conventional early
 # stopping, enough epochs, the target market alone
@@ -314,6 +316,7 @@ def run_search(model: str, market: str, out: Path, *, trials: int = NUM_TRIALS, 
                                     search_alg=BasicVariantGenerator(random_state=seed)),
         run_config=tune.RunConfig(name=f"{model}-{market}-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(storage.resolve()), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
                                   callbacks=[trial_lines(model, market, trials, base, (out / "trials").resolve())]))
     grid = tuner.fit()
     records = []
